@@ -1,0 +1,34 @@
+# Two commands bootstrap everything: `make test` and `make demo` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Tests and the demo see 4 simulated CPU devices, so the data-parallel paths always run.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu
+PYTEST_ARGS ?= -q -n 2
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	touch $@
+
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m jax_unlearn demo --workdir runs/demo
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m jax_unlearn bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

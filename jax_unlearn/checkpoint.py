@@ -1,0 +1,117 @@
+"""Orbax checkpoints of train states and frozen variables: save, restore latest, keep the best.
+
+Each checkpoint stores the pytree and a small JSON record with a fingerprint of the parameter
+tree (paths, shapes, dtypes), so restoring into another architecture fails with a clear message
+instead of an Orbax shape error.
+"""
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jax_unlearn.errors import UserError
+
+
+def fingerprint(tree: Any) -> str:
+  """A short hash of a pytree's structure, shapes and dtypes (not its values)."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  desc = [(jax.tree_util.keystr(p), tuple(np.shape(x)), str(getattr(x, "dtype", None)
+                                                            or np.asarray(x).dtype))
+          for p, x in leaves]
+  return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
+
+
+def _abstract(tree: Any) -> Any:
+  """Shapes, dtypes and shardings of `tree`, the restore target for Orbax."""
+
+  def leaf(x):
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+  return jax.tree_util.tree_map(leaf, tree)
+
+
+class Checkpointer:
+  """An Orbax CheckpointManager for one model/stage directory.
+
+  `save(step, tree, meta)` writes the pytree and a JSON dict; `restore(target)` reads the latest
+  (or a given) step into the structure and shardings of `target`; `best_step()` is the step with
+  the lowest `meta["metric"]` when `keep_best` is set.
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int | None = 2, keep_best: bool = False,
+               save_interval_steps: int = 1):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+        best_fn=(lambda m: m["metric"]) if keep_best else None, best_mode="min",
+        keep_checkpoints_without_metrics=False if keep_best else True,
+        enable_async_checkpointing=False, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self._manager.best_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, tree: Any, meta: dict | None = None, *, force: bool = False) -> bool:
+    """Saves `tree` at `step` with a JSON `meta` dict (which may hold "metric" for keep_best)."""
+    meta = dict(meta or {})
+    meta["fingerprint"] = fingerprint(tree)
+    metrics = {"metric": float(meta["metric"])} if "metric" in meta else None
+    saved = self._manager.save(
+        int(step), args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
+                                           meta=ocp.args.JsonSave(meta)),
+        metrics=metrics, force=force)
+    self._manager.wait_until_finished()
+    return saved
+
+  def read_meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return dict(self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+  def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+    """(tree, meta) of `step` (latest by default), placed like `target`'s arrays.
+
+    Raises UserError when the checkpoint holds another architecture or cannot be read.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    try:
+      meta = self.read_meta(step)
+    except Exception as e:  # a truncated or foreign directory
+      raise UserError(f"checkpoint {self.directory} (step {step}) cannot be read: {e}",
+                      "delete it or rerun with --fresh.") from e
+    if meta.get("fingerprint") != fingerprint(target):
+      raise UserError(
+          f"checkpoint {self.directory} (step {step}) holds a model of another architecture "
+          "than the one configured.",
+          "use the model settings it was trained with, or rerun with --fresh.")
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(_abstract(target))))
+    except Exception as e:
+      raise UserError(f"checkpoint {self.directory} (step {step}) is corrupted: {e}",
+                      "delete it or rerun with --fresh.") from e
+    return restored["tree"], meta
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

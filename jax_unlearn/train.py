@@ -1,0 +1,311 @@
+"""The functional training core: one state pytree, one generic jitted step, one fit loop.
+
+Every training in the library (original model, retraining, fine-tuning, every unlearning
+objective, relearning for AIN) is `fit` over `make_train_step(apply_fn, loss_fn, tx, mesh)`.
+A loss function has the signature
+
+    loss_fn(pred, acts, batch, rng, *frozen) -> (loss, metrics)
+
+where `batch` holds "x", "y", "forget" and "mask" ([B], 0 on padded rows), `frozen` are
+extra arguments of the step (e.g. a frozen model's variables), `loss` is a scalar and `metrics`
+a dict of scalars. Frozen variables travel as step arguments, never in closures, so they are
+not baked into the compiled program.
+"""
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jax_unlearn import losses, parallel
+from jax_unlearn.errors import UserError
+from jax_unlearn.models.adapters import accepts_mask, split_outputs
+
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; a pytree, donated to the step."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict:
+    return make_variables(self.params, self.batch_stats)
+
+
+def make_variables(params, batch_stats) -> dict:
+  """The model's variables dict; "batch_stats" only when the model has any."""
+  if batch_stats:
+    return {"params": params, "batch_stats": batch_stats}
+  return {"params": params}
+
+
+def make_optimizer(lr: float, *, clip_norm: float | None = None, weight_decay: float = 0.0,
+                   name: str = "adam") -> optax.GradientTransformation:
+  """Adam (the paper's optimizer) or SGD with an injectable learning rate for plateau decay."""
+  if lr <= 0 or not math.isfinite(lr):
+    raise UserError(f"learning rate must be positive, got {lr}.", "set train.lr > 0, e.g. 1e-3.")
+  makers = {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}
+  if name not in makers:
+    from jax_unlearn.errors import unknown_name
+    raise unknown_name("optimizer", name, makers)
+  kwargs = {"weight_decay": weight_decay} if name == "adamw" else {}
+  tx = optax.inject_hyperparams(makers[name])(learning_rate=lr, **kwargs)
+  if clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+  return tx
+
+
+def _find_hyperparams(opt_state):
+  """The inject_hyperparams dict inside a (possibly chained) optimizer state, or None."""
+  if hasattr(opt_state, "hyperparams"):
+    return opt_state.hyperparams
+  if isinstance(opt_state, tuple):
+    for s in opt_state:
+      found = _find_hyperparams(s)
+      if found is not None:
+        return found
+  return None
+
+
+def _replace_lr(opt_state, lr: float):
+  if hasattr(opt_state, "hyperparams"):
+    old = opt_state.hyperparams["learning_rate"]
+    new = jax.device_put(jnp.asarray(lr, old.dtype), old.sharding)
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
+  if isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields"):
+    return tuple(_replace_lr(s, lr) for s in opt_state)
+  return opt_state
+
+
+def learning_rate(state: TrainState) -> float:
+  hp = _find_hyperparams(state.opt_state)
+  if hp is None:
+    raise ValueError("optimizer state has no injectable learning rate; use make_optimizer")
+  return float(hp["learning_rate"])
+
+
+def set_learning_rate(state: TrainState, lr: float) -> TrainState:
+  """The state with a new learning rate (host side, between epochs)."""
+  return state.replace(opt_state=_replace_lr(state.opt_state, lr))
+
+
+def create_state(variables: Mapping, tx: optax.GradientTransformation, mesh=None) -> TrainState:
+  """A fresh train state (step 0) for `variables`, replicated over `mesh` if given."""
+  params = variables["params"]
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  if mesh is not None:
+    state = jax.device_put(state, parallel.replicated(mesh))
+  return state
+
+
+def supervised_loss(per_example: losses.LossFn, prediction_fn: Callable | None = None) -> LossFn:
+  """Loss function of plain supervised training: masked mean of a per-example loss to the labels.
+
+  `prediction_fn` maps the model output before the loss (identity by default).
+  """
+
+  def loss_fn(pred, acts, batch, rng, *frozen):
+    del acts, rng, frozen
+    values = per_example(pred if prediction_fn is None else prediction_fn(pred), batch["y"])
+    return losses.masked_mean(values, batch["mask"]), {}
+
+  return loss_fn
+
+
+def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    mesh=None, *, donate: bool = True):
+  """The one generic step `(state, batch, rng, *frozen) -> (state, metrics)`, jitted.
+
+  With a mesh, the batch is sharded over "data" and everything else replicated; XLA inserts the
+  gradient all-reduce, so N devices compute exactly the single-device update. The rng is folded
+  with the state's step, so every step draws fresh randomness from one base key.
+  """
+
+  takes_mask = accepts_mask(apply_fn)
+
+  def step(state: TrainState, batch, rng, *frozen):
+    rng = jax.random.fold_in(rng, state.step)
+    model_rng, loss_rng = jax.random.split(rng)
+    mask_kw = {"mask": batch["mask"]} if takes_mask else {}
+
+    def objective(params):
+      out = apply_fn(make_variables(params, state.batch_stats), batch["x"], train=True,
+                     rngs={"dropout": model_rng}, **mask_kw)
+      pred, acts, new_state = split_outputs(out, {"batch_stats": state.batch_stats})
+      loss, metrics = loss_fn(pred, acts, batch, loss_rng, *frozen)
+      return loss, (metrics, new_state.get("batch_stats", state.batch_stats))
+
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, {"loss": loss, **metrics}
+
+  return _jit_for_mesh(step, mesh, donate=donate)
+
+
+def _jit_for_mesh(fn, mesh, *, donate: bool):
+  """jit `fn(state, batch, rng, *frozen)`, with shardings when a mesh is given.
+
+  One compiled program per number of frozen arguments (a static fact of the caller).
+  """
+  compiled = {}
+
+  def call(state, batch, rng, *frozen):
+    key = len(frozen)
+    if key not in compiled:
+      kwargs = {"donate_argnums": (0,)} if donate else {}
+      if mesh is not None:
+        repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+        kwargs["in_shardings"] = (repl, data, repl) + (repl,) * key
+        kwargs["out_shardings"] = (repl, repl)
+      compiled[key] = jax.jit(fn, **kwargs)
+    return compiled[key](state, batch, rng, *frozen)
+
+  call.jitted = compiled
+  return call
+
+
+def make_predict_fn(apply_fn: Callable, mesh=None):
+  """Jitted `predict(variables, x) -> pred` in evaluation mode, batch sharded over the mesh."""
+
+  def predict(variables, x):
+    return apply_fn(variables, x, train=False)[0]
+
+  if mesh is None:
+    return jax.jit(predict)
+  return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+                 out_shardings=parallel.data_sharded(mesh))
+
+
+def predict(apply_fn_or_predict: Callable, variables, x: np.ndarray, *, batch_size: int = 512,
+            mesh=None, predict_fn=None) -> np.ndarray:
+  """Predictions for every row of `x` (numpy), in fixed-size padded batches (one compilation).
+
+  Pass a `predict_fn` from `make_predict_fn` to reuse its compilation across calls.
+  """
+  predict_fn = predict_fn or make_predict_fn(apply_fn_or_predict, mesh)
+  n = len(x)
+  size = parallel.round_up(min(batch_size, max(n, 1)), mesh.devices.size if mesh else 1)
+  outs = []
+  for start in range(0, n, size):
+    chunk = {"x": x[start:start + size]}
+    rows = len(chunk["x"])
+    chunk = parallel.pad_batch(chunk, size)
+    xb = parallel.shard_batch({"x": chunk["x"]}, mesh)["x"] if mesh is not None else chunk["x"]
+    outs.append(np.asarray(jax.device_get(predict_fn(variables, xb)))[:rows])
+  return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+@dataclasses.dataclass
+class Plateau:
+  """Reduce-on-plateau on a validation loss, as torch's ReduceLROnPlateau(mode="min").
+
+  After `patience` epochs without a relative improvement of `threshold`, the learning rate is
+  multiplied by `factor` (not below `min_lr`). Host-side state, saved with checkpoints.
+  """
+  factor: float = 0.1
+  patience: int = 10
+  threshold: float = 1e-4
+  min_lr: float = 0.0
+  best: float = math.inf
+  bad_epochs: int = 0
+
+  def update(self, value: float, lr: float) -> float:
+    if value < self.best * (1.0 - self.threshold):
+      self.best, self.bad_epochs = value, 0
+    else:
+      self.bad_epochs += 1
+    if self.bad_epochs > self.patience:
+      self.bad_epochs = 0
+      return max(lr * self.factor, self.min_lr)
+    return lr
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: TrainState
+  best_variables: dict | None
+  history: list
+  steps: int
+  seconds: float
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss."""
+
+
+def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
+        *, epochs: int, rng: jax.Array, mesh=None, frozen: tuple = (),
+        validate: Callable[[dict], float] | None = None, plateau: Plateau | None = None,
+        on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
+        start_epoch: int = 0, best: tuple[float, dict | None] = (math.inf, None),
+        progress: Callable | None = None, name: str = "train") -> FitResult:
+  """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
+
+  Args:
+    batches: epoch -> iterable of host batches (numpy dicts of a fixed padded size), so that the
+      data order is a function of (seed, epoch) and a resumed epoch sees the same batches.
+    validate: variables -> validation loss, called after every epoch; the best-validation
+      variables are kept and the plateau schedule (if any) follows it.
+    on_epoch_end: called with (epoch, state, record) after each epoch, e.g. to checkpoint; the
+      record holds "best_val" and the FitResult-to-be's best variables under "best_variables".
+    start_epoch, best: where a resumed run starts: its first epoch and the best validation loss
+      with its variables so far.
+    progress: optional callable (iterable, epoch) -> iterable, e.g. a progress bar.
+  Returns:
+    FitResult with the final state, the best-validation variables (None without `validate`),
+    one history record per epoch, the number of steps and seconds spent.
+  """
+  if epochs < 0:
+    raise UserError(f"epochs must be >= 0, got {epochs}.", "set a positive number of epochs.")
+  history, (best_val, best_vars) = [], best
+  t0, steps = time.perf_counter(), 0
+  for epoch in range(start_epoch, epochs):
+    loss_sum, n_batches = 0.0, 0
+    it: Iterator = iter(batches(epoch))
+    if progress is not None:
+      it = progress(it, epoch)
+    pending = []
+    for batch in it:
+      dev_batch = parallel.shard_batch(batch, mesh) if mesh is not None else batch
+      state, metrics = step_fn(state, dev_batch, rng, *frozen)
+      pending.append(metrics["loss"])
+      steps += 1
+      n_batches += 1
+    if pending:
+      values = np.asarray(jax.device_get(pending), np.float64)
+      if not np.all(np.isfinite(values)):
+        bad = int(np.argmin(np.isfinite(values)))
+        raise NonFiniteLossError(
+            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad + 1}. "
+            "Lower the learning rate (train.lr) or enable gradient clipping (train.clip_norm).")
+      loss_sum = float(values.sum())
+    record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_batches, 1)}
+    if validate is not None:
+      record["val_loss"] = val = float(validate(state.variables))
+      if val < best_val:
+        best_val, best_vars = val, jax.tree_util.tree_map(jnp.copy, state.variables)
+      if plateau is not None:
+        new_lr = plateau.update(val, learning_rate(state))
+        if new_lr != learning_rate(state):
+          state = set_learning_rate(state, new_lr)
+      record["lr"] = learning_rate(state)
+      record["best_val"] = best_val
+    history.append(record)
+    if on_epoch_end is not None:
+      on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
+  return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)

@@ -1,0 +1,26 @@
+"""Tests run on 4 simulated CPU devices so every data-parallel path is exercised."""
+import os
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng():
+  return jax.random.key(0)
+
+
+@pytest.fixture
+def linear_data():
+  """A tiny regression problem: y = x @ w + 0.5 (3 features, 96 train rows)."""
+  r = np.random.default_rng(0)
+  x = r.normal(size=(96, 3)).astype(np.float32)
+  w = np.array([1.0, -2.0, 0.5], np.float32)
+  y = (x @ w + 0.5)[:, None].astype(np.float32)
+  return x, y

@@ -1,0 +1,163 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jax_unlearn import losses, parallel, train
+from jax_unlearn.data import ArrayLoader
+from jax_unlearn.errors import UserError
+from jax_unlearn.models import MLP, from_function, from_linen, from_nnx, get_model, init_linen
+
+
+def _setup(x, model=None, lr=0.05, mesh=None):
+  model = model or MLP(hidden=(16,))
+  apply_fn = from_linen(model)
+  variables = init_linen(model, jax.random.key(1), x[:2])
+  tx = train.make_optimizer(lr)
+  state = train.create_state(variables, tx, mesh)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, mesh)
+  return apply_fn, state, step
+
+
+def _run(x, y, mesh, epochs=3, batch_size=30, model=None):
+  apply_fn, state, step = _setup(x, model=model, mesh=mesh)
+  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, mesh=mesh)
+  result = train.fit(state, step, loader, epochs=epochs, rng=jax.random.key(2), mesh=mesh)
+  return apply_fn, result
+
+
+def test_tiny_model_learns(linear_data):
+  x, y = linear_data
+  apply_fn, result = _run(x, y, None, epochs=30)
+  first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
+  assert last < first / 10, (first, last)
+  pred = train.predict(apply_fn, result.state.variables, x)
+  assert pred.shape == (96, 1)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "allcnn"])
+def test_one_and_four_devices_agree(model_name):
+  """Batch 30 does not divide 4 devices: padded and masked, the same update as on 1 device."""
+  r = np.random.default_rng(0)
+  if model_name == "allcnn":
+    x = r.normal(size=(40, 8, 8, 1)).astype(np.float32)
+    model = get_model("allcnn", width=0.05)
+  else:
+    x = r.normal(size=(40, 3)).astype(np.float32)
+    model = MLP(hidden=(16,))
+  y = r.normal(size=(40, 1)).astype(np.float32)
+  assert len(jax.devices()) == 4
+  _, one = _run(x, y, parallel.make_mesh(1), epochs=2, model=model)
+  _, four = _run(x, y, parallel.make_mesh(4), epochs=2, model=model)
+  chex.assert_trees_all_close(jax.device_get(one.state.params),
+                              jax.device_get(four.state.params), rtol=2e-5, atol=2e-6)
+  chex.assert_trees_all_close(jax.device_get(one.state.batch_stats),
+                              jax.device_get(four.state.batch_stats), rtol=2e-5, atol=2e-6)
+
+
+def test_no_recompilation_across_steps_and_ragged_last_batch(linear_data):
+  x, y = linear_data
+  mesh = parallel.make_mesh(4)
+  model = MLP(hidden=(8,))
+  apply_fn = from_linen(model)
+  variables = init_linen(model, jax.random.key(1), x[:2])
+  tx = train.make_optimizer(0.01)
+
+  @chex.assert_max_traces(n=1)
+  def loss_fn(pred, acts, batch, rng):
+    return losses.masked_mean(losses.mse(pred, batch["y"]), batch["mask"]), {}
+
+  step = train.make_train_step(apply_fn, loss_fn, tx, mesh)
+  state = train.create_state(variables, tx, mesh)
+  loader = ArrayLoader({"x": x[:70], "y": y[:70]}, 32, seed=0, mesh=mesh)  # 32, 32, 6 rows
+  train.fit(state, step, loader, epochs=2, rng=jax.random.key(0), mesh=mesh)
+
+
+def test_ragged_batch_gradient_is_exact(linear_data):
+  """A padded batch gives exactly the gradient of the unpadded rows."""
+  x, y = linear_data
+  model = MLP(hidden=(8,))
+  apply_fn = from_linen(model)
+  variables = init_linen(model, jax.random.key(1), x[:2])
+  tx = optax.sgd(0.1)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.l1), tx, donate=False)
+  state = train.TrainState(jnp.zeros((), jnp.int32), variables["params"], {},
+                           tx.init(variables["params"]))
+  exact = {"x": x[:5], "y": y[:5], "forget": np.zeros(5), "mask": np.ones(5, np.float32)}
+  padded = parallel.pad_batch(exact, 8)
+  assert padded["mask"].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+  a, _ = step(state, exact, jax.random.key(0))
+  b, _ = step(state, padded, jax.random.key(0))
+  chex.assert_trees_all_close(a.params, b.params, rtol=1e-6)
+
+
+def test_plain_function_and_nnx_module_train():
+  r = np.random.default_rng(0)
+  x = r.normal(size=(64, 2)).astype(np.float32)
+  y = (x @ np.array([1.0, 2.0], np.float32))[:, None]
+  loader = ArrayLoader({"x": x, "y": y}, 16, seed=0)
+
+  def linear(params, xb):
+    return xb @ params["w"] + params["b"]
+
+  class Net(nnx.Module):
+
+    def __init__(self, rngs):
+      self.dense = nnx.Linear(2, 1, rngs=rngs)
+
+    def __call__(self, xb):
+      return self.dense(xb), {"out": xb}
+
+  nnx_apply, nnx_vars = from_nnx(Net(nnx.Rngs(0)))
+  plain = (from_function(linear), {"params": {"w": jnp.zeros((2, 1)), "b": jnp.zeros((1,))}})
+  for apply_fn, variables in [plain, (nnx_apply, nnx_vars)]:
+    tx = train.make_optimizer(0.1)
+    step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx)
+    result = train.fit(train.create_state(variables, tx), step, loader, epochs=20,
+                       rng=jax.random.key(0))
+    assert result.history[-1]["train_loss"] < 0.01 * result.history[0]["train_loss"]
+
+
+def test_plateau_lowers_learning_rate_and_best_variables_are_kept(linear_data):
+  x, y = linear_data
+  apply_fn, state, step = _setup(x, lr=0.01)
+  loader = ArrayLoader({"x": x, "y": y}, 32, seed=0)
+  vals = iter([5.0, 4.0, 4.5, 4.5, 4.5, 4.5])
+  result = train.fit(state, step, loader, epochs=6, rng=jax.random.key(0),
+                     validate=lambda v: next(vals), plateau=train.Plateau(patience=2))
+  assert [h["lr"] for h in result.history] == pytest.approx([0.01] * 4 + [0.001] * 2)
+  assert result.best_variables is not None
+  assert result.history[-1]["best_val"] == 4.0
+
+
+def test_nonfinite_loss_stops_with_a_hint(linear_data):
+  x, y = linear_data
+  y = y.copy()
+  y[3] = np.nan
+  _, state, step = _setup(x)
+  with pytest.raises(train.NonFiniteLossError, match="Lower the learning rate"):
+    train.fit(state, step, ArrayLoader({"x": x, "y": y}, 32, seed=0), epochs=1,
+              rng=jax.random.key(0))
+
+
+def test_bad_settings_are_user_errors(linear_data):
+  x, y = linear_data
+  with pytest.raises(UserError, match="learning rate"):
+    train.make_optimizer(0.0)
+  with pytest.raises(UserError, match="batch size"):
+    ArrayLoader({"x": x, "y": y}, 0)
+  with pytest.raises(UserError, match="different lengths"):
+    ArrayLoader({"x": x, "y": y[:5]}, 8)
+
+
+def test_loader_epoch_covers_every_sample_once_and_is_seeded():
+  x = np.arange(50, dtype=np.float32)[:, None]
+  loader = ArrayLoader({"x": x, "y": x}, 16, seed=3, mesh=parallel.make_mesh(4))
+  rows = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(0)])
+  assert sorted(rows.tolist()) == list(range(50))
+  again = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(0)])
+  other = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(1)])
+  assert rows.tolist() == again.tolist() and rows.tolist() != other.tolist()
