@@ -309,3 +309,81 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
     if on_epoch_end is not None:
       on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
   return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+  """What a (possibly resumed or reused) training run produced."""
+  variables: dict
+  steps: int
+  seconds: float
+  history: list
+  resumed_from_epoch: int = 0
+  reused: bool = False
+
+
+def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
+                arrays: Mapping[str, np.ndarray], *, epochs: int, batch_size: int, lr: float,
+                rng: jax.Array, seed: int = 0, mesh=None, frozen: tuple = (),
+                validate: Callable[[dict], float] | None = None, plateau: Plateau | None = None,
+                clip_norm: float | None = None, optimizer: str = "adam", augment=None,
+                checkpoint_dir: str | None = None, progress: Callable | None = None,
+                name: str = "train") -> TrainOutcome:
+  """Trains `variables` with `loss_fn` on `arrays`, checkpointing every epoch when asked.
+
+  With `checkpoint_dir`, a run that reached `epochs` is reused as is, an unfinished one resumes
+  from its last epoch (state, plateau schedule, best validation), so a killed job loses at most one epoch.
+  Returns the best-validation variables when `validate` is given, else the final ones.
+  """
+  from jax_unlearn.checkpoint import Checkpointer
+  from jax_unlearn.data.loader import ArrayLoader
+
+  if epochs <= 0:
+    raise UserError(f"{name}: epochs must be positive, got {epochs}.", "set epochs >= 1.")
+  n = len(arrays["x"])
+  if batch_size > n:
+    raise UserError(f"{name}: batch size {batch_size} is larger than the {n} samples it trains on.",
+                    f"set a batch size <= {n}.")
+  tx = make_optimizer(lr, clip_norm=clip_norm, name=optimizer)
+  state = create_state(variables, tx, mesh)
+  step_fn = make_train_step(apply_fn, loss_fn, tx, mesh)
+  loader = ArrayLoader(arrays, batch_size, seed=seed, mesh=mesh, augment=augment)
+  plateau = plateau if plateau is None else dataclasses.replace(plateau)
+  start, best = 0, (math.inf, None)
+  ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
+  target = {"state": state, "best": state.variables}
+  if ckpt is not None and ckpt.latest_step() is not None:
+    tree, meta = ckpt.restore(target)
+    if meta["epoch"] >= epochs:
+      return TrainOutcome(tree["best"], meta["steps"], meta["seconds"], meta["history"],
+                          meta["epoch"], reused=True)
+    state, start = tree["state"], meta["epoch"]
+    best = (meta["best_val"], tree["best"] if meta["best_val"] < math.inf else None)
+    if plateau is not None:
+      plateau = Plateau(**meta["plateau"])
+  history, prior_steps, prior_seconds = [], 0, 0.0
+  if start:
+    history, prior_steps, prior_seconds = meta["history"], meta["steps"], meta["seconds"]
+  t0, start_step = time.perf_counter(), int(state.step)
+
+  def on_epoch_end(epoch, st, record):
+    history.append({k: v for k, v in record.items() if k != "best_variables"})
+    if ckpt is None:
+      return
+    best_vars = record.get("best_variables") or st.variables
+    meta = {"epoch": epoch + 1, "best_val": record.get("best_val", math.inf),
+            "plateau": dataclasses.asdict(plateau) if plateau else None, "history": history,
+            "steps": prior_steps + int(st.step) - start_step,
+            "seconds": prior_seconds + time.perf_counter() - t0}
+    ckpt.save(epoch + 1, {"state": st, "best": best_vars}, meta, force=True)
+
+  try:
+    result = fit(state, step_fn, loader, epochs=epochs, rng=rng, mesh=mesh, frozen=frozen,
+                 validate=validate, plateau=plateau, start_epoch=start, best=best,
+                 on_epoch_end=on_epoch_end, progress=progress, name=name)
+  finally:
+    if ckpt is not None:
+      ckpt.close()
+  final = result.best_variables if result.best_variables is not None else result.state.variables
+  return TrainOutcome(final, prior_steps + result.steps, prior_seconds + result.seconds,
+                      history, start)
