@@ -12,7 +12,11 @@ a dict of scalars. Frozen variables travel as step arguments, never in closures,
 not baked into the compiled program.
 """
 import dataclasses
+import itertools
+import logging
 import math
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -242,6 +246,7 @@ class FitResult:
   history: list
   steps: int
   seconds: float
+  interrupted_at: tuple[int, int] | None = None  # (epoch, batches done in it) when stopped early
 
 
 class NonFiniteLossError(RuntimeError):
@@ -252,7 +257,9 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
         *, epochs: int, rng: jax.Array, mesh=None, frozen: tuple = (),
         validate: Callable[[dict], float] | None = None, plateau: Plateau | None = None,
         on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
-        start_epoch: int = 0, best: tuple[float, dict | None] = (math.inf, None),
+        start_epoch: int = 0, start_batch: int = 0,
+        best: tuple[float, dict | None] = (math.inf, None),
+        should_stop: Callable[[], bool] | None = None,
         progress: Callable | None = None, name: str = "train") -> FitResult:
   """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
 
@@ -263,9 +270,12 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
       variables are kept and the plateau schedule (if any) follows it.
     on_epoch_end: called with (epoch, state, record) after each epoch, e.g. to checkpoint; the
       record holds "best_val" and the FitResult-to-be's best variables under "best_variables".
-    start_epoch, best: where a resumed run starts: its first epoch and the best validation loss
-      with its variables so far.
-    progress: optional callable (iterable, epoch) -> iterable, e.g. a progress bar.
+    start_epoch, start_batch, best: where a resumed run starts: its epoch, the batches of that
+      epoch already done, and the best validation loss with its variables so far.
+    should_stop: polled after every step (e.g. a Ctrl-C flag); when true, fit returns at once
+      with `interrupted_at` set, the state consistent for a checkpoint.
+    progress: optional callable (iterable, epoch, epochs, batches_per_epoch) -> iterable, e.g. a
+      progress bar.
   Returns:
     FitResult with the final state, the best-validation variables (None without `validate`),
     one history record per epoch, the number of steps and seconds spent.
@@ -276,9 +286,11 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
   t0, steps = time.perf_counter(), 0
   for epoch in range(start_epoch, epochs):
     loss_sum, n_batches = 0.0, 0
-    it: Iterator = iter(batches(epoch))
+    skip = start_batch if epoch == start_epoch else 0
+    it: Iterator = itertools.islice(batches(epoch), skip, None)
     if progress is not None:
-      it = progress(it, epoch)
+      total = len(batches) - skip if hasattr(batches, "__len__") else None
+      it = progress(it, epoch, epochs, total)
     pending = []
     for batch in it:
       dev_batch = parallel.shard_batch(batch, mesh) if mesh is not None else batch
@@ -286,6 +298,9 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
       pending.append(metrics["loss"])
       steps += 1
       n_batches += 1
+      if should_stop is not None and should_stop():
+        return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
+                         interrupted_at=(epoch, skip + n_batches))
     if pending:
       values = np.asarray(jax.device_get(pending), np.float64)
       if not np.all(np.isfinite(values)):
@@ -322,6 +337,32 @@ class TrainOutcome:
   reused: bool = False
 
 
+class _StopFlag:
+  """Ctrl-C during training sets a flag (the step in flight finishes, a checkpoint is written);
+  a second Ctrl-C interrupts at once. Installed only in the main thread."""
+
+  def __init__(self):
+    self.stop = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.stop:
+      raise KeyboardInterrupt
+    self.stop = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+  def __call__(self) -> bool:
+    return self.stop
+
+
 def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                 arrays: Mapping[str, np.ndarray], *, epochs: int, batch_size: int, lr: float,
                 rng: jax.Array, seed: int = 0, mesh=None, frozen: tuple = (),
@@ -331,9 +372,11 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                 name: str = "train") -> TrainOutcome:
   """Trains `variables` with `loss_fn` on `arrays`, checkpointing every epoch when asked.
 
-  With `checkpoint_dir`, a run that reached `epochs` is reused as is, an unfinished one resumes
-  from its last epoch (state, plateau schedule, best validation), so a killed job loses at most one epoch.
-  Returns the best-validation variables when `validate` is given, else the final ones.
+  With `checkpoint_dir`, a run that reached `epochs` is reused as is and an unfinished one
+  resumes where it stopped (state, data position, plateau schedule, best validation), so a
+  killed job loses at most one epoch. Ctrl-C saves a checkpoint at the current step and raises
+  KeyboardInterrupt. Returns the best-validation variables when `validate` is given, else the
+  final ones.
   """
   from jax_unlearn.checkpoint import Checkpointer
   from jax_unlearn.data.loader import ArrayLoader
@@ -349,41 +392,53 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   step_fn = make_train_step(apply_fn, loss_fn, tx, mesh)
   loader = ArrayLoader(arrays, batch_size, seed=seed, mesh=mesh, augment=augment)
   plateau = plateau if plateau is None else dataclasses.replace(plateau)
-  start, best = 0, (math.inf, None)
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
-  target = {"state": state, "best": state.variables}
+  meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
+          "seconds": 0.0}
+  best_vars = None
   if ckpt is not None and ckpt.latest_step() is not None:
-    tree, meta = ckpt.restore(target)
+    tree, meta = ckpt.restore({"state": state, "best": state.variables})
     if meta["epoch"] >= epochs:
+      ckpt.close()
       return TrainOutcome(tree["best"], meta["steps"], meta["seconds"], meta["history"],
                           meta["epoch"], reused=True)
-    state, start = tree["state"], meta["epoch"]
-    best = (meta["best_val"], tree["best"] if meta["best_val"] < math.inf else None)
-    if plateau is not None:
+    state = tree["state"]
+    best_vars = tree["best"] if meta["best_val"] < math.inf else None
+    if plateau is not None and meta.get("plateau"):
       plateau = Plateau(**meta["plateau"])
-  history, prior_steps, prior_seconds = [], 0, 0.0
-  if start:
-    history, prior_steps, prior_seconds = meta["history"], meta["steps"], meta["seconds"]
+    logging.getLogger("jax_unlearn").info(
+        "%s: resuming from epoch %d, batch %d (step %d)", name, meta["epoch"] + 1,
+        meta["batch"], int(state.step))
+  history = list(meta["history"])
   t0, start_step = time.perf_counter(), int(state.step)
+
+  def save(st, best_val, best, epoch, batch):
+    if ckpt is None:
+      return
+    record = {"epoch": epoch, "batch": batch, "best_val": best_val,
+              "plateau": dataclasses.asdict(plateau) if plateau else None, "history": history,
+              "steps": meta["steps"] + int(st.step) - start_step,
+              "seconds": meta["seconds"] + time.perf_counter() - t0}
+    ckpt.save(int(st.step), {"state": st, "best": best or st.variables}, record, force=True)
 
   def on_epoch_end(epoch, st, record):
     history.append({k: v for k, v in record.items() if k != "best_variables"})
-    if ckpt is None:
-      return
-    best_vars = record.get("best_variables") or st.variables
-    meta = {"epoch": epoch + 1, "best_val": record.get("best_val", math.inf),
-            "plateau": dataclasses.asdict(plateau) if plateau else None, "history": history,
-            "steps": prior_steps + int(st.step) - start_step,
-            "seconds": prior_seconds + time.perf_counter() - t0}
-    ckpt.save(epoch + 1, {"state": st, "best": best_vars}, meta, force=True)
+    save(st, record.get("best_val", math.inf), record["best_variables"], epoch + 1, 0)
 
   try:
-    result = fit(state, step_fn, loader, epochs=epochs, rng=rng, mesh=mesh, frozen=frozen,
-                 validate=validate, plateau=plateau, start_epoch=start, best=best,
-                 on_epoch_end=on_epoch_end, progress=progress, name=name)
+    with _StopFlag() as stop:
+      result = fit(state, step_fn, loader, epochs=epochs, rng=rng, mesh=mesh, frozen=frozen,
+                   validate=validate, plateau=plateau, start_epoch=meta["epoch"],
+                   start_batch=meta["batch"], best=(meta["best_val"], best_vars),
+                   on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name)
+    if result.interrupted_at is not None:
+      best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]
+      save(result.state, best_val, result.best_variables, *result.interrupted_at)
+      raise KeyboardInterrupt(f"{name} interrupted at epoch {result.interrupted_at[0] + 1}, "
+                              f"step {int(result.state.step)}; checkpoint saved")
   finally:
     if ckpt is not None:
       ckpt.close()
   final = result.best_variables if result.best_variables is not None else result.state.variables
-  return TrainOutcome(final, prior_steps + result.steps, prior_seconds + result.seconds,
-                      history, start)
+  return TrainOutcome(final, meta["steps"] + result.steps, meta["seconds"] + result.seconds,
+                      history, meta["epoch"])

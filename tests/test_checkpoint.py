@@ -85,3 +85,24 @@ def test_batch_larger_than_data_is_a_user_error(tmp_path, linear_data):
     train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                       {"x": x[:10], "y": y[:10]}, epochs=1, batch_size=32, lr=0.01,
                       rng=jax.random.key(0))
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, linear_data):
+  import os
+  import signal
+
+  def interrupt_after_two_batches(it, epoch, epochs, total):
+    for i, batch in enumerate(it):
+      yield batch
+      if epoch == 1 and i == 0:  # the flag is seen after the next step
+        os.kill(os.getpid(), signal.SIGINT)
+
+  full = _train(tmp_path / "full", linear_data, epochs=3)
+  with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
+    _train(tmp_path / "cut", linear_data, epochs=3, progress=interrupt_after_two_batches)
+  meta = Checkpointer(str(tmp_path / "cut" / "ck")).read_meta()
+  assert (meta["epoch"], meta["batch"]) == (1, 2)
+  resumed = _train(tmp_path / "cut", linear_data, epochs=3)
+  assert resumed.steps == full.steps == 9
+  chex.assert_trees_all_close(jax.device_get(full.variables), jax.device_get(resumed.variables),
+                              rtol=1e-6)

@@ -1,0 +1,18 @@
+"""The demo: the offline image default, sized to finish in a few minutes on 2 CPU cores.
+
+  jax-unlearn demo                      # same as:
+  jax-unlearn run --config experiments/configs/demo.py --workdir runs/demo
+"""
+from experiments.configs import rotdigits_allcnn
+
+
+def get_config():
+  c = rotdigits_allcnn.get_config()
+  c.experiment = "demo"
+  c.data.kwargs.image_size = 32
+  c.model.kwargs.width = 0.25
+  c.train.epochs = 12
+  c.train.plateau_patience = 3
+  c.metrics.ain_max_epochs = 5
+  c.metrics.mia_samples = 1000
+  return c

@@ -1,0 +1,22 @@
+"""Bring your own data: an .npz with arrays x, y, split ("train"/"val"/"test") and optional group,
+with an MLP (set model.name for images, e.g. allcnn). Forget a label range by default.
+
+  jax-unlearn run --config experiments/configs/npz_mlp.py --config.data.kwargs.path=my.npz \
+      --config.forget.high=0.0 --workdir runs/mine
+"""
+from experiments.configs.base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.experiment = "npz_mlp"
+  c.data.name = "npz"
+  c.data.kwargs.path = ""
+  c.forget.kind = "label_range"
+  c.forget.high = 0.0
+  c.model.name = "mlp"
+  c.model.kwargs.hidden = (64, 64)
+  c.train.epochs = 20
+  c.train.batch_size = 32
+  c.train.lr = 1e-3
+  return c

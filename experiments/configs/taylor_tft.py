@@ -1,0 +1,22 @@
+"""Offline forecasting default: real half-hourly electricity demand (England and Wales, 2000,
+shipped with pmdarima) with a Temporal Fusion Transformer, forgetting a time window.
+
+  jax-unlearn run --config experiments/configs/taylor_tft.py --workdir runs/taylor
+"""
+from experiments.configs.base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.experiment = "taylor_tft"
+  c.data.name = "taylor"
+  c.forget = {"kind": "time_window", "start": 1000, "end": 1500}
+  c.model.name = "tft"
+  c.model.kwargs.hidden = 16
+  c.model.kwargs.num_ids = 0
+  c.train.epochs = 10
+  c.train.batch_size = 64
+  c.train.lr = 1e-3
+  c.train.clip_norm = 1.0
+  c.methods.blindspot.blindspot_lr = 1e-3
+  return c

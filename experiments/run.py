@@ -1,0 +1,288 @@
+"""The experiment pipeline: original -> retrained -> each method -> evaluate -> report.
+
+`run_experiment(config, workdir)` is importable and tested; `jax-unlearn run` is a thin entry
+point over it. Every training stage checkpoints into `workdir/checkpoints/<model>/<stage>`, so a
+rerun reuses finished stages and resumes unfinished ones.
+"""
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments.configs.base import shrink_for_smoke
+from jax_unlearn import data as data_lib
+from jax_unlearn import losses, metrics, parallel, train, unlearn
+from jax_unlearn.errors import UserError
+from jax_unlearn.models import from_linen, get_model, init_linen
+
+log = logging.getLogger("jax_unlearn")
+
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
+             "scikit-learn", "jax-unlearn")
+ERROR_KEYS = ("retain_train_error", "forget_train_error", "retain_test_error", "forget_test_error")
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename: never a truncated file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def _check_config(c: ml_collections.ConfigDict) -> None:
+  """Rejects values out of range before any work starts."""
+  stages = {"train": c.train, **{f"methods.{k}": v for k, v in c.methods.items()}}
+  for where, s in stages.items():
+    for key in ("epochs", "blindspot_epochs"):
+      if key in s and (not isinstance(s[key], int) or s[key] <= 0):
+        raise UserError(f"config {where}.{key} must be a positive integer, got {s[key]!r}.",
+                        f"set --config.{where}.{key}=1 or more.")
+    for key in ("lr", "blindspot_lr"):
+      if key in s and not (isinstance(s[key], (int, float)) and s[key] > 0):
+        raise UserError(f"config {where}.{key} must be positive, got {s[key]!r}.",
+                        f"set --config.{where}.{key} to e.g. 1e-3.")
+  if c.train.batch_size <= 0:
+    raise UserError(f"config train.batch_size must be positive, got {c.train.batch_size}.",
+                    "set --config.train.batch_size=64, for example.")
+  for name in c.methods:
+    unlearn.get_method(name)
+
+
+def _setup_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write-test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"cannot write to the workdir {workdir!r}: {e.strerror}.",
+                    "pass a --workdir you can write to.") from e
+
+
+def _setup_logging(workdir: str) -> logging.Handler:
+  handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
+  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  log.addHandler(handler)
+  log.setLevel(logging.INFO)
+  if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+             for h in log.handlers):
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+  return handler
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Persistent XLA compilation cache: a second run of the same config skips most compiles."""
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _versions() -> dict:
+  out = {}
+  for pkg in VERSIONED:
+    with contextlib.suppress(metadata.PackageNotFoundError):
+      out[pkg] = metadata.version(pkg)
+  out["python"] = platform.python_version()
+  return out
+
+
+def _progress(stage: str, quiet: bool):
+  """A progress-bar factory for `train.fit`: one bar per epoch with the stage name and ETA."""
+
+  def wrap(iterable, epoch, epochs, batches):
+    return tqdm(iterable, total=batches, desc=f"{stage} epoch {epoch + 1}/{epochs}", leave=False,
+                disable=quiet, unit="batch", dynamic_ncols=True)
+
+  return wrap
+
+
+def _load(c: ml_collections.ConfigDict):
+  ds = data_lib.load_dataset(c.data.name, seed=c.seed, **c.data.kwargs.to_dict())
+  masks = data_lib.make_forget_masks(ds, c.forget.to_dict())
+  return ds, masks
+
+
+def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
+                   fresh: bool = False) -> dict:
+  """Runs the whole pipeline for `config` and writes results into `workdir`; returns results."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  if c.smoke:
+    shrink_for_smoke(c)
+  _check_config(c)
+  _setup_workdir(workdir)
+  if fresh:
+    import shutil
+    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+  handler = _setup_logging(workdir)
+  try:
+    return _run(c, workdir, quiet)
+  finally:
+    log.removeHandler(handler)
+    handler.close()
+
+
+def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
+  t_start = time.perf_counter()
+  atomic_write(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
+  mesh = parallel.make_mesh(c.devices or None)
+  log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
+           jax.devices()[0].device_kind)
+  seconds = {}
+
+  t = time.perf_counter()
+  ds, masks = _load(c)
+  seconds["data"] = time.perf_counter() - t
+  task = ds.task
+  n = {"train": len(ds.train), "retain": int((~masks.train).sum()),
+       "forget": int(masks.train.sum()), "test_retain": int((~masks.test).sum()),
+       "test_forget": int(masks.test.sum())}
+  log.info("data %s: %s (%.1fs)", ds.name, n, seconds["data"])
+
+  loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
+  per_example = losses.get_loss(task.loss, **loss_kwargs)
+  model_kwargs = c.model.kwargs.to_dict()
+  if task.loss == "quantile":
+    model_kwargs.setdefault("quantiles", tuple(task.quantiles))
+  else:
+    model_kwargs.setdefault("out_dim", ds.train.y.shape[1])
+  module = get_model(c.model.name, **model_kwargs)
+  apply_fn = from_linen(module)
+  sample_x = ds.train.x[:2]
+
+  def init_fn(key):
+    return init_linen(module, key, sample_x)
+
+  root = jax.random.key(c.seed)
+  ckpt_root = os.path.join(workdir, "checkpoints", c.model.name)
+  augment = data_lib.augment_images if c.data.augment and task.kind == "image" else None
+  predict_fn = train.make_predict_fn(apply_fn, mesh)
+
+  def val_loss(x, y):
+    def validate(variables):
+      pred = train.predict(apply_fn, variables, x, batch_size=c.metrics.eval_batch_size,
+                           mesh=mesh, predict_fn=predict_fn)
+      return float(np.mean(np.asarray(per_example(pred, y))))
+    return validate
+
+  # 1. The original model on all training data, the paper's recipe.
+  t = time.perf_counter()
+  tr = c.train
+  original = train.train_model(
+      apply_fn, init_fn(jax.random.fold_in(root, 0)), train.supervised_loss(per_example),
+      {"x": ds.train.x, "y": ds.train.y}, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
+      rng=jax.random.fold_in(root, 1), seed=c.seed, mesh=mesh,
+      validate=val_loss(ds.val.x, ds.val.y),
+      plateau=train.Plateau(factor=tr.plateau_factor, patience=tr.plateau_patience),
+      clip_norm=tr.clip_norm or None, optimizer=tr.optimizer, augment=augment,
+      checkpoint_dir=os.path.join(ckpt_root, "original"),
+      progress=_progress("original", quiet), name="original")
+  seconds["original"] = time.perf_counter() - t
+  _summary("original", original, seconds["original"])
+
+  # 2. The retrained (gold) model and 3. each unlearning method.
+  udata = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
+                              val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
+                              augment=augment)
+  models = {"original": original.variables}
+  records = {}
+  stages = {"retrained": ml_collections.ConfigDict({
+      "epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.lr,
+      "plateau_factor": tr.plateau_factor, "plateau_patience": tr.plateau_patience,
+      "clip_norm": tr.clip_norm or None})}
+  for name in c.methods:
+    stages[name] = ml_collections.ConfigDict(
+        {"batch_size": tr.batch_size, "clip_norm": tr.clip_norm or None,
+         **c.methods[name].to_dict()})
+  for i, (name, settings) in enumerate(stages.items()):
+    t = time.perf_counter()
+    ctx = unlearn.Context(apply_fn=apply_fn, init_fn=init_fn, loss=per_example,
+                          rng=jax.random.fold_in(root, 100 + i), mesh=mesh,
+                          checkpoint_dir=os.path.join(ckpt_root, name),
+                          progress=_progress(name, quiet))
+    result = unlearn.run_method(name, ctx, original.variables, udata, settings)
+    seconds[name] = time.perf_counter() - t
+    models[name] = result.variables
+    records[name] = result.record
+    log.info("%-10s done in %.1fs (%s)", name, seconds[name],
+             ", ".join(f"{k}={v}" for k, v in result.record.items() if k != "seconds"))
+
+  # 4. Every model evaluated with the shared metrics.
+  t = time.perf_counter()
+  eval_data = metrics.EvalData(
+      train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
+      test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
+      forget_val=masks.val)
+  evaluation = metrics.evaluate_models(
+      apply_fn, models, eval_data, task_loss=per_example, error=task.error,
+      quantiles=tuple(task.quantiles) if task.quantiles else None, config=c.metrics,
+      seed=c.seed, mesh=mesh)
+  seconds["metrics"] = time.perf_counter() - t
+  seconds["metrics_per_model"] = dict(evaluation.seconds)
+  seconds["total"] = time.perf_counter() - t_start
+
+  results = {
+      "experiment": c.experiment, "error": task.error, "seed": c.seed, "n": n,
+      "devices": [str(d) for d in mesh.devices.flat], "versions": _versions(),
+      "models": _finite(evaluation.results), "seconds": seconds,
+      "records": _finite(records), "config": c.to_dict(),
+  }
+  _write_outputs(workdir, results, evaluation, eval_data, c)
+  log.info("\n%s", metrics.write_markdown(results["models"], None))
+  log.info("results in %s (%.1fs in all)", workdir, seconds["total"])
+  return results
+
+
+def _summary(stage, outcome, secs):
+  last = outcome.history[-1] if outcome.history else {}
+  how = "reused checkpoint" if outcome.reused else (
+      f"resumed from epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else "")
+  log.info("%-10s %d steps, train loss %.4g, val loss %.4g, %.1fs %s", stage, outcome.steps,
+           last.get("train_loss", math.nan), last.get("best_val", math.nan), secs, how)
+
+
+def _finite(tree):
+  """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+  if isinstance(tree, dict):
+    return {str(k): _finite(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_finite(v) for v in tree]
+  if isinstance(tree, (np.generic,)):
+    tree = tree.item()
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
+
+
+def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
+  atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+  table = metrics.write_markdown(results["models"], None)
+  header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "
+            f"n = {results['n']}\n\n")
+  timing = "\n\nseconds: " + ", ".join(
+      f"{k} {v:.1f}" for k, v in results["seconds"].items() if isinstance(v, float)) + "\n"
+  atomic_write(os.path.join(workdir, "results.md"), header + table + timing)
+  if c.metrics.plots:
+    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+    metrics.plot_all(evaluation, eval_data.train_y[eval_data.forget_train],
+                     os.path.join(workdir, "plots"))

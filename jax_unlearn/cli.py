@@ -1,0 +1,86 @@
+"""The `jax-unlearn` command (also `python -m jax_unlearn`): run, demo, bench.
+
+Bad input ends with one line naming the problem and the fix and exit code 2; `--debug` shows
+the traceback too.
+"""
+import argparse
+import os
+import sys
+
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments", "configs", "demo.py")
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="jax-unlearn",
+      description="Machine unlearning of deep regression models: train, unlearn, evaluate.")
+  sub = p.add_subparsers(dest="command", required=True)
+  run = sub.add_parser(
+      "run", help="run an experiment config end to end",
+      description="Train the original and retrained models, run every unlearning method, "
+      "evaluate all of them and write results.json, results.md and plots/ into --workdir. "
+      "Override any config field with --config.FIELD=VALUE, e.g. --config.train.epochs=5.")
+  run.add_argument("--config", required=True, help="path to a config file with get_config()")
+  run.add_argument("--workdir", required=True, help="output directory (checkpoints, results)")
+  demo = sub.add_parser("demo", help="the offline default experiment (a few minutes on a CPU)",
+                        description="Runs experiments/configs/demo.py; accepts --config.* too.")
+  demo.add_argument("--workdir", default="runs/demo", help="output directory (default runs/demo)")
+  for s in (run, demo):
+    s.add_argument("--fresh", action="store_true",
+                   help="delete earlier checkpoints in the workdir instead of reusing them")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--cache-dir", default=None,
+                   help="persistent compilation cache (default WORKDIR/.jax_cache; 'none' = off)")
+  sub.add_parser("bench", help="throughput benchmark (see `jax-unlearn bench --help`)",
+                 add_help=False)
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  if debug:
+    argv.remove("--debug")
+  if argv and argv[0] == "bench":
+    from experiments import bench
+    return bench.main(argv[1:]) or 0
+  args, rest = _parser().parse_known_args(argv)
+  from jax_unlearn.errors import UserError
+  try:
+    return _run(args, rest)
+  except UserError as e:
+    if debug:
+      raise
+    print(f"error: {e.message}", file=sys.stderr)
+    if e.hint:
+      print(f"fix: {e.hint}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted: finished epochs are checkpointed; run the same command again to resume.",
+          file=sys.stderr)
+    return 130
+
+
+def _run(args, rest) -> int:
+  from jax_unlearn import config_io
+  from jax_unlearn.train import NonFiniteLossError
+
+  config = config_io.load_config(DEMO_CONFIG if args.command == "demo" else args.config)
+  for key, value in config_io.parse_overrides(rest):
+    config_io.apply_override(config, key, value)
+  from experiments import run as pipeline
+  cache = args.cache_dir or os.path.join(args.workdir, ".jax_cache")
+  if cache != "none":
+    pipeline.enable_compilation_cache(cache)
+  try:
+    pipeline.run_experiment(config, args.workdir, quiet=args.quiet, fresh=args.fresh)
+  except NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 3
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,95 @@
+"""Loading experiment configs and applying `--config.a.b=value` overrides, with clear errors.
+
+Config files are Python modules with a `get_config()`; they are code the user runs, like any
+script: load only configs you trust. Override values are parsed with `ast.literal_eval` (never
+`eval`) and must match the type of the field they replace.
+"""
+import ast
+import difflib
+import importlib.util
+import os
+
+import ml_collections
+
+from jax_unlearn.errors import UserError
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """The ConfigDict returned by `get_config()` of the Python file at `path`."""
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path!r} does not exist.",
+                    "pass e.g. --config experiments/configs/demo.py.")
+  name = "jax_unlearn_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # the user's own config file, like running a script
+  if not hasattr(module, "get_config"):
+    raise UserError(f"config file {path!r} has no get_config() function.",
+                    "define get_config() returning an ml_collections.ConfigDict.")
+  return module.get_config()
+
+
+def _parse(text: str, old):
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text  # a bare word is a string
+  if old is None or value is None:
+    return value
+  if isinstance(old, bool):
+    if isinstance(value, bool):
+      return value
+    if str(text).lower() in ("true", "false"):
+      return str(text).lower() == "true"
+  elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  elif isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
+    return type(old)(value)
+  elif isinstance(value, type(old)) and not (isinstance(value, bool) and not isinstance(old, bool)):
+    return value
+  raise UserError(f"override value {text!r} is a {type(value).__name__}, but the field holds a "
+                  f"{type(old).__name__} ({old!r}).", f"pass a {type(old).__name__}.")
+
+
+def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  """Sets `config.<dotted>` from the command-line text `text`, checking the field exists."""
+  keys = dotted.split(".")
+  node = config
+  for i, key in enumerate(keys):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      where = ".".join(keys[:i]) or "config"
+      close = difflib.get_close_matches(key, known, n=1)
+      hint = (f"did you mean --config.{'.'.join(keys[:i] + [close[0]])}?" if close
+              else f"fields of {where}: {', '.join(sorted(known))}.")
+      # Fields under a free-form kwargs dict may be new (e.g. data.kwargs.path).
+      if isinstance(node, ml_collections.ConfigDict) and keys[i - 1:i] == ["kwargs"] and \
+          i == len(keys) - 1:
+        node[key] = _parse(text, None)
+        return
+      raise UserError(f"unknown config field {dotted!r}.", hint)
+    if i == len(keys) - 1:
+      with node.ignore_type():
+        node[key] = _parse(text, node[key])
+      return
+    node = node[key]
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+  """`--config.a.b=v` / `--config.a.b v` arguments -> [(a.b, v)]; anything else is an error."""
+  out, i = [], 0
+  while i < len(args):
+    arg = args[i]
+    if not arg.startswith("--config."):
+      raise UserError(f"unexpected argument {arg!r}.", "overrides look like --config.train.lr=0.001.")
+    body = arg[len("--config."):]
+    if "=" in body:
+      key, value = body.split("=", 1)
+    elif i + 1 < len(args):
+      key, value = body, args[i + 1]
+      i += 1
+    else:
+      raise UserError(f"override {arg!r} has no value.", f"write {arg}=VALUE.")
+    out.append((key, value))
+    i += 1
+  return out
