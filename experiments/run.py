@@ -275,6 +275,8 @@ def _finite(tree):
 
 
 def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
+  if jax.process_index() != 0:
+    return
   atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
   table = metrics.write_markdown(results["models"], None)
   header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "

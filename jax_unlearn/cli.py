@@ -63,10 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     return 130
 
 
+def _init_hosts() -> None:
+  """Joins a multi-host run when JAX_NUM_PROCESSES > 1 (see README, "Several hosts")."""
+  num = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+  if num > 1:
+    from jax_unlearn import parallel
+    parallel.initialize_distributed(os.environ["JAX_COORDINATOR_ADDRESS"], num,
+                                    int(os.environ["JAX_PROCESS_ID"]))
+
+
 def _run(args, rest) -> int:
   from jax_unlearn import config_io
   from jax_unlearn.train import NonFiniteLossError
 
+  _init_hosts()
   config = config_io.load_config(DEMO_CONFIG if args.command == "demo" else args.config)
   for key, value in config_io.parse_overrides(rest):
     config_io.apply_override(config, key, value)

@@ -1,0 +1,30 @@
+"""One process of a 2-process data-parallel training run (started by test_multihost.py)."""
+import sys
+
+import numpy as np
+
+
+def main(port: int, num_processes: int, process_id: int, out: str) -> None:
+  from jax_unlearn import parallel
+  parallel.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id)
+  import jax
+
+  from jax_unlearn import losses, train
+  from jax_unlearn.models import MLP, from_linen, init_linen
+
+  r = np.random.default_rng(0)
+  x = r.normal(size=(90, 3)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+  mesh = parallel.make_mesh()
+  model = MLP(hidden=(8,))
+  variables = init_linen(model, jax.random.key(0), x[:2])
+  outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
+                              {"x": x, "y": y}, epochs=2, batch_size=30, lr=0.01,
+                              rng=jax.random.key(1), mesh=mesh)
+  leaves = [np.asarray(jax.device_get(v)) for v in jax.tree_util.tree_leaves(outcome.variables)]
+  if process_id == 0:
+    np.savez(out, *leaves, devices=mesh.devices.size, processes=jax.process_count())
+
+
+if __name__ == "__main__":
+  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
