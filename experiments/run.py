@@ -28,6 +28,18 @@ from jax_unlearn.models import from_linen, get_model, init_linen
 
 log = logging.getLogger("jax_unlearn")
 
+# XLA compilations of this process (count and seconds), read around each run for results.json.
+COMPILES = {"count": 0, "seconds": 0.0}
+
+
+def _on_duration(event: str, duration: float, **_) -> None:
+  if event == "/jax/core/compile/backend_compile_duration":
+    COMPILES["count"] += 1
+    COMPILES["seconds"] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
              "scikit-learn", "jax-unlearn")
 ERROR_KEYS = ("retain_train_error", "forget_train_error", "retain_test_error", "forget_test_error")
@@ -143,7 +155,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bo
 
 
 def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
-  t_start = time.perf_counter()
+  t_start, compiles_before = time.perf_counter(), dict(COMPILES)
   atomic_write(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   mesh = parallel.make_mesh(c.devices or None)
   log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
@@ -240,12 +252,14 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
   seconds["metrics"] = time.perf_counter() - t
   seconds["metrics_per_model"] = dict(evaluation.seconds)
   seconds["total"] = time.perf_counter() - t_start
+  seconds["compile"] = COMPILES["seconds"] - compiles_before["seconds"]
 
   results = {
       "experiment": c.experiment, "error": task.error, "seed": c.seed, "n": n,
       "devices": [str(d) for d in mesh.devices.flat], "versions": _versions(),
       "models": _finite(evaluation.results), "seconds": seconds,
-      "records": _finite(records), "config": c.to_dict(),
+      "records": _finite(records), "compiles": COMPILES["count"] - compiles_before["count"],
+      "config": c.to_dict(),
   }
   _write_outputs(workdir, results, evaluation, eval_data, c)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
