@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from importlib import metadata
 
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from experiments.configs.base import shrink_for_smoke
 from jax_unlearn import data as data_lib
-from jax_unlearn import losses, metrics, parallel, train, unlearn
+from jax_unlearn import files, losses, metrics, parallel, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, init_linen
 
@@ -43,20 +42,6 @@ jax.monitoring.register_event_duration_secs_listener(_on_duration)
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
              "scikit-learn", "jax-unlearn")
 ERROR_KEYS = ("retain_train_error", "forget_train_error", "retain_test_error", "forget_test_error")
-
-
-def atomic_write(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename: never a truncated file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-    raise
 
 
 def _check_config(c: ml_collections.ConfigDict) -> None:
@@ -156,7 +141,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bo
 
 def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
   t_start, compiles_before = time.perf_counter(), dict(COMPILES)
-  atomic_write(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
+  files.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   mesh = parallel.make_mesh(c.devices or None)
   log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
            jax.devices()[0].device_kind)
@@ -192,7 +177,7 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
 
   def val_loss(x, y):
     def validate(variables):
-      pred = train.predict(apply_fn, variables, x, batch_size=c.metrics.eval_batch_size,
+      pred = train.predict(apply_fn, variables, x, batch_size=c.metrics.predict_batch_size,
                            mesh=mesh, predict_fn=predict_fn)
       return float(np.mean(np.asarray(per_example(pred, y))))
     return validate
@@ -291,14 +276,14 @@ def _finite(tree):
 def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
   if jax.process_index() != 0:
     return
-  atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+  files.write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
   table = metrics.write_markdown(results["models"], None)
   header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "
             f"n = {results['n']}\n\n")
   timing = "\n\nseconds: " + ", ".join(
       f"{k} {v:.1f}" for k, v in results["seconds"].items() if isinstance(v, float)) + "\n"
-  atomic_write(os.path.join(workdir, "results.md"), header + table + timing)
-  if c.metrics.plots:
+  files.write_text(os.path.join(workdir, "results.md"), header + table + timing)
+  if c.plots:
     os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
     metrics.plot_all(evaluation, eval_data.train_y[eval_data.forget_train],
                      os.path.join(workdir, "plots"))

@@ -105,6 +105,8 @@ def set_learning_rate(state: TrainState, lr: float) -> TrainState:
 
 def create_state(variables: Mapping, tx: optax.GradientTransformation, mesh=None) -> TrainState:
   """A fresh train state (step 0) for `variables`, replicated over `mesh` if given."""
+  # A copy: the step donates its state, which must never delete the caller's arrays.
+  variables = jax.tree_util.tree_map(jnp.array, dict(variables))
   params = variables["params"]
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))

@@ -44,14 +44,15 @@ def base_config() -> ml_collections.ConfigDict:
       "epochs": 1, "lr": 1e-3, "blindspot_epochs": 2, "blindspot_lr": 0.01, "beta": 50.0,
       "attention": "features"})
 
+  # Settings of metrics.evaluate_models (see jax_unlearn/metrics/report.py DEFAULTS).
   c.metrics = ml_collections.ConfigDict()
   c.metrics.mia_samples = 2000
   c.metrics.ain_alpha = 0.05
   c.metrics.ain_lr = 1e-3
   c.metrics.ain_batch_size = 64
   c.metrics.ain_max_epochs = 10
-  c.metrics.eval_batch_size = 1024
-  c.metrics.plots = True
+  c.metrics.predict_batch_size = 1024
+  c.plots = True
   return c
 
 
@@ -70,4 +71,4 @@ def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
   c.metrics.mia_samples = 60
   c.metrics.ain_max_epochs = 1
   c.metrics.ain_batch_size = 32
-  c.metrics.eval_batch_size = 64
+  c.metrics.predict_batch_size = 64

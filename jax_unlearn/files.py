@@ -1,0 +1,32 @@
+"""Atomic file writes, so an interrupted run never leaves a half-written report or plot."""
+import os
+import uuid
+from typing import Callable
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+  """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it onto `path`.
+
+  The rename is atomic on one file system, so readers see either the old file or the new one.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  # A unique name with default permissions (mkstemp would leave the file private).
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+
+  def write(tmp: str) -> None:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+
+  atomic_write(path, write)

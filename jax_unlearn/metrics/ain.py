@@ -1,0 +1,195 @@
+"""Anamnesis Index (AIN): how fast a model relearns what it was asked to forget.
+
+A copy of the model is trained with Adam on the training data; after every step (or every
+`check_every` steps) its error on the forget-validation set is compared with a target, "within
+alpha of the original model's forget-validation error":
+
+    target = original_error * (1 + alpha)      (errors where lower is better)
+
+The relearn time is the number of steps taken until error <= target, at least one (the check
+follows a step, as in the paper), capped at `max_epochs` epochs (the cap is reported). Then
+
+    AIN = steps(unlearned) / steps(retrained),   so AIN(retrained) = 1.
+
+A model that forgot superficially relearns fast (AIN << 1); one that forgot as well as
+retraining relearns as slowly (AIN ~ 1).
+
+The whole relearning runs as one compiled program: a `lax.while_loop` over steps of the library's
+generic train step, gathering each batch on device from precomputed epoch permutations (the same
+order `ArrayLoader(seed)` gives) and evaluating the forget-validation error on device, so there
+is no host round trip per step. It is pure: the variables it measures are never modified (the
+published code retrains the gold model in place, corrupting later values).
+"""
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_unlearn import parallel, train
+from jax_unlearn.errors import UserError
+
+
+def relearn_target(original_error: float, alpha: float) -> float:
+  """The error a relearning model has to reach: within `alpha` of the original model's."""
+  if alpha < 0:
+    raise UserError(f"AIN's alpha must be >= 0, got {alpha}.", "set metrics.ain_alpha, e.g. 0.05.")
+  return original_error * (1.0 + alpha)
+
+
+def anamnesis_index(steps_unlearned: int, steps_retrained: int) -> float:
+  """AIN = relearn steps of the unlearned model / relearn steps of the retrained model."""
+  if steps_retrained < 1:
+    raise ValueError("relearn steps are at least 1")
+  return steps_unlearned / steps_retrained
+
+
+def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+  idx = np.concatenate([np.arange(len(a)), np.zeros(size - len(a), np.int64)])
+  return np.asarray(a)[idx]
+
+
+class Relearner:
+  """Compiled relearning of copies of one architecture on one dataset.
+
+  One Relearner compiles its loop once and reuses it for every model with the same variable
+  structure, so measuring five models costs one compilation.
+
+  Args:
+    apply_fn: the model contract `apply_fn(variables, x, *, train, rngs=None) -> (pred, acts)`.
+    loss: per-example task loss `loss(pred, y) -> [B]`; training minimises its masked mean and
+      the forget-validation error is its mean.
+    lr: Adam learning rate.
+    batch_size: global batch size of relearning.
+    check_every: evaluate the forget-validation error every this many steps (and after the last
+      step); 1 counts exactly, larger values trade resolution for speed.
+    eval_batch_size: rows per chunk when evaluating the forget-validation set.
+    mesh: data-parallel mesh (batches sharded over "data", the rest replicated).
+  """
+
+  def __init__(self, apply_fn: Callable, loss: Callable, *, lr: float = 1e-3,
+               batch_size: int = 64, check_every: int = 1, eval_batch_size: int = 512,
+               mesh=None):
+    if batch_size < 1 or check_every < 1 or eval_batch_size < 1:
+      raise UserError("AIN's batch size, check interval and evaluation batch size must be >= 1, "
+                      f"got {batch_size}, {check_every}, {eval_batch_size}.",
+                      "set metrics.ain_batch_size and metrics.ain_check_every >= 1.")
+    self.apply_fn, self.loss, self.mesh = apply_fn, loss, mesh
+    self.batch_size, self.check_every = batch_size, check_every
+    self.eval_batch_size = eval_batch_size
+    self.tx = train.make_optimizer(lr)
+    self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, mesh,
+                                       donate=False)
+    self._devices = mesh.devices.size if mesh is not None else 1
+    self._run = jax.jit(self._relearn)
+    self._evaluate = jax.jit(self._error)
+
+  def prepare(self, train_xy: tuple[np.ndarray, np.ndarray],
+              forget_val: tuple[np.ndarray, np.ndarray], *, max_epochs: int = 10,
+              seed: int = 0) -> dict:
+    """Device copies of the data and the epoch orders, shared by every model measured."""
+    (x, y), (vx, vy) = train_xy, forget_val
+    n, v = len(x), len(vx)
+    if n == 0 or v == 0:
+      raise UserError(f"relearning needs training and forget-validation data, got {n} and {v} "
+                      "rows.",
+                      "give a validation split that contains forget samples.")
+    if max_epochs < 1:
+      raise UserError(f"AIN's max epochs must be >= 1, got {max_epochs}.",
+                      "set metrics.ain_max_epochs >= 1.")
+    # The order of epoch e is the permutation ArrayLoader(seed) draws for it.
+    perms = np.stack([np.random.default_rng([seed, e]).permutation(n)
+                      for e in range(max_epochs)]).astype(np.int32)  # [E, N]
+    chunk = parallel.round_up(min(self.eval_batch_size, v), self._devices)
+    padded = parallel.round_up(v, chunk)
+    val = {"x": _pad_rows(vx, padded), "y": _pad_rows(vy, padded),
+           "mask": (np.arange(padded) < v).astype(np.float32)}
+    val = {k: a.reshape((padded // chunk, chunk) + a.shape[1:]) for k, a in val.items()}
+    arrays = {"x": np.asarray(x), "y": np.asarray(y), "perms": perms, "val": val,
+              "rng": jax.random.key(seed)}
+    if self.mesh is not None:
+      return jax.device_put(arrays, parallel.replicated(self.mesh))
+    return jax.device_put(arrays)
+
+  def error(self, variables, data: dict) -> float:
+    """The mean task loss on the forget-validation set, computed as inside the loop."""
+    return float(self._evaluate(self._place(variables), data["val"]))
+
+  def steps(self, variables, data: dict, target_error: float) -> tuple[int, bool]:
+    """(relearn steps, whether the cap was hit) of a copy of `variables`."""
+    steps, reached = self._run(self._place(variables), data, jnp.float32(target_error))
+    return int(steps), not bool(reached)
+
+  def _place(self, variables):
+    if self.mesh is None:
+      return variables
+    return jax.device_put(variables, parallel.replicated(self.mesh))
+
+  def _error(self, variables, val: dict) -> jax.Array:
+    def chunk(carry, rows):
+      xc = rows["x"]  # [C, ...]
+      if self.mesh is not None:
+        xc = jax.lax.with_sharding_constraint(xc, parallel.data_sharded(self.mesh))
+      values = self.loss(self.apply_fn(variables, xc, train=False)[0], rows["y"])  # [C]
+      return (carry[0] + jnp.sum(values * rows["mask"]), carry[1] + jnp.sum(rows["mask"])), None
+
+    (total, count), _ = jax.lax.scan(chunk, (jnp.float32(0), jnp.float32(0)), val)
+    return total / jnp.maximum(count, 1.0)
+
+  def _relearn(self, variables, data: dict, target: jax.Array):
+    x, y, perms = data["x"], data["y"], data["perms"]
+    epochs, n = perms.shape
+    size = min(self.batch_size, n)
+    padded = parallel.round_up(size, self._devices)
+    per_epoch = math.ceil(n / size)
+    total = epochs * per_epoch
+    rows = jnp.arange(padded)
+
+    def batch_at(t):
+      # Rows of step t as ArrayLoader gives them: padding repeats the batch's first row.
+      start = (t % per_epoch) * size
+      perm = perms[t // per_epoch]  # [N]
+      pos = start + rows
+      valid = (rows < size) & (pos < n)
+      idx = jnp.where(valid, perm[jnp.minimum(pos, n - 1)], perm[start])
+      return {"x": x[idx], "y": y[idx], "forget": jnp.zeros(padded, jnp.float32),
+              "mask": valid.astype(jnp.float32)}
+
+    def keep_going(carry):
+      _, t, err = carry
+      return (t < total) & ~(err <= target)
+
+    def one_step(carry):
+      state, t, err = carry
+      state, _ = self._step(state, batch_at(t), data["rng"])
+      t = t + 1
+      check = (t % self.check_every == 0) | (t == total)
+      err = jax.lax.cond(check, lambda s: self._error(s.variables, data["val"]), lambda s: err,
+                         state)
+      return state, t, err
+
+    state = train.create_state(variables, self.tx)
+    _, t, err = jax.lax.while_loop(keep_going, one_step,
+                                   (state, jnp.int32(0), jnp.float32(jnp.inf)))
+    return t, err <= target
+
+
+def relearn_steps(apply_fn: Callable, variables, loss: Callable,
+                  train_arrays: tuple[np.ndarray, np.ndarray],
+                  forget_val: tuple[np.ndarray, np.ndarray], target_error: float, *,
+                  lr: float = 1e-3, batch_size: int = 64, max_epochs: int = 10, seed: int = 0,
+                  mesh=None, check_every: int = 1) -> tuple[int, bool]:
+  """(steps, hit_cap): relearn time of a copy of `variables` to reach `target_error`.
+
+  Args:
+    train_arrays: (x, y) the data relearning trains on (the full training set).
+    forget_val: (x, y) the forget-validation set whose mean `loss` must reach the target.
+    target_error: see `relearn_target`.
+  For several models use one `Relearner` directly: it compiles and transfers the data once.
+  """
+  relearner = Relearner(apply_fn, loss, lr=lr, batch_size=batch_size, check_every=check_every,
+                        mesh=mesh)
+  data = relearner.prepare(train_arrays, forget_val, max_epochs=max_epochs, seed=seed)
+  return relearner.steps(variables, data, target_error)
+

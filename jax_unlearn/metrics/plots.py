@@ -1,0 +1,104 @@
+"""The paper's figures as PNG files: relative differences, errors per method, predictions.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot (no global state, no display) and
+written atomically, so a plot on disk is always complete.
+"""
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jax_unlearn import files
+from jax_unlearn.metrics import distances
+from jax_unlearn.metrics.report import COLUMNS, Evaluation
+
+REFERENCES = ("original", "retrained")
+
+
+def _grid(n: int, title: str) -> tuple[Figure, list]:
+  """A figure with one subplot per panel, at most three per row."""
+  cols = max(min(n, 3), 1)
+  rows = max(math.ceil(n / cols), 1)
+  fig = Figure(figsize=(4.0 * cols, 3.2 * rows), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+  for ax in axes[n:]:
+    ax.set_visible(False)
+  fig.suptitle(title)
+  return fig, axes[:n]
+
+
+def _save(fig: Figure, path: str) -> str:
+  files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+  return path
+
+
+def plot_relative_difference(evaluation: Evaluation, labels_forget: np.ndarray,
+                             out_dir: str) -> str:
+  """Histogram per model of |pred - pred_retrained| / |y| on the forget-train set.
+
+  The x-axis ends at the 99th percentile over all models; larger values land in the last bin.
+  """
+  preds = evaluation.predictions
+  names = [n for n in preds if n != "retrained"]
+  values = {n: distances.relative_difference(preds[n], preds["retrained"], labels_forget).ravel()
+            for n in names}
+  upper = float(np.percentile(np.concatenate(list(values.values())), 99)) if names else 1.0
+  bins = np.linspace(0.0, upper if upper > 0 else 1.0, 41)
+  fig, axes = _grid(len(names), "Relative difference to the retrained model (forget set)")
+  for ax, name in zip(axes, names):
+    ax.hist(np.minimum(values[name], bins[-1]), bins=bins, color="tab:blue")
+    ax.set_title(name)
+    ax.set_xlabel("|pred - pred_retrained| / |y|")
+    ax.set_ylabel("samples")
+  return _save(fig, os.path.join(out_dir, "relative_difference.png"))
+
+
+def plot_errors(evaluation: Evaluation, out_dir: str,
+                keys: Sequence[str] = ("forget_train_error", "retain_train_error",
+                                       "forget_test_error", "retain_test_error")) -> str:
+  """Bars per method for each error, with the retrained and original models as lines."""
+  results = evaluation.results
+  keys = [k for k in keys if results["retrained"].get(k) is not None]
+  methods = [n for n in results if n not in REFERENCES]
+  fig, axes = _grid(len(keys), f"Errors ({evaluation.info.get('error', 'error')})")
+  for ax, key in zip(axes, keys):
+    heights = [np.nan if results[n].get(key) is None else results[n][key] for n in methods]
+    ax.bar(range(len(methods)), heights, color="tab:blue")
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    for ref, style in zip(REFERENCES, (":", "--")):
+      if results.get(ref, {}).get(key) is not None:
+        ax.axhline(results[ref][key], linestyle=style, color="black", label=ref)
+    ax.set_title(COLUMNS[key][0])
+    ax.legend(loc="best", fontsize="small")
+  return _save(fig, os.path.join(out_dir, "errors.png"))
+
+
+def plot_predictions(evaluation: Evaluation, labels_forget: np.ndarray, out_dir: str) -> str:
+  """Prediction against label on the forget-train set, one panel per model, with y = x."""
+  preds = evaluation.predictions
+  labels = np.asarray(labels_forget, np.float64).ravel()
+  lo, hi = float(labels.min()), float(labels.max())
+  fig, axes = _grid(len(preds), "Predictions on the forget set")
+  for ax, (name, pred) in zip(axes, preds.items()):
+    ax.scatter(labels, np.asarray(pred, np.float64).ravel(), s=4, alpha=0.5, color="tab:blue")
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+    ax.set_title(name)
+    ax.set_xlabel("label")
+    ax.set_ylabel("prediction")
+  return _save(fig, os.path.join(out_dir, "predictions.png"))
+
+
+def plot_all(evaluation: Evaluation, labels_forget: np.ndarray, out_dir: str) -> list[str]:
+  """Writes every figure into `out_dir`; returns their paths.
+
+  Args:
+    evaluation: from `evaluate_models`.
+    labels_forget: [F, D] labels of the forget-train rows (`train_y[forget_train]`).
+  """
+  return [plot_relative_difference(evaluation, labels_forget, out_dir),
+          plot_errors(evaluation, out_dir),
+          plot_predictions(evaluation, labels_forget, out_dir)]

@@ -1,0 +1,284 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn import metrics as skm
+from sklearn.svm import SVC
+
+from jax_unlearn import losses, parallel, train
+from jax_unlearn.data import ArrayLoader
+from jax_unlearn.errors import UserError
+from jax_unlearn.metrics import (Relearner, activation_distance, anamnesis_index, cohort_error,
+                                 cohort_errors, loss_values, membership_attack,
+                                 model_activation_distance, per_example_losses, r2_score,
+                                 relative_difference, relearn_steps, relearn_target, wasserstein,
+                                 wasserstein_1d)
+from jax_unlearn.models import MLP, from_linen, init_linen
+
+
+def _random(seed, n=37, d=2):
+  r = np.random.default_rng(seed)
+  pred = r.normal(size=(n, d)).astype(np.float32)
+  y = r.normal(size=(n, d)).astype(np.float32)
+  mask = r.random(n) < 0.4
+  return pred, y, mask
+
+
+# Errors
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cohort_errors_match_sklearn_on_ragged_masks(seed):
+  pred, y, mask = _random(seed)
+  got = cohort_errors(pred, y, "mae", {"f": mask, "r": ~mask})
+  np.testing.assert_allclose(got["f"], skm.mean_absolute_error(y[mask], pred[mask]), rtol=1e-6)
+  np.testing.assert_allclose(got["r"], skm.mean_absolute_error(y[~mask], pred[~mask]), rtol=1e-6)
+  np.testing.assert_allclose(cohort_error(pred, y, "mse", mask),
+                             skm.mean_squared_error(y[mask], pred[mask]), rtol=1e-6)
+  np.testing.assert_allclose(cohort_error(pred, y, "rmse", mask),
+                             np.sqrt(skm.mean_squared_error(y[mask], pred[mask])), rtol=1e-6)
+  np.testing.assert_allclose(cohort_error(pred, y, "mae"), skm.mean_absolute_error(y, pred),
+                             rtol=1e-6)
+  np.testing.assert_allclose(r2_score(pred, y, mask), skm.r2_score(y[mask], pred[mask]),
+                             rtol=1e-6)
+
+
+def test_quantile_error_and_median_by_hand():
+  y = np.array([[1.0], [2.0], [0.0]], np.float32)  # [3, D=1]
+  pred = np.array([[[0.0, 1.0, 3.0]], [[2.0, 2.0, 2.0]], [[-1.0, 0.5, 1.0]]], np.float32)
+  q = (0.1, 0.5, 0.9)
+  # Pinball per row: e = y - pred; max(q e, (q - 1) e) averaged over the three quantiles.
+  rows = [(0.1 * 1 + 0 + 0.1 * 2) / 3, 0.0, (0.1 * 1 + 0.5 * 0.5 + 0.1 * 1) / 3]
+  np.testing.assert_allclose(cohort_error(pred, y, "quantile", quantiles=q), np.mean(rows),
+                             rtol=1e-6)
+  # The median forecast is quantile 0.5: |1-1|, |2-2|, |0.5-0|.
+  np.testing.assert_allclose(cohort_error(pred, y, "mae", quantiles=q), 0.5 / 3, rtol=1e-6)
+  with pytest.raises(UserError, match="quantiles"):
+    cohort_error(pred, y, "quantile")
+
+
+def test_empty_or_undefined_cohorts_are_none_not_nan():
+  pred, y, _ = _random(0, n=5)
+  none = np.zeros(5, bool)
+  assert cohort_errors(pred, y, "mse", {"empty": none}) == {"empty": None}
+  assert r2_score(pred, y, none) is None
+  assert r2_score(pred, np.ones_like(y)) is None  # constant label: R^2 undefined
+  with pytest.raises(UserError, match="did you mean 'mae'"):
+    cohort_error(pred, y, "maee")
+
+
+# Distances
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wasserstein_matches_scipy_on_different_lengths(seed):
+  r = np.random.default_rng(seed)
+  u = r.normal(size=int(r.integers(1, 60)))
+  v = r.gamma(2.0, size=int(r.integers(1, 60))) + r.normal()
+  np.testing.assert_allclose(wasserstein_1d(u, v), scipy.stats.wasserstein_distance(u, v),
+                             rtol=1e-6)
+  ties_u, ties_v = r.integers(0, 4, size=25), r.integers(0, 6, size=11)
+  np.testing.assert_allclose(wasserstein_1d(ties_u, ties_v),
+                             scipy.stats.wasserstein_distance(ties_u, ties_v), rtol=1e-6)
+
+
+def test_wasserstein_invariants_and_multi_output_mean():
+  r = np.random.default_rng(0)
+  u, v = r.normal(size=(30, 3)), r.normal(1.0, 2.0, size=(17, 3))
+  expected = np.mean([scipy.stats.wasserstein_distance(u[:, d], v[:, d]) for d in range(3)])
+  np.testing.assert_allclose(wasserstein(u, v), expected, rtol=1e-6)
+  assert wasserstein(u, v) == pytest.approx(wasserstein(v, u), rel=1e-12)
+  assert wasserstein(u, u) == 0.0
+  assert wasserstein(u + 3.25, v + 3.25) == pytest.approx(wasserstein(u, v), rel=1e-9)
+  assert wasserstein_1d([0.0], [2.5]) == pytest.approx(2.5)
+  with pytest.raises(ValueError, match="output shapes"):
+    wasserstein(u, v[:, :2])
+
+
+def test_relative_difference_by_hand_with_zero_label_guard():
+  pred = np.array([[2.0], [1.0], [1.0]])
+  pred_r = np.array([[1.0], [1.0], [0.5]])
+  y = np.array([[4.0], [-3.0], [0.0]])
+  got = relative_difference(pred, pred_r, y, eps=1e-3)
+  np.testing.assert_allclose(got, [[0.25], [0.0], [500.0]])
+  assert np.all(np.isfinite(relative_difference(pred, pred_r, np.zeros_like(y))))
+
+
+def _mlp(seed=1, hidden=(8,), x=None):
+  model = MLP(hidden=hidden)
+  x = np.zeros((2, 3), np.float32) if x is None else x
+  return from_linen(model), init_linen(model, jax.random.key(seed), x[:2])
+
+
+def test_activation_distance_arrays_and_models_match_numpy():
+  r = np.random.default_rng(0)
+  a, b = r.normal(size=(6, 2, 3)), r.normal(size=(6, 2, 3))
+  by_hand = np.mean(np.sqrt(np.sum((a - b).reshape(6, -1) ** 2, axis=1)))
+  np.testing.assert_allclose(activation_distance(a, b), by_hand, rtol=1e-5)
+  assert activation_distance(a, a) == 0.0
+
+  apply_fn, va = _mlp(1)
+  _, vb = _mlp(2)
+  x = r.normal(size=(10, 3)).astype(np.float32)  # 10 rows: ragged over 4 devices and batch 4
+  acts_a = np.asarray(apply_fn(va, x, train=False)[1]["layer1"])
+  acts_b = np.asarray(apply_fn(vb, x, train=False)[1]["layer1"])
+  for mesh in (None, parallel.make_mesh(4)):
+    got = model_activation_distance(apply_fn, va, vb, x, layer="layer1", batch_size=4, mesh=mesh)
+    np.testing.assert_allclose(got, activation_distance(acts_a, acts_b), rtol=1e-5)
+
+
+# Membership inference
+
+
+def test_per_example_losses_are_exact_on_ragged_batches():
+  apply_fn, v = _mlp()
+  r = np.random.default_rng(0)
+  x, y = r.normal(size=(11, 3)).astype(np.float32), r.normal(size=(11, 1)).astype(np.float32)
+  direct = np.abs(np.asarray(apply_fn(v, x, train=False)[0]) - y)[:, 0]
+  for mesh in (None, parallel.make_mesh(4)):
+    got = per_example_losses(apply_fn, v, x, y, losses.l1, batch_size=4, mesh=mesh)
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+  assert loss_values(np.zeros((0, 1)), np.zeros((0, 1)), losses.l1).shape == (0,)
+
+
+def _attack_losses(seed=0):
+  r = np.random.default_rng(seed)
+  return r.exponential(0.2, 300), r.exponential(1.0, 250) + 0.3
+
+
+def test_membership_attack_is_deterministic_bounded_and_informative():
+  member, nonmember = _attack_losses()
+  r = np.random.default_rng(1)
+  forgotten, remembered = r.exponential(1.0, 50) + 0.3, r.exponential(0.2, 50)
+  a = membership_attack(member, nonmember, forgotten, samples=200, seed=3)
+  assert a == membership_attack(member, nonmember, forgotten, samples=200, seed=3)
+  assert all(0.0 <= v <= 1.0 for v in a.values())
+  assert a["mia_attack_accuracy"] > 0.75 and a["mia_attack_auc"] > 0.8
+  assert a["mia_forget"] < 0.3
+  assert membership_attack(member, nonmember, remembered, samples=200, seed=3)["mia_forget"] > 0.7
+  noise = membership_attack(member, member[::-1].copy(), forgotten, samples=200, seed=3)
+  assert 0.3 < noise["mia_attack_auc"] < 0.7  # members vs members: the attack is guessing
+
+
+def test_membership_attack_matches_a_direct_svm_without_holdout():
+  member, nonmember = _attack_losses(2)
+  target = np.random.default_rng(5).exponential(0.6, 200)
+  svm = SVC(C=3, gamma="auto", kernel="rbf").fit(
+      np.concatenate([member, nonmember])[:, None],
+      np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))]))
+  expected = svm.predict(target[:, None]).mean()
+  got = membership_attack(member, nonmember, target, samples=10_000, holdout=0.0)
+  assert got["mia_forget"] == pytest.approx(expected, abs=0.02)
+  assert got["mia_attack_accuracy"] is None and got["mia_attack_auc"] is None
+
+
+def test_membership_attack_edge_cases():
+  member, nonmember = _attack_losses()
+  assert membership_attack(member, nonmember, np.array([np.nan])) == dict.fromkeys(
+      ["mia_forget", "mia_attack_accuracy", "mia_attack_auc"])
+  assert membership_attack(member, nonmember, np.zeros(0))["mia_forget"] is None
+  with pytest.raises(UserError, match="at least 2 non-member"):
+    membership_attack(member, nonmember[:1], member)
+
+
+# AIN
+
+
+def _relearn_problem():
+  r = np.random.default_rng(0)
+  x = r.normal(size=(100, 3)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.5)[:, None]
+  return x, y, (x[:20], y[:20])
+
+
+def _reference_relearn_steps(apply_fn, variables, x, y, val, target, *, lr, batch_size, epochs,
+                             mesh):
+  """The same relearning as one Python round trip per step: ArrayLoader + the train step."""
+  tx = train.make_optimizer(lr)
+  state = train.create_state(jax.tree_util.tree_map(jnp.copy, variables), tx, mesh)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, mesh)
+  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, mesh=mesh)
+  steps = 0
+  for epoch in range(epochs):
+    for batch in loader(epoch):
+      batch = parallel.shard_batch(batch, mesh) if mesh is not None else batch
+      state, _ = step(state, batch, jax.random.key(0))
+      steps += 1
+      pred = train.predict(apply_fn, state.variables, val[0])
+      if np.mean((pred - val[1]) ** 2) <= target:
+        return steps, False
+  return steps, True
+
+
+@pytest.mark.parametrize("devices", [None, 4])
+def test_relearn_counts_the_same_steps_as_a_python_loop(devices):
+  x, y, val = _relearn_problem()
+  apply_fn, v = _mlp(hidden=(16,))
+  mesh = parallel.make_mesh(devices) if devices else None
+  relearner = Relearner(apply_fn, losses.mse, lr=0.01, batch_size=30, mesh=mesh)
+  data = relearner.prepare((x, y), val, max_epochs=3, seed=0)
+  start = relearner.error(v, data)
+  np.testing.assert_allclose(start, np.mean((train.predict(apply_fn, v, val[0]) - val[1]) ** 2),
+                             rtol=1e-5)
+  target = 0.8 * start
+  got = relearner.steps(v, data, target)
+  expected = _reference_relearn_steps(apply_fn, v, x, y, val, target, lr=0.01, batch_size=30,
+                                      epochs=3, mesh=mesh)
+  assert got == expected and 1 < got[0] < 12
+  assert relearner.steps(v, data, 0.0) == (12, True)  # 3 epochs of 4 steps (30, 30, 30, 10)
+  assert relearner.steps(v, data, 1e9) == (1, False)  # the first check follows one step
+
+
+def test_relearn_far_needs_more_steps_than_near_and_leaves_inputs_unchanged():
+  x, y, val = _relearn_problem()
+  apply_fn, fresh = _mlp(hidden=(16,))
+  relearner = Relearner(apply_fn, losses.mse, lr=0.01, batch_size=32)
+  data = relearner.prepare((x, y), val, max_epochs=30, seed=0)
+  tx = train.make_optimizer(0.01)
+  state = train.create_state(jax.tree_util.tree_map(jnp.copy, fresh), tx)
+  fitted = train.fit(state, train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx),
+                     ArrayLoader({"x": x, "y": y}, 32, seed=1), epochs=40,
+                     rng=jax.random.key(0)).state.variables
+  target = relearn_target(relearner.error(fitted, data), 0.05)
+  near = jax.tree_util.tree_map(lambda a: a * 0.97, fitted)
+  before = jax.device_get((near, fresh))
+  near_steps, near_cap = relearner.steps(near, data, target)
+  far_steps, _ = relearner.steps(fresh, data, target)
+  assert not near_cap and near_steps < far_steps, (near_steps, far_steps)
+  chex.assert_trees_all_equal(jax.device_get((near, fresh)), before)  # not donated, not changed
+
+
+def test_relearn_loop_compiles_once_for_every_model():
+  x, y, val = _relearn_problem()
+  traces = []
+
+  def counting_mse(pred, y):
+    traces.append(1)
+    return losses.mse(pred, y)
+
+  apply_fn, v1 = _mlp(1, hidden=(16,))
+  _, v2 = _mlp(2, hidden=(16,))
+  relearner = Relearner(apply_fn, counting_mse, lr=0.01, batch_size=30, check_every=2)
+  data = relearner.prepare((x, y), val, max_epochs=2, seed=0)
+  first = relearner.steps(v1, data, 0.5)
+  after_first = len(traces)
+  second = relearner.steps(v2, data, 0.7)
+  assert after_first > 0 and len(traces) == after_first, "the relearn loop was traced again"
+  assert first[0] % 2 == 0  # checked every 2 steps (8 in all, so the last one is even too)
+  assert second[0] >= 1
+
+
+def test_relearn_steps_function_and_ain():
+  x, y, val = _relearn_problem()
+  apply_fn, v = _mlp(hidden=(16,))
+  steps, hit_cap = relearn_steps(apply_fn, v, losses.mse, (x, y), val, 0.0, lr=0.01,
+                                 batch_size=50, max_epochs=2, seed=0)
+  assert (steps, hit_cap) == (4, True)
+  assert anamnesis_index(6, 3) == 2.0 and anamnesis_index(3, 3) == 1.0
+  assert relearn_target(2.0, 0.05) == pytest.approx(2.1)
+  with pytest.raises(UserError, match="alpha"):
+    relearn_target(1.0, -0.1)
+  with pytest.raises(UserError, match="forget-validation"):
+    Relearner(apply_fn, losses.mse).prepare((x, y), (x[:0], y[:0]))
