@@ -348,6 +348,12 @@ def configure_torch(info: Mapping[str, Any]) -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+# Adam's first update is about lr * sign(gradient) for every weight, so gradient entries that
+# are rounding noise (equal to ~1e-6 on both sides) still move by lr and the two losses after one
+# step drift apart by ~1e-4..1e-3 although the gradients agree (checked to 2e-6 relative).
+STEP2_TOLERANCE = 5e-3
+
+
 def guard_tolerance(backend: str, dtype: str) -> float:
   if dtype == "bfloat16":
     return 5e-2
@@ -424,22 +430,25 @@ def bench_model(name: str, spec: ModelSpec, batch_size: int, opts: Options,
       fns = {"ours": ours}
       if dev is not None and n == 1:
         theirs = torch_case(s, case, dev, opts.dtype)
-        err = relative_error(first, theirs())
-        if case != "predict":  # a second step checks the gradients and Adam's update too
-          err = max(err, relative_error(ours(), theirs()))
-        row["guard_rel_err"] = err
-        row["guard_ok"] = err <= guard_tolerance(info["backend"], opts.dtype)
+        tol = guard_tolerance(info["backend"], opts.dtype)
+        row["guard_rel_err"] = relative_error(first, theirs())
+        row["guard_ok"] = row["guard_rel_err"] <= tol
+        if case != "predict":  # the loss after one update checks gradients and Adam too
+          row["guard_rel_err_step2"] = relative_error(ours(), theirs())
+          row["guard_ok"] &= row["guard_rel_err_step2"] <= max(10 * tol, STEP2_TOLERANCE)
         if row["guard_ok"]:
           fns["torch"] = theirs
         else:
-          log(f"  {name}/{case}: correctness guard FAILED (relative error {err:.2e}); "
-              "not compared")
+          log(f"  {name}/{case}: correctness guard FAILED (relative error "
+              f"{row['guard_rel_err']:.1e}, after one step "
+              f"{row.get('guard_rel_err_step2', 0.0):.1e}); not compared")
       times = time_interleaved(fns, steps=opts.steps, warmup=opts.warmup)
       row = _finish(row, stats, times["ours"], compile_s)
       if "torch" in times:
         row["torch_step_s"] = summarize(times["torch"])["step_s"]
         row["torch_step_s_min"] = min(times["torch"])
         row["speedup_vs_torch"] = row["torch_step_s"] / row["step_s"]
+        row["speedup_vs_torch_min"] = row["torch_step_s_min"] / row["step_s_min"]
       by_devices[n] = row
       rows.append(row)
       log("  " + _short(row))
@@ -480,13 +489,14 @@ def markdown(rows: Sequence[Mapping], header: Mapping[str, Any]) -> str:
            f"step times over {header['steps']} steps after {header['warmup']} warm-up, "
            "ours and torch interleaved.", "",
            "| model | case | batch | dev | compile s | step ms: median [q1, q3] | samples/s "
-           "| GFLOP/step | GFLOP/s | MFU | program MB | torch ms | ours/torch |",
+           "| GFLOP/step | GFLOP/s | MFU | program MB | torch ms | ours/torch (of minima) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     step = (f"{r['step_s'] * 1e3:.1f} [{r['step_s_q1'] * 1e3:.1f}, {r['step_s_q3'] * 1e3:.1f}]")
-    speed = _fmt(r.get("speedup_vs_torch"), ".2f")
+    speed = (f"{r['speedup_vs_torch']:.2f} ({r['speedup_vs_torch_min']:.2f})"
+             if "speedup_vs_torch" in r else "—")
     if r.get("guard_ok") is False:
-      speed = f"guard failed ({r['guard_rel_err']:.1e})"
+      speed = "guard failed"
     extra = []
     if r.get("scaling_efficiency") is not None:
       extra.append(f"scaling {r['scaling_efficiency']:.0%}")

@@ -172,7 +172,9 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
 
   root = jax.random.key(c.seed)
   ckpt_root = os.path.join(workdir, "checkpoints", c.model.name)
-  augment = data_lib.augment_images if c.data.augment and task.kind == "image" else None
+  augment = None
+  if c.data.augment and task.kind == "image":  # flips only where they keep the label
+    augment = data_lib.make_augment(flip=task.extra.get("flip_preserves_label", True))
   predict_fn = train.make_predict_fn(apply_fn, mesh)
 
   def val_loss(x, y):
