@@ -80,6 +80,7 @@ def _setup_logging(workdir: str) -> logging.Handler:
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   log.addHandler(handler)
   log.setLevel(logging.INFO)
+  log.propagate = False  # our own console handler; no second copy through the root logger
   if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
              for h in log.handlers):
     console = logging.StreamHandler(sys.stdout)
@@ -175,14 +176,6 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
   augment = None
   if c.data.augment and task.kind == "image":  # flips only where they keep the label
     augment = data_lib.make_augment(flip=task.extra.get("flip_preserves_label", True))
-  predict_fn = train.make_predict_fn(apply_fn, mesh)
-
-  def val_loss(x, y):
-    def validate(variables):
-      pred = train.predict(apply_fn, variables, x, batch_size=c.metrics.predict_batch_size,
-                           mesh=mesh, predict_fn=predict_fn)
-      return float(np.mean(np.asarray(per_example(pred, y))))
-    return validate
 
   # 1. The original model on all training data, the paper's recipe.
   t = time.perf_counter()
@@ -191,7 +184,8 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
       apply_fn, init_fn(jax.random.fold_in(root, 0)), train.supervised_loss(per_example),
       {"x": ds.train.x, "y": ds.train.y}, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
       rng=jax.random.fold_in(root, 1), seed=c.seed, mesh=mesh,
-      validate=val_loss(ds.val.x, ds.val.y),
+      validate=train.make_validation_loss(apply_fn, per_example, ds.val.x, ds.val.y,
+                                          batch_size=c.metrics.predict_batch_size, mesh=mesh),
       plateau=train.Plateau(factor=tr.plateau_factor, patience=tr.plateau_patience),
       clip_norm=tr.clip_norm or None, optimizer=tr.optimizer, augment=augment,
       checkpoint_dir=os.path.join(ckpt_root, "original"),

@@ -216,6 +216,19 @@ def predict(apply_fn_or_predict: Callable, variables, x: np.ndarray, *, batch_si
   return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+def make_validation_loss(apply_fn: Callable, per_example: losses.LossFn, x: np.ndarray,
+                         y: np.ndarray, *, batch_size: int = 512, mesh=None):
+  """variables -> mean per-example loss on (x, y): the validation loss for `fit` and plateaus."""
+  predict_fn = make_predict_fn(apply_fn, mesh)
+
+  def validate(variables) -> float:
+    pred = predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh,
+                   predict_fn=predict_fn)
+    return float(np.mean(np.asarray(per_example(jnp.asarray(pred), jnp.asarray(y)), np.float64)))
+
+  return validate
+
+
 @dataclasses.dataclass
 class Plateau:
   """Reduce-on-plateau on a validation loss, as torch's ReduceLROnPlateau(mode="min").
@@ -392,6 +405,8 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   tx = make_optimizer(lr, clip_norm=clip_norm, name=optimizer)
   state = create_state(variables, tx, mesh)
   step_fn = make_train_step(apply_fn, loss_fn, tx, mesh)
+  if mesh is not None:
+    frozen = jax.device_put(frozen, parallel.replicated(mesh))
   loader = ArrayLoader(arrays, batch_size, seed=seed, mesh=mesh, augment=augment)
   plateau = plateau if plateau is None else dataclasses.replace(plateau)
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None

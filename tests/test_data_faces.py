@@ -1,36 +1,17 @@
 """AgeDB and IMDB-WIKI builders on a tiny generated manual directory (PNG images + CSV)."""
-import csv
-
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from jax_unlearn import data
 from jax_unlearn.data.faces import Agedb, ImdbWiki
 from jax_unlearn.errors import UserError
+from fakes import face_pixels as _pixels, write_faces as _write
 
 # (path, age, split): people "Ann" (3 images) and "Bob" (2) and "Cy" (1), as AgeDB names them.
 AGEDB_ROWS = [("AgeDB/0_Ann_25_f.jpg", 25, "train"), ("AgeDB/1_Ann_31_f.jpg", 31, "train"),
               ("AgeDB/2_Bob_60_m.jpg", 60, "train"), ("AgeDB/3_Cy_8_m.jpg", 8, "val"),
               ("AgeDB/4_Bob_62_m.jpg", 62, "test"), ("AgeDB/5_Ann_40_f.jpg", 40, "test")]
-
-
-def _pixels(i, size=(20, 14)):
-  """A distinct image per row: a colour ramp scaled by the row number."""
-  w, h = size
-  ramp = np.linspace(0, 1, w)[None, :, None] * np.array([1.0, 0.5, 0.25])
-  return (np.broadcast_to(ramp, (h, w, 3)) * 40 * (i + 1) % 256).astype(np.uint8)
-
-
-def _write(root, rows, csv_name, mode="RGB"):
-  for i, (path, _, _) in enumerate(rows):
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(_pixels(i))
-    im.convert(mode).save(root / path, format="PNG")  # a .jpg name holding PNG bytes is fine
-  with open(root / csv_name, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["age", "path", "split"])
-    w.writerows([(age, path, split) for path, age, split in rows])
 
 
 @pytest.fixture(scope="module")

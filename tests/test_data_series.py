@@ -9,6 +9,7 @@ import pytest
 from jax_unlearn import data
 from jax_unlearn.data.series import make_windows, time_features
 from jax_unlearn.errors import UserError
+import fakes
 
 CUSTOMERS = 3
 START = pd.Timestamp("2014-08-20 00:15")
@@ -16,25 +17,13 @@ QUARTERS = 27 * 96  # 2014-08-20 00:15 .. 2014-09-16 00:00
 
 
 def _quarter_loads():
-  """[QUARTERS, CUSTOMERS] loads with a daily cycle, a customer level and noise."""
-  r = np.random.default_rng(0)
-  q = np.arange(QUARTERS)
-  base = 10 * (1 + np.arange(CUSTOMERS))
-  return base + 5 * np.sin(2 * np.pi * q / 96)[:, None] + r.uniform(0, 1, (QUARTERS, CUSTOMERS))
+  return fakes.quarter_loads(QUARTERS, CUSTOMERS)
 
 
 @pytest.fixture(scope="module")
 def electricity_file(tmp_path_factory):
-  """The UCI layout: quoted header and timestamps, semicolons, decimal commas."""
-  loads = _quarter_loads()
   path = tmp_path_factory.mktemp("uci") / "LD2011_2014.txt"
-  stamps = pd.date_range(START, periods=QUARTERS, freq="15min")
-  lines = ['"";' + ";".join(f'"MT_{i + 1:03d}"' for i in range(CUSTOMERS))]
-  for t, row in zip(stamps, loads):
-    lines.append(f'"{t:%Y-%m-%d %H:%M:%S}";' + ";".join(
-        f"{v:.6f}".replace(".", ",") for v in row))
-  path.write_text("\n".join(lines) + "\n")
-  return str(path)
+  return fakes.write_electricity(path, START, QUARTERS, CUSTOMERS)
 
 
 ELEC = dict(start="2014-08-21", val_start="2014-09-01", test_start="2014-09-08",

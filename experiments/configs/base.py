@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.plateau_patience = 10
   c.train.clip_norm = 0.0  # 0 = no clipping
 
-  # Unlearning methods, run in this order; each with its own settings.
+  # Unlearning methods to run, each with its own settings (retrained always runs).
   c.methods = ml_collections.ConfigDict()
   c.methods.finetune = ml_collections.ConfigDict({"epochs": 5, "lr": 1e-3})
   c.methods.gaussian = ml_collections.ConfigDict({"epochs": 1, "lr": 1e-3})

@@ -66,7 +66,9 @@ def from_linen(module: nn.Module) -> ApplyFn:
 def init_linen(module: nn.Module, rng: jax.Array, x: jnp.ndarray) -> dict:
   """Variables of a linen module for inputs shaped like `x` (dropout seeded from `rng` too)."""
   p_rng, d_rng = jax.random.split(rng)
-  return dict(module.init({"params": p_rng, "dropout": d_rng}, x, train=False))
+  # One compiled program instead of hundreds of small eager ones (seconds for a deep CNN).
+  init = jax.jit(lambda rngs, x: module.init(rngs, x, train=False))
+  return dict(init({"params": p_rng, "dropout": d_rng}, jnp.asarray(x)))
 
 
 def from_nnx(module: nnx.Module) -> tuple[ApplyFn, dict]:

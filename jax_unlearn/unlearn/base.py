@@ -1,0 +1,218 @@
+"""What every unlearning method takes and returns, and the helpers they share.
+
+A method is `method(ctx, original_variables, data, config) -> MethodResult`: `ctx` says how to run
+the model (any apply function, an init function for fresh models of the same architecture, the
+task's per-example loss, the run's key, the mesh, where to checkpoint), `data` the training rows
+with the forget mask and the retain-cohort validation rows, `config` the method's settings.
+"""
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from jax_unlearn import checkpoint, train
+from jax_unlearn.errors import UserError, unknown_name
+
+# Per-purpose constants folded into the run's key: one independent stream per use.
+SEED_INIT = 1
+SEED_TRAIN = 2
+SEED_ORDER = 3
+SEED_LABELS = 4
+SEED_BLINDSPOT_INIT = 5
+SEED_BLINDSPOT_TRAIN = 6
+SEED_BLINDSPOT_ORDER = 7
+
+# Settings every method understands, with their defaults.
+COMMON_DEFAULTS = {"epochs": 1, "batch_size": 64, "lr": 1e-3, "clip_norm": None,
+                   "optimizer": "adam", "eval_batch_size": 512}
+
+
+def _check_finite(name: str, y: np.ndarray) -> None:
+  if not np.all(np.isfinite(y)):
+    bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
+    raise UserError(f"{name} contain {bad} NaN or infinite value(s).",
+                    "drop or impute those rows before unlearning.")
+
+
+@dataclasses.dataclass
+class UnlearnData:
+  """The training set with its forget mask, and validation rows of the retain cohort.
+
+  Attributes:
+    x, y: every training row (numpy), y float [N, D].
+    forget: bool [N], True for the rows to forget.
+    val_x, val_y: validation rows of the retain cohort, for best-checkpoint selection (may be
+      empty, then the final model is kept).
+    augment: optional host-side augmentation of "x" for the loaders (see data.loader).
+  """
+  x: np.ndarray
+  y: np.ndarray
+  forget: np.ndarray
+  val_x: np.ndarray
+  val_y: np.ndarray
+  augment: Callable | None = None
+
+  def __post_init__(self):
+    self.x, self.y = np.asarray(self.x), np.asarray(self.y, np.float32)
+    self.val_x, self.val_y = np.asarray(self.val_x), np.asarray(self.val_y, np.float32)
+    forget = np.asarray(self.forget)
+    n = len(self.x)
+    if len(self.y) != n:
+      raise UserError(f"training inputs and labels differ in length: {n} vs {len(self.y)}.",
+                      "give one label row per training sample.")
+    if len(self.val_x) != len(self.val_y):
+      raise UserError(f"validation inputs and labels differ in length: {len(self.val_x)} vs "
+                      f"{len(self.val_y)}.", "give one label row per validation sample.")
+    if forget.shape != (n,):
+      raise UserError(
+          f"forget set not contained in the training set: the forget mask has shape "
+          f"{forget.shape}, the training set {n} rows.",
+          "give a boolean mask with one entry per training row.")
+    if forget.dtype != bool:
+      if not np.all(np.isin(forget, (0, 1))):
+        raise UserError("the forget mask must be boolean (or 0/1), one entry per training row.",
+                        "pass e.g. y[:, 0] > threshold, not indices.")
+      forget = forget.astype(bool)
+    self.forget = forget
+    if not forget.any():
+      raise UserError("the forget set is empty: no training row is marked to forget.",
+                      "check the forget specification (label range, groups, indices).")
+    if forget.all():
+      raise UserError("the retain set is empty: every training row is marked to forget.",
+                      "forget a strict subset of the training set.")
+    _check_finite("training labels", self.y)
+    _check_finite("validation labels", self.val_y)
+
+  @property
+  def retain_x(self) -> np.ndarray:
+    return self.x[~self.forget]
+
+  @property
+  def retain_y(self) -> np.ndarray:
+    return self.y[~self.forget]
+
+  @property
+  def forget_x(self) -> np.ndarray:
+    return self.x[self.forget]
+
+  @property
+  def forget_y(self) -> np.ndarray:
+    return self.y[self.forget]
+
+  def arrays(self, *, retain_only: bool = False, y: np.ndarray | None = None) -> dict:
+    """Loader arrays: the retain rows, or every row with its "forget" flag (and labels `y`)."""
+    if retain_only:
+      return {"x": self.retain_x, "y": self.retain_y}
+    return {"x": self.x, "y": self.y if y is None else y,
+            "forget": self.forget.astype(np.float32)}
+
+
+@dataclasses.dataclass
+class Context:
+  """How to run the model and where a method keeps its state.
+
+  Attributes:
+    apply_fn: the model contract `apply_fn(variables, x, *, train, rngs=None) -> (pred, acts)`.
+    init_fn: rng -> fresh variables of the original's architecture (retraining, blindspot).
+    loss: the task's per-example loss (pred, y) -> [B].
+    rng: the method's key; every random choice is folded from it.
+    mesh: data-parallel mesh, or None for the default device.
+    checkpoint_dir: this method's directory; each stage checkpoints in a subdirectory, so a
+      rerun reuses finished stages and resumes unfinished ones.
+    progress: progress-bar factory passed to `train.train_model`.
+  """
+  apply_fn: Callable
+  init_fn: Callable[[jax.Array], dict]
+  loss: Callable
+  rng: jax.Array
+  mesh: Any = None
+  checkpoint_dir: str | None = None
+  progress: Callable | None = None
+
+  def key(self, purpose: int) -> jax.Array:
+    return jax.random.fold_in(self.rng, purpose)
+
+  def seed(self, purpose: int) -> int:
+    """A host integer seed (data order) drawn from the run's key."""
+    return int(jax.random.randint(self.key(purpose), (), 0, 2**31 - 1))
+
+  def stage_dir(self, stage: str) -> str | None:
+    return os.path.join(self.checkpoint_dir, stage) if self.checkpoint_dir else None
+
+
+@dataclasses.dataclass
+class MethodResult:
+  """Unlearned variables and a JSON-able record ("steps", "seconds" and method entries)."""
+  variables: dict
+  record: dict
+
+
+def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
+  """The method's settings: `defaults` (over COMMON_DEFAULTS) updated by `config`.
+
+  Unknown keys raise a UserError naming the closest known one, so a typo is not ignored.
+  """
+  known = {**COMMON_DEFAULTS, **defaults}
+  given = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
+  for key in given:
+    if key not in known:
+      raise unknown_name(f"setting of method {method!r}", key, known)
+  out = {**known, **given}
+  for key in [k for k in out if k == "batch_size" or k.endswith("epochs")]:
+    if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] <= 0:
+      raise UserError(f"{method}: {key} must be a positive integer, got {out[key]!r}.",
+                      f"set {key} to 1 or more.")
+  for key in [k for k in out if k.endswith("lr")]:
+    if not isinstance(out[key], (int, float)) or not 0 < out[key] < math.inf:
+      raise UserError(f"{method}: {key} must be a positive number, got {out[key]!r}.",
+                      f"set {key} to e.g. 1e-3.")
+  out["clip_norm"] = out["clip_norm"] or None
+  return out
+
+
+def fresh_variables(ctx: Context, original_variables: Mapping, purpose: int, what: str) -> dict:
+  """init_fn(fresh key), checked to have the original's parameter structure."""
+  variables = dict(ctx.init_fn(ctx.key(purpose)))
+  check_same_architecture(original_variables, variables, what)
+  return variables
+
+
+def check_same_architecture(original: Mapping, other: Mapping, what: str) -> None:
+  if checkpoint.fingerprint(original["params"]) != checkpoint.fingerprint(other["params"]):
+    raise UserError(f"the {what} has another architecture than the original model "
+                    "(parameter names, shapes or dtypes differ).",
+                    "build it with the original's model settings (same init_fn).")
+
+
+def validation_loss(ctx: Context, data: UnlearnData, batch_size: int) -> Callable | None:
+  """variables -> mean task loss on the retain-cohort validation rows (None without rows)."""
+  if len(data.val_x) == 0:
+    return None
+  return train.make_validation_loss(ctx.apply_fn, ctx.loss, data.val_x, data.val_y,
+                                    batch_size=batch_size, mesh=ctx.mesh)
+
+
+def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str, np.ndarray],
+        s: Mapping, *, name: str, stage: str, train_key: int, order_key: int, augment=None,
+        frozen: tuple = (), validate=None, plateau=None) -> train.TrainOutcome:
+  """`train.train_model` with the method's settings, seeds from the run's key, its stage dir.
+
+  `name` labels messages and progress; `stage` is the checkpoint subdirectory.
+  """
+  return train.train_model(
+      ctx.apply_fn, variables, loss_fn, arrays, epochs=s["epochs"], batch_size=s["batch_size"],
+      lr=s["lr"], rng=ctx.key(train_key), seed=ctx.seed(order_key), mesh=ctx.mesh, frozen=frozen,
+      validate=validate, plateau=plateau, clip_norm=s["clip_norm"], optimizer=s["optimizer"],
+      augment=augment, checkpoint_dir=ctx.stage_dir(stage), progress=ctx.progress, name=name)
+
+
+def record(outcome: train.TrainOutcome, **extra) -> dict:
+  rec = {"steps": int(outcome.steps), "seconds": float(outcome.seconds)}
+  vals = [h["val_loss"] for h in outcome.history if "val_loss" in h]
+  if vals:
+    rec["best_val_loss"] = float(min(vals))
+  rec.update(extra)
+  return rec

@@ -1,0 +1,185 @@
+"""Blindspot unlearning (Tarun et al., ICML 2023): distil a partially trained model on forget rows.
+
+A blindspot model of the same architecture is trained from scratch on the retain set for a few
+epochs and frozen. The original model is then trained on the full set with
+
+    loss = c * L_forget + (1 - c) * L_retain,   c = forget rows / rows of the batch,
+    L_retain = task loss to the labels over retain rows,
+    L_forget = distance to the blindspot model's output over forget rows
+               + beta * sum over layers of the attention-transfer distance,
+
+so that on the forget set the model behaves like one that never learned it, while the retain set
+keeps its labels. The blindspot variables are an argument of the jitted step, never a closure.
+"""
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jax_unlearn import losses, train
+from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn.unlearn import base
+
+ATTENTION_MODES = ("features", "reference")
+_EPS = 1e-12  # torch.nn.functional.normalize's eps, as in the published code
+
+
+def _normalize(maps: jnp.ndarray) -> jnp.ndarray:
+  """Rows of `maps` [B, P] divided by their L2 norm, max(norm, eps) as torch's F.normalize.
+
+  The norm is taken as sqrt(max(sum of squares, eps^2)) so an all-zero row has a zero gradient
+  instead of 0/0.
+  """
+  sq = jnp.sum(jnp.square(maps), axis=1, keepdims=True)
+  return maps / jnp.sqrt(jnp.maximum(sq, _EPS * _EPS))
+
+
+def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
+  """The attention-transfer map of an activation, one L2-normalised row per sample.
+
+  Args:
+    act: [B, H, W, C] (NHWC) or [B, F]; any other rank is flattened to [B, F] first.
+    mode: for [B, H, W, C] both modes give the mean over channels of the squared activation,
+      flattened to [B, H * W]. For [B, F], "reference" follows the published code (mean over
+      dim 1 of the squared activation, i.e. one number per sample, normalised): the map is the
+      constant 1 (0 for an all-zero row), so its distance is zero and the term is degenerate.
+      "features" keeps the squared features, [B, F], which carries information.
+  Returns:
+    [B, P] float32 rows of unit L2 norm (zero rows stay zero).
+  """
+  if mode not in ATTENTION_MODES:
+    raise unknown_name("attention mode", mode, ATTENTION_MODES)
+  act = jnp.asarray(act, jnp.float32)
+  sq = jnp.square(act)
+  if act.ndim == 4:
+    maps = jnp.mean(sq, axis=-1).reshape(act.shape[0], -1)  # [B, H * W]
+  else:
+    sq = sq.reshape(act.shape[0], -1)  # [B, F]
+    maps = jnp.mean(sq, axis=1, keepdims=True) if mode == "reference" else sq  # [B, 1] | [B, F]
+  return _normalize(maps)
+
+
+def attention_distance(a: jnp.ndarray, b: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
+  """Per-sample mean squared difference of the attention maps of two activations: [B]."""
+  if a.shape != b.shape:
+    raise UserError(f"activations of the two models differ in shape: {a.shape} vs {b.shape}.",
+                    "the blindspot model must have the original model's architecture.")
+  return jnp.mean(jnp.square(attention_map(a, mode) - attention_map(b, mode)), axis=1)
+
+
+def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
+  """Per-sample distance between two predictions of the same shape: [B].
+
+  The task loss is used when the predictions have the labels' shape (point models: L1 or MSE
+  between the two outputs, as the paper). A quantile model's prediction [B, ..., Q] is not a
+  label, so the pinball loss does not apply; the mean absolute difference over outputs and
+  quantiles is used instead (the pinball loss is L1-like, so the scale is comparable).
+  """
+
+  def distance(pred, other, y):
+    if pred.shape[1:] == y.shape[1:]:
+      return per_example_loss(pred, other)
+    diff = jnp.abs(pred - other)
+    return diff.reshape(diff.shape[0], -1).mean(axis=1)
+
+  return distance
+
+
+def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
+                        beta: float = 50.0, attention: str = "features",
+                        layers: Sequence[str] | None = None):
+  """The blindspot objective as a train-step loss `loss_fn(pred, acts, batch, rng, bs_vars)`.
+
+  Args:
+    apply_fn: the model contract; the frozen blindspot model runs through it in evaluation mode
+      (BatchNorm running statistics) inside the loss, under stop_gradient.
+    per_example_loss: the task's loss (pred, y) -> [B]; also the output distance to the blindspot
+      model for point predictions (see `_prediction_distance`).
+    beta: weight of the attention-transfer term (50 in the paper).
+    attention: "features" or "reference", how 2-D activations are mapped (see `attention_map`).
+    layers: activation names to compare; None means every name both models return.
+  Returns:
+    loss_fn returning (loss, {"retain_loss", "forget_loss", "attention", "forget_fraction"}),
+    "attention" being the unweighted sum over layers of the forget-row attention distance.
+    A batch without forget rows gives exactly L_retain, one without retain rows exactly
+    L_forget; padded rows (mask 0) count in neither.
+  """
+  if attention not in ATTENTION_MODES:
+    raise unknown_name("attention mode", attention, ATTENTION_MODES)
+  if not beta >= 0:
+    raise UserError(f"blindspot beta must be >= 0, got {beta}.", "use e.g. the paper's 50.")
+  distance = _prediction_distance(per_example_loss)
+
+  def loss_fn(pred, acts, batch, rng, blindspot_variables):
+    del rng
+    bs_pred, bs_acts = apply_fn(blindspot_variables, batch["x"], train=False)[:2]
+    bs_pred, bs_acts = jax.lax.stop_gradient((bs_pred, bs_acts))
+    mask = batch["mask"].astype(jnp.float32)  # [B]
+    forget = mask * batch["forget"].astype(jnp.float32)  # [B]
+    retain = mask - forget  # [B]
+    names = [n for n in acts if n in bs_acts] if layers is None else list(layers)
+    missing = [n for n in names if n not in acts or n not in bs_acts]
+    if missing:
+      raise UserError(f"blindspot loss: activations {missing} are not returned by both models; "
+                      f"available: {sorted(set(acts) & set(bs_acts))}.",
+                      "pick layers from the available names, or layers=None for all.")
+    att = sum((losses.masked_mean(attention_distance(acts[n], bs_acts[n], attention), forget)
+               for n in names), jnp.zeros((), jnp.float32))
+    retain_loss = losses.masked_mean(per_example_loss(pred, batch["y"]), retain)
+    forget_out = losses.masked_mean(distance(pred, bs_pred, batch["y"]), forget)
+    forget_loss = forget_out + beta * att
+    c = jnp.sum(forget) / jnp.maximum(jnp.sum(mask), 1.0)
+    loss = c * forget_loss + (1.0 - c) * retain_loss
+    return loss, {"retain_loss": retain_loss, "forget_loss": forget_loss, "attention": att,
+                  "forget_fraction": c}
+
+  return loss_fn
+
+
+DEFAULTS = {"epochs": 1, "lr": 1e-3, "blindspot_epochs": 2, "blindspot_lr": 0.01, "beta": 50.0,
+            "attention": "features", "layers": None}
+
+
+def train_blindspot_model(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
+                          s: Mapping) -> train.TrainOutcome:
+  """A fresh model of the original's architecture, trained on the retain rows for a few epochs.
+
+  Its learning rate is the original recipe's (0.01), as in the published code, which trains the
+  partial model with the same settings as the full one, only for fewer epochs.
+  """
+  variables = base.fresh_variables(ctx, original_variables, base.SEED_BLINDSPOT_INIT,
+                                   "blindspot model")
+  stage = {**s, "epochs": s["blindspot_epochs"], "lr": s["blindspot_lr"]}
+  return base.fit(ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
+                  stage, name="blindspot model", stage="blindspot_model",
+                  train_key=base.SEED_BLINDSPOT_TRAIN, order_key=base.SEED_BLINDSPOT_ORDER,
+                  augment=data.augment)
+
+
+def blindspot(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
+              config: Mapping | None = None, *,
+              blindspot_variables: Mapping | None = None) -> base.MethodResult:
+  """Blindspot unlearning of the original model.
+
+  Args:
+    blindspot_variables: a ready blindspot model (its architecture must be the original's);
+      by default one is trained with `train_blindspot_model` (checkpointed in
+      `ctx.checkpoint_dir/blindspot_model`, the unlearning in `ctx.checkpoint_dir/unlearn`).
+  Returns:
+    The unlearned variables; the record's steps and seconds include the blindspot model's.
+  """
+  s = base.settings("blindspot", config, DEFAULTS)
+  loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
+                                attention=s["attention"], layers=s["layers"])
+  steps, seconds = 0, 0.0
+  if blindspot_variables is None:
+    partial = train_blindspot_model(ctx, original_variables, data, s)
+    blindspot_variables, steps, seconds = partial.variables, partial.steps, partial.seconds
+  base.check_same_architecture(original_variables, blindspot_variables, "blindspot model")
+  outcome = base.fit(ctx, original_variables, loss_fn, data.arrays(), s, name="blindspot",
+                     stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+                     augment=data.augment, frozen=(blindspot_variables,))
+  rec = base.record(outcome, blindspot_steps=int(steps), blindspot_seconds=float(seconds))
+  rec["steps"] += rec["blindspot_steps"]
+  rec["seconds"] += rec["blindspot_seconds"]
+  return base.MethodResult(outcome.variables, rec)

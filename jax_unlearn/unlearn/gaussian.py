@@ -1,0 +1,48 @@
+"""Gaussian fine-tuning ("Gaussian-Amnesiac"): relabel the forget rows with random labels.
+
+The labels of the forget rows are replaced by draws from N(mean, std) of all training labels
+(per output dimension for multi-output targets), and the original model is trained on the full
+set for one epoch (Adam 1e-3): the forget rows lose their information, the retain rows keep it.
+"""
+from typing import Mapping
+
+import jax
+import numpy as np
+
+from jax_unlearn import train
+from jax_unlearn.unlearn import base
+
+DEFAULTS = {"epochs": 1, "lr": 1e-3}
+
+
+def label_moments(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and standard deviation of labels per output dimension (over axis 0).
+
+  The standard deviation is the unbiased one (ddof=1), as torch.std in the published code.
+  """
+  y = np.asarray(y, np.float64)
+  return y.mean(axis=0), y.std(axis=0, ddof=1 if len(y) > 1 else 0)
+
+
+def gaussian_labels(y: np.ndarray, forget: np.ndarray, key: jax.Array) -> np.ndarray:
+  """`y` with the forget rows replaced by seeded draws from N(mean, std) of all rows of `y`."""
+  y = np.asarray(y, np.float32)
+  mean, std = label_moments(y)
+  noise = np.asarray(jax.random.normal(key, (int(forget.sum()),) + y.shape[1:]), np.float32)
+  out = y.copy()
+  out[forget] = (mean + std * noise).astype(np.float32)
+  return out
+
+
+def gaussian(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
+             config: Mapping | None = None) -> base.MethodResult:
+  """The original trained on every row, forget labels replaced by Gaussian draws."""
+  s = base.settings("gaussian", config, DEFAULTS)
+  mean, std = label_moments(data.y)
+  y = gaussian_labels(data.y, data.forget, ctx.key(base.SEED_LABELS))
+  outcome = base.fit(
+      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(y=y), s,
+      name="gaussian", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      augment=data.augment)
+  return base.MethodResult(outcome.variables, base.record(
+      outcome, label_mean=mean.ravel().tolist(), label_std=std.ravel().tolist()))

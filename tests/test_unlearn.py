@@ -1,0 +1,214 @@
+"""The methods on a tiny regression problem whose forget range a retrained model cannot predict.
+
+y = cos(pi x) on [-1, 1]; the forget set is y > 0.5, i.e. the central peak |x| < 1/3. A model
+trained without it bridges the gap at about 0.5, so its forget error is large, while the
+original fits the peak.
+"""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_unlearn import losses, parallel, train
+from jax_unlearn.errors import UserError
+from jax_unlearn.models import MLP, from_function, from_linen, init_linen
+from jax_unlearn.unlearn import (Context, UnlearnData, get_method, method_names, run_method)
+from jax_unlearn.unlearn.gaussian import gaussian_labels
+
+METHODS = ["retrained", "finetune", "gaussian", "blindspot"]
+MODEL = MLP(hidden=(32, 32))
+APPLY = from_linen(MODEL)
+
+
+def _init(key):
+  return init_linen(MODEL, key, jnp.zeros((1, 1)))
+
+
+def _cosine(r, n):
+  x = r.uniform(-1, 1, size=(n, 1)).astype(np.float32)
+  return x, np.cos(np.pi * x).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def problem():
+  r = np.random.default_rng(0)
+  (x, y), (vx, vy), (tx, ty) = _cosine(r, 256), _cosine(r, 64), _cosine(r, 256)
+  original = train.train_model(APPLY, _init(jax.random.key(0)), train.supervised_loss(losses.mse),
+                               {"x": x, "y": y}, epochs=60, batch_size=32, lr=0.01,
+                               rng=jax.random.key(1)).variables
+  keep = vy[:, 0] <= 0.5
+  data = UnlearnData(x, y, y[:, 0] > 0.5, vx[keep], vy[keep])
+  return data, original, (tx, ty)
+
+
+def _errors(variables, test, apply_fn=APPLY):
+  """(retain, forget) test MSE."""
+  tx, ty = test
+  sq = ((train.predict(apply_fn, variables, tx) - ty) ** 2)[:, 0]
+  forget = ty[:, 0] > 0.5
+  return float(sq[~forget].mean()), float(sq[forget].mean())
+
+
+FULL = {"retrained": {"epochs": 40, "batch_size": 32},
+        "finetune": {"batch_size": 32},
+        "gaussian": {"batch_size": 32, "epochs": 3},
+        "blindspot": {"batch_size": 32, "epochs": 3}}
+
+
+@pytest.fixture(scope="module")
+def errors(problem):
+  data, original, test = problem
+  out = {"original": _errors(original, test)}
+  for name in METHODS:
+    ctx = Context(APPLY, _init, losses.mse, jax.random.key(7))
+    out[name] = _errors(run_method(name, ctx, original, data, FULL[name]).variables, test)
+  return out
+
+
+def test_retrained_cannot_predict_the_forget_range(errors):
+  (orig_retain, orig_forget), (re_retain, re_forget) = errors["original"], errors["retrained"]
+  assert orig_forget < 0.01 and orig_retain < 0.01, errors
+  assert re_forget > 0.1 and re_retain < 0.02, errors
+
+
+@pytest.mark.parametrize("name", ["gaussian", "blindspot"])
+def test_forget_error_rises_toward_retrained_and_retain_error_stays_low(errors, name):
+  """Forget error gains >= 20% of the gap to the retrained model's; retain error stays < 15x the
+  original's (which fits almost perfectly: 15x is still < 10% of the retain labels' variance)."""
+  (orig_retain, orig_forget), (_, re_forget) = errors["original"], errors["retrained"]
+  retain, forget = errors[name]
+  assert forget > orig_forget + 0.2 * (re_forget - orig_forget), errors
+  assert retain < 15 * orig_retain, errors
+
+
+def test_finetune_keeps_retain_error_close_to_the_original(errors):
+  """Within 2x of the original's retain error (it may also improve)."""
+  assert errors["finetune"][0] < 2 * errors["original"][0], errors
+
+
+SHORT = {"retrained": {"epochs": 2, "batch_size": 64},
+         "finetune": {"epochs": 1, "batch_size": 64},
+         "gaussian": {"epochs": 1, "batch_size": 64},
+         "blindspot": {"epochs": 1, "blindspot_epochs": 1, "batch_size": 64}}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_seeded_and_the_same_on_four_devices(problem, name):
+  data, original, _ = problem
+
+  def params(key, mesh=None):
+    ctx = Context(APPLY, _init, losses.mse, jax.random.key(key), mesh=mesh)
+    return jax.device_get(run_method(name, ctx, original, data, SHORT[name]).variables["params"])
+
+  first = params(11)
+  chex.assert_trees_all_equal(first, params(11))
+  other = params(12)
+  assert not np.array_equal(first["Dense_0"]["kernel"], other["Dense_0"]["kernel"])
+  assert not np.array_equal(first["Dense_0"]["kernel"], original["params"]["Dense_0"]["kernel"])
+  chex.assert_trees_all_close(first, params(11, parallel.make_mesh(4)), rtol=1e-5, atol=1e-5)
+
+
+def _plain_mlp(params, x):
+  return jax.nn.relu(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+
+def _plain_init(key):
+  k1, k2 = jax.random.split(key)
+  return {"params": {"w1": jax.random.normal(k1, (1, 16)), "b1": jnp.zeros(16),
+                     "w2": jax.random.normal(k2, (16, 1)) / 4, "b2": jnp.zeros(1)}}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_plain_function_model(problem, name):
+  data, _, test = problem
+  apply_fn = from_function(_plain_mlp)
+  original = _plain_init(jax.random.key(0))
+  ctx = Context(apply_fn, _plain_init, losses.mse, jax.random.key(1))
+  result = run_method(name, ctx, original, data, SHORT[name])
+  chex.assert_trees_all_equal_shapes(result.variables, original)
+  assert result.record["steps"] > 0 and result.record["seconds"] > 0
+  assert all(np.isfinite(_errors(result.variables, test, apply_fn)))
+  assert not np.array_equal(result.variables["params"]["w2"], original["params"]["w2"])
+
+
+def test_blindspot_on_a_quantile_forecaster(problem):
+  """y [N, 2] (two horizon steps), pred [N, 2, 3] (three quantiles): the loss shapes work."""
+  data, _, _ = problem
+  y = np.concatenate([data.y, 2 * data.y], axis=1)
+  data = UnlearnData(data.x, y, data.forget, data.val_x, np.repeat(data.val_y, 2, axis=1))
+
+  def quantile_mlp(params, x):
+    return _plain_mlp(params, x).reshape(-1, 2, 3)
+
+  def init(key):
+    variables = _plain_init(key)
+    variables["params"]["w2"] = jnp.tile(variables["params"]["w2"], (1, 6))
+    variables["params"]["b2"] = jnp.zeros(6)
+    return variables
+
+  original = init(jax.random.key(0))
+  ctx = Context(from_function(quantile_mlp), init, losses.get_loss("quantile"), jax.random.key(1))
+  result = run_method("blindspot", ctx, original, data, SHORT["blindspot"])
+  pred = train.predict(from_function(quantile_mlp), result.variables, data.x[:5])
+  assert pred.shape == (5, 2, 3) and np.all(np.isfinite(pred))
+
+
+def test_gaussian_labels_per_output_dimension():
+  r = np.random.default_rng(0)
+  y = np.stack([r.normal(5.0, 1.0, 4000), r.normal(-100.0, 10.0, 4000)], 1).astype(np.float32)
+  forget = np.arange(4000) % 2 == 0
+  out = gaussian_labels(y, forget, jax.random.key(0))
+  np.testing.assert_array_equal(out[~forget], y[~forget])
+  assert not np.any(out[forget] == y[forget])
+  assert np.all(np.abs(out[forget].mean(0) - y.mean(0)) < 0.1 * y.std(0))
+  np.testing.assert_allclose(out[forget].std(0), y.std(0), rtol=0.06)
+  np.testing.assert_array_equal(out, gaussian_labels(y, forget, jax.random.key(0)))
+
+
+def test_registry():
+  assert method_names() == METHODS
+  with pytest.raises(UserError, match="did you mean 'blindspot'"):
+    get_method("blindspott")
+
+
+def _data(**changes):
+  x = np.zeros((6, 1), np.float32)
+  y = np.arange(6, dtype=np.float32)[:, None]
+  kw = dict(x=x, y=y, forget=y[:, 0] > 3, val_x=x[:2], val_y=y[:2])
+  kw.update(changes)
+  return UnlearnData(**kw)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"forget": np.zeros(6, bool)}, "forget set is empty"),
+    ({"forget": np.ones(6, bool)}, "retain set is empty"),
+    ({"forget": np.ones(7, bool)}, "forget set not contained in the training set"),
+    ({"forget": np.array([0, 4, 5, 0, 0, 0])}, "must be boolean"),
+    ({"y": np.array([[0.0], [np.nan], [2], [3], [4], [5]], np.float32)}, "training labels"),
+    ({"val_y": np.array([[np.inf], [0.0]], np.float32)}, "validation labels"),
+    ({"y": np.zeros((5, 1), np.float32)}, "differ in length"),
+])
+def test_bad_data_is_a_user_error(changes, message):
+  with pytest.raises(UserError, match=message):
+    _data(**changes)
+
+
+def test_data_views():
+  data = _data(forget=np.array([1, 0, 0, 0, 0, 1]))
+  np.testing.assert_array_equal(data.forget_y[:, 0], [0, 5])
+  np.testing.assert_array_equal(data.retain_y[:, 0], [1, 2, 3, 4])
+  assert data.forget.dtype == bool
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"epoch": 2}, "did you mean 'epochs'"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"blindspot_epochs": 1.5}, "blindspot_epochs must be a positive integer"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+])
+def test_bad_settings_are_user_errors(problem, config, message):
+  data, original, _ = problem
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(0))
+  with pytest.raises(UserError, match=message):
+    run_method("blindspot", ctx, original, data, config)
