@@ -159,12 +159,10 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
 
   loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
   per_example = losses.get_loss(task.loss, **loss_kwargs)
-  model_kwargs = c.model.kwargs.to_dict()
-  if task.loss == "quantile":
-    model_kwargs.setdefault("quantiles", tuple(task.quantiles))
-  else:
-    model_kwargs.setdefault("out_dim", ds.train.y.shape[1])
-  module = get_model(c.model.name, **model_kwargs)
+  facts = {**task.extra, "out_dim": ds.train.y.shape[1]}
+  if task.quantiles:
+    facts["quantiles"] = tuple(task.quantiles)
+  module = get_model(c.model.name, data_facts=facts, **c.model.kwargs.to_dict())
   apply_fn = from_linen(module)
   sample_x = ds.train.x[:2]
 

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.metrics.ain_batch_size = 64
   c.metrics.ain_max_epochs = 10
   c.metrics.predict_batch_size = 1024
+  c.metrics.ain_steps_per_call = 4
   c.plots = True
   return c
 
@@ -66,9 +67,14 @@ def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
     m.epochs = 1
     if "blindspot_epochs" in m:
       m.blindspot_epochs = 1
-  if "width" in c.model.kwargs or c.model.name in ("allcnn", "resnet18", "mobilenet"):
+  if c.model.name in ("allcnn", "resnet18", "mobilenet"):
     c.model.kwargs.width = 0.05 if c.model.name == "allcnn" else 0.125
+  if c.model.name == "tft":  # compile time grows with the window and the width
+    c.model.kwargs.hidden = 8
+    c.data.kwargs.encoder_length = 24
+    c.data.kwargs.horizon = 6
   c.metrics.mia_samples = 60
   c.metrics.ain_max_epochs = 1
   c.metrics.ain_batch_size = 32
+  c.metrics.ain_steps_per_call = 1
   c.metrics.predict_batch_size = 64

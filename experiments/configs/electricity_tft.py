@@ -19,8 +19,6 @@ def get_config():
   c.forget = {"kind": "groups", "ids": [0]}
   c.model.name = "tft"
   c.model.kwargs.hidden = 64
-  c.model.kwargs.horizon = 24
-  c.model.kwargs.num_ids = 370
   c.train.epochs = 20
   c.train.batch_size = 256
   c.train.lr = 1e-3

@@ -13,7 +13,6 @@ def get_config():
   c.forget = {"kind": "time_window", "start": 1000, "end": 1500}
   c.model.name = "tft"
   c.model.kwargs.hidden = 16
-  c.model.kwargs.num_ids = 0
   c.train.epochs = 10
   c.train.batch_size = 64
   c.train.lr = 1e-3

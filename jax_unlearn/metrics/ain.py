@@ -14,10 +14,12 @@ follows a step, as in the paper), capped at `max_epochs` epochs (the cap is repo
 A model that forgot superficially relearns fast (AIN << 1); one that forgot as well as
 retraining relearns as slowly (AIN ~ 1).
 
-The whole relearning runs as one compiled program: a `lax.while_loop` over steps of the library's
-generic train step, gathering each batch on device from precomputed epoch permutations (the same
-order `ArrayLoader(seed)` gives) and evaluating the forget-validation error on device, so there
-is no host round trip per step. It is pure: the variables it measures are never modified (the
+Relearning runs compiled: one jitted call takes `steps_per_call` steps of the library's generic
+train step (unrolled), gathering each batch on device from precomputed epoch permutations (the
+same order `ArrayLoader(seed)` gives) and evaluating the forget-validation error on device after
+each; the host only reads one integer per call (the first step that reached the target). Not a
+`lax.while_loop`: XLA's CPU backend runs convolutions inside loops tens of times slower (a
+width-0.25 AllCNN step: 0.13 s plain, 7 s inside `fori_loop`, 0.09 s unrolled). It is pure: the variables it measures are never modified (the
 published code retrains the gold model in place, corrupting later values).
 """
 import math
@@ -62,27 +64,28 @@ class Relearner:
       the forget-validation error is its mean.
     lr: Adam learning rate.
     batch_size: global batch size of relearning.
-    check_every: evaluate the forget-validation error every this many steps (and after the last
-      step); 1 counts exactly, larger values trade resolution for speed.
+    check_every: compare the forget-validation error with the target every this many steps (and
+      after the last step); 1 counts exactly.
+    steps_per_call: steps per compiled call (unrolled; compile time grows with it).
     eval_batch_size: rows per chunk when evaluating the forget-validation set.
     mesh: data-parallel mesh (batches sharded over "data", the rest replicated).
   """
 
   def __init__(self, apply_fn: Callable, loss: Callable, *, lr: float = 1e-3,
                batch_size: int = 64, check_every: int = 1, eval_batch_size: int = 512,
-               mesh=None):
-    if batch_size < 1 or check_every < 1 or eval_batch_size < 1:
+               steps_per_call: int = 4, mesh=None):
+    if min(batch_size, check_every, eval_batch_size, steps_per_call) < 1:
       raise UserError("AIN's batch size, check interval and evaluation batch size must be >= 1, "
                       f"got {batch_size}, {check_every}, {eval_batch_size}.",
                       "set metrics.ain_batch_size and metrics.ain_check_every >= 1.")
     self.apply_fn, self.loss, self.mesh = apply_fn, loss, mesh
     self.batch_size, self.check_every = batch_size, check_every
-    self.eval_batch_size = eval_batch_size
+    self.eval_batch_size, self.steps_per_call = eval_batch_size, steps_per_call
     self.tx = train.make_optimizer(lr)
     self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, mesh,
                                        donate=False)
     self._devices = mesh.devices.size if mesh is not None else 1
-    self._run = jax.jit(self._relearn)
+    self._chunk = jax.jit(self._relearn_chunk, donate_argnums=0)
     self._evaluate = jax.jit(self._error)
 
   def prepare(self, train_xy: tuple[np.ndarray, np.ndarray],
@@ -118,8 +121,18 @@ class Relearner:
 
   def steps(self, variables, data: dict, target_error: float) -> tuple[int, bool]:
     """(relearn steps, whether the cap was hit) of a copy of `variables`."""
-    steps, reached = self._run(self._place(variables), data, jnp.float32(target_error))
-    return int(steps), not bool(reached)
+    state = train.create_state(self._place(variables), self.tx, self.mesh)  # a copy
+    total = self._total_steps(data)
+    target = jnp.float32(target_error)
+    for t0 in range(0, total, self.steps_per_call):
+      state, hit = self._chunk(state, data, jnp.int32(t0), target)
+      if int(hit):
+        return int(hit), False
+    return total, True
+
+  def _total_steps(self, data: dict) -> int:
+    epochs, n = data["perms"].shape
+    return epochs * math.ceil(n / min(self.batch_size, n))
 
   def _place(self, variables):
     if self.mesh is None:
@@ -137,7 +150,8 @@ class Relearner:
     (total, count), _ = jax.lax.scan(chunk, (jnp.float32(0), jnp.float32(0)), val)
     return total / jnp.maximum(count, 1.0)
 
-  def _relearn(self, variables, data: dict, target: jax.Array):
+  def _relearn_chunk(self, state, data: dict, t0: jax.Array, target: jax.Array):
+    """`steps_per_call` steps from step t0; returns (state, first step reaching target or 0)."""
     x, y, perms = data["x"], data["y"], data["perms"]
     epochs, n = perms.shape
     size = min(self.batch_size, n)
@@ -148,6 +162,7 @@ class Relearner:
 
     def batch_at(t):
       # Rows of step t as ArrayLoader gives them: padding repeats the batch's first row.
+      t = t % total  # steps past the cap (end of the last call) only repeat work
       start = (t % per_epoch) * size
       perm = perms[t // per_epoch]  # [N]
       pos = start + rows
@@ -156,23 +171,15 @@ class Relearner:
       return {"x": x[idx], "y": y[idx], "forget": jnp.zeros(padded, jnp.float32),
               "mask": valid.astype(jnp.float32)}
 
-    def keep_going(carry):
-      _, t, err = carry
-      return (t < total) & ~(err <= target)
-
-    def one_step(carry):
-      state, t, err = carry
+    hit = jnp.int32(0)
+    for i in range(self.steps_per_call):
+      t = t0 + i
       state, _ = self._step(state, batch_at(t), data["rng"])
-      t = t + 1
-      check = (t % self.check_every == 0) | (t == total)
-      err = jax.lax.cond(check, lambda s: self._error(s.variables, data["val"]), lambda s: err,
-                         state)
-      return state, t, err
-
-    state = train.create_state(variables, self.tx)
-    _, t, err = jax.lax.while_loop(keep_going, one_step,
-                                   (state, jnp.int32(0), jnp.float32(jnp.inf)))
-    return t, err <= target
+      done = t + 1  # steps taken
+      check = ((done % self.check_every == 0) | (done == total)) & (done <= total)
+      reached = check & (self._error(state.variables, data["val"]) <= target) & (hit == 0)
+      hit = jnp.where(reached, done, hit)
+    return state, hit
 
 
 def relearn_steps(apply_fn: Callable, variables, loss: Callable,

@@ -1,12 +1,20 @@
 """The model zoo. Every model's __call__(x, *, train) returns (pred, acts); see `adapters`."""
-from jax_unlearn.errors import unknown_name
+from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.models.adapters import from_function, from_linen, from_nnx, init_linen, split_outputs
 from jax_unlearn.models.allcnn import AllCNN
+from jax_unlearn.models.lstm import LSTMPairRegressor
 from jax_unlearn.models.mlp import MLP
+from jax_unlearn.models.mobilenet import MobileNetV3
+from jax_unlearn.models.resnet import ResNet18
+from jax_unlearn.models.tft import TemporalFusionTransformer
 
 _REGISTRY = {
     "allcnn": AllCNN,
     "mlp": MLP,
+    "resnet18": ResNet18,
+    "mobilenet": MobileNetV3,
+    "lstm": LSTMPairRegressor,
+    "tft": TemporalFusionTransformer,
 }
 
 
@@ -19,12 +27,24 @@ def model_names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def get_model(name: str, **kwargs):
-  """A linen module of the zoo by name, e.g. get_model("allcnn", width=0.5)."""
+def get_model(name: str, *, data_facts: dict | None = None, **kwargs):
+  """A linen module of the zoo by name, e.g. get_model("allcnn", width=0.5).
+
+  `data_facts` (a dataset's task facts such as out_dim, horizon, num_ids, quantiles) fill the
+  module's fields of the same name that `kwargs` leave unset; other facts are ignored.
+  """
   if name not in _REGISTRY:
     raise unknown_name("model", name, _REGISTRY)
-  return _REGISTRY[name](**kwargs)
+  cls = _REGISTRY[name]
+  fields = getattr(cls, "__dataclass_fields__", {})
+  unknown = sorted(set(kwargs) - set(fields))
+  if unknown:
+    raise UserError(f"model {name!r} has no setting {', '.join(map(repr, unknown))}.",
+                    f"its settings: {', '.join(f for f in fields if f not in ('parent', 'name'))}.")
+  defaults = {k: v for k, v in (data_facts or {}).items() if k in fields and k not in kwargs}
+  return cls(**defaults, **kwargs)
 
 
 __all__ = ["get_model", "model_names", "register", "from_linen", "from_nnx", "from_function",
-           "init_linen", "split_outputs", "AllCNN", "MLP"]
+           "init_linen", "split_outputs", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
+           "LSTMPairRegressor", "TemporalFusionTransformer"]

@@ -1,0 +1,56 @@
+"""ResNet18 in its CIFAR form (3x3 stem, no max-pool), for small images such as 32x32."""
+import functools
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jax_unlearn.models.adapters import row_mask
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 Conv-BN layers with an identity (or 1x1 projection) shortcut, ReLU after the sum."""
+  features: int
+  stride: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mask=None):
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
+    conv = functools.partial(nn.Conv, self.features, use_bias=False, dtype=self.dtype)
+    m = row_mask(mask, x)
+    y = nn.relu(norm()(conv((3, 3), strides=self.stride, padding=1)(x), mask=m))
+    y = norm()(conv((3, 3), padding=1)(y), mask=m)
+    if self.stride != 1 or x.shape[-1] != self.features:
+      x = norm()(conv((1, 1), strides=self.stride, padding=0)(x), mask=m)
+    return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+  """BasicBlocks [2, 2, 2, 2] with 64/128/256/512 filters times `width`, average pool, linear head.
+
+  Returns (pred [B, out_dim], acts) with acts "stem", "block1".."block8" (NHWC) and "features"
+  [B, F]. `mask` [B] keeps padded rows out of the BatchNorm statistics.
+  """
+  out_dim: int = 1
+  width: float = 1.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mask=None):
+    acts = {}
+    x = x.astype(self.dtype)
+    stem = max(1, int(64 * self.width))
+    x = nn.Conv(stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
+        x, mask=row_mask(mask, x))
+    x = acts["stem"] = nn.relu(x)
+    for i in range(8):
+      stage = i // 2
+      features = max(1, int(64 * 2**stage * self.width))
+      stride = 2 if stage > 0 and i % 2 == 0 else 1
+      x = acts[f"block{i + 1}"] = BasicBlock(features, stride, self.dtype)(x, train=train,
+                                                                           mask=mask)
+    x = acts["features"] = jnp.mean(x, axis=(1, 2))  # [B, F]
+    pred = nn.Dense(self.out_dim, dtype=self.dtype)(x)
+    return pred.astype(jnp.float32), acts

@@ -1,0 +1,203 @@
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_unlearn import losses, train
+from jax_unlearn.data import ArrayLoader
+from jax_unlearn.errors import UserError
+from jax_unlearn.models import from_linen, get_model, init_linen, model_names
+
+B = 3
+# name -> (kwargs, input shape, pred shape, acts shapes), all shapes without the batch axis.
+CASES = {
+    "allcnn": ({"width": 0.05, "out_dim": 2}, (8, 8, 3), (2,), {
+        **{f"block{i}": (8, 8, 4) for i in (1, 2)},
+        **{f"block{i}": (4, 4, 9) for i in (3, 4, 5)},
+        **{f"block{i}": (2, 2, 9) for i in (6, 7, 8)}, "features": (9,)}),
+    "mlp": ({"hidden": (8, 4)}, (5,), (1,), {"layer1": (8,), "layer2": (4,)}),
+    "resnet18": ({"width": 1 / 16, "out_dim": 2}, (8, 8, 3), (2,), {
+        "stem": (8, 8, 4), "block1": (8, 8, 4), "block2": (8, 8, 4), "block3": (4, 4, 8),
+        "block4": (4, 4, 8), "block5": (2, 2, 16), "block6": (2, 2, 16), "block7": (1, 1, 32),
+        "block8": (1, 1, 32), "features": (32,)}),
+    # width 0.25 rounds 16/24/40/112/160 channels to 8/8/16/32/40 (multiples of 8, >= 90%).
+    "mobilenet": ({"width": 0.25, "out_dim": 2}, (32, 32, 3), (2,), {
+        "stem": (16, 16, 8), "stage1": (16, 16, 8), "stage2": (8, 8, 8), "stage3": (4, 4, 16),
+        "stage4": (2, 2, 32), "stage5": (1, 1, 40), "last_conv": (1, 1, 240),
+        "features": (240,)}),
+    "lstm": ({"hidden": 16, "dense": (16, 8, 8)}, (2, 4, 3), (1,), {
+        "sentence_a": (16,), "sentence_b": (16,), "dense1": (16,), "dense2": (8,),
+        "dense3": (8,)}),
+    "tft": ({"horizon": 3, "hidden": 8, "heads": 2, "num_ids": 2}, (11, 3), (3, 3), {
+        "encoder": (8, 8), "decoder": (3, 8), "attention": (3, 8), "features": (8,)}),
+}
+
+
+@functools.lru_cache
+def _model_and_variables(name):
+  """The test model of CASES and its variables, initialised once.
+
+  Jitted (eager init is slower still) from an RBG key: threefry's random-bit kernels for every
+  parameter make the init program compile 2-3x slower on CPU.
+  """
+  kwargs, shape, _, _ = CASES[name]
+  model = get_model(name, **kwargs)
+  x = jnp.zeros((2,) + shape)
+  return model, jax.jit(lambda x: init_linen(model, jax.random.key(0, impl="unsafe_rbg"), x))(x)
+
+
+def _abstract(model, shape, dtype=jnp.float32):
+  """Variables and outputs in train and eval mode, as shapes only (no compilation)."""
+  x = jax.ShapeDtypeStruct((B,) + shape, dtype)
+  variables = jax.eval_shape(lambda x: init_linen(model, jax.random.key(0), x), x)
+  apply_fn = from_linen(model)
+  outs = {train: jax.eval_shape(
+      lambda v, x: apply_fn(v, x, train=train, rngs={"dropout": jax.random.key(1)}), variables, x)
+          for train in (True, False)}
+  return variables, outs
+
+
+def _count(params) -> int:
+  return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+
+
+def test_every_registered_model_is_covered():
+  assert sorted(CASES) == model_names()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_output_and_activation_shapes(name):
+  kwargs, shape, pred_shape, act_shapes = CASES[name]
+  variables, outs = _abstract(get_model(name, **kwargs), shape)
+  for train_mode, out in outs.items():
+    pred, acts = out[:2]
+    assert pred.shape == (B,) + pred_shape and pred.dtype == jnp.float32, (train_mode, pred)
+    assert {k: v.shape for k, v in acts.items()} == {k: (B,) + v for k, v in act_shapes.items()}
+    # BatchNorm models (and only they) return their updated statistics in train mode.
+    assert len(out) == (3 if train_mode and "batch_stats" in variables else 2)
+    if len(out) == 3:
+      chex.assert_trees_all_equal_shapes_and_dtypes(out[2],
+                                                    {"batch_stats": variables["batch_stats"]})
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bfloat16_compute_keeps_float32_params_and_predictions(name):
+  kwargs, shape, _, _ = CASES[name]
+  variables, outs = _abstract(get_model(name, **kwargs, dtype=jnp.bfloat16), shape)
+  assert {p.dtype for p in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}
+  pred, acts = outs[False]
+  assert pred.dtype == jnp.float32
+  assert {k: v.dtype for k, v in acts.items()} == {k: jnp.dtype(jnp.bfloat16) for k in acts}
+
+
+def test_parameter_counts_match_the_reference_networks():
+  # torchvision/kuangliu CIFAR ResNet18: 11,173,962 with a 10-way head of 512 * 10 + 10.
+  _, resnet_shape, _, _ = CASES["resnet18"]
+  variables, _ = _abstract(get_model("resnet18", out_dim=1), resnet_shape)
+  assert _count(variables["params"]) == 11_173_962 - 512 * 9 - 9
+  # torchvision mobilenet_v3_large with its 1000-way head: 5,483,032.
+  variables, _ = _abstract(get_model("mobilenet", out_dim=1000), (32, 32, 3))
+  assert _count(variables["params"]) == 5_483_032
+
+
+def test_batch_stats_follow_the_batch_and_ignore_padded_rows():
+  model, variables = _model_and_variables("resnet18")
+  shape = CASES["resnet18"][1]
+  r = np.random.default_rng(0)
+  real = (r.normal(size=(4,) + shape) + 1.0).astype(np.float32)
+  padded = np.concatenate([real, 100.0 * np.ones((2,) + shape, np.float32)])
+  mask = np.array([1, 1, 1, 1, 0, 0], np.float32)
+  apply_fn = jax.jit(from_linen(model), static_argnames="train")
+  pred_real, _, state_real = apply_fn(variables, real, train=True)
+  # The stem's running mean moves from its zero start towards the (nonzero) batch mean.
+  assert float(jnp.abs(state_real["batch_stats"]["BatchNorm_0"]["mean"]).max()) > 1e-3
+  pred_pad, _, state_pad = apply_fn(variables, padded, train=True, mask=mask)
+  chex.assert_trees_all_close(state_pad, state_real, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(pred_pad[:4], pred_real, rtol=1e-4, atol=1e-5)
+  # Without the mask the padding rows do move the statistics (the check above can fail).
+  _, _, state_unmasked = apply_fn(variables, padded, train=True)
+  diff = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), state_unmasked,
+                                state_real)
+  assert max(jax.tree_util.tree_leaves(diff)) > 1e-2
+
+
+def test_lstm_shares_one_encoder_between_sentences():
+  model, variables = _model_and_variables("lstm")
+  x = jax.random.normal(jax.random.key(2), (B,) + CASES["lstm"][1])
+  assert sorted(variables["params"]) == ["Dense_0", "Dense_1", "Dense_2", "Dense_3",
+                                         "OptimizedLSTMCell_0"]
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  _, acts = apply(variables, x)
+  _, swapped = apply(variables, x[:, ::-1])
+  np.testing.assert_allclose(swapped["sentence_a"], acts["sentence_b"], rtol=1e-6)
+  np.testing.assert_allclose(swapped["sentence_b"], acts["sentence_a"], rtol=1e-6)
+
+
+def test_tft_forecast_is_causal_over_the_horizon():
+  """A known input at horizon step 2 can change the forecast for step 2 but not steps 0 and 1."""
+  model, variables = _model_and_variables("tft")
+  x = np.random.default_rng(0).normal(size=(B,) + CASES["tft"][1]).astype(np.float32)
+  x[:, -3:, 0] = 0.0
+  x[:, :, -1] = 1.0
+  apply = jax.jit(functools.partial(model.apply, train=False))
+  pred, _ = apply(variables, x)
+  x2 = x.copy()
+  x2[:, -1, 1] += 5.0  # the last horizon step is index 2
+  pred2, _ = apply(variables, x2)
+  np.testing.assert_allclose(pred2[:, :2], pred[:, :2], rtol=1e-5, atol=1e-6)
+  assert float(jnp.abs(pred2[:, 2] - pred[:, 2]).max()) > 1e-4
+
+
+def _fit(name, x, y, loss, epochs, lr, batch_size=16, **overrides):
+  """Per-epoch training losses of the CASES model `name` (with `overrides`) on (x, y)."""
+  _, variables = _model_and_variables(name)
+  apply_fn = from_linen(get_model(name, **{**CASES[name][0], **overrides}))
+  tx = train.make_optimizer(lr)
+
+  @chex.assert_max_traces(n=1)
+  def loss_fn(pred, acts, batch, rng):
+    return train.supervised_loss(loss)(pred, acts, batch, rng)
+
+  step = train.make_train_step(apply_fn, loss_fn, tx)
+  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0)
+  result = train.fit(train.create_state(variables, tx), step, loader, epochs=epochs,
+                     rng=jax.random.key(1))
+  return [h["train_loss"] for h in result.history]
+
+
+def test_lstm_learns_a_sentence_pair_task():
+  r = np.random.default_rng(0)
+  x = r.normal(size=(48, 2, 4, 3)).astype(np.float32)
+  y = (x[:, 0, -1, :1] - x[:, 1, -1, :1]).astype(np.float32)  # [N, 1]
+  history = _fit("lstm", x, y, losses.mse, epochs=12, lr=1e-2)
+  assert history[-1] < 0.5 * history[0], history
+
+
+def test_tft_learns_a_quantile_forecast():
+  past, horizon, n = 8, 3, 64
+  r = np.random.default_rng(0)
+  ids = r.integers(0, 2, n)
+  start = r.integers(0, 12, n)
+  t = start[:, None] + np.arange(past + horizon)  # [N, L + H]
+  target = np.sin(2 * np.pi * t / 6 + ids[:, None] * np.pi / 2)
+  x = np.stack([target, np.cos(2 * np.pi * t / 6), np.broadcast_to(ids[:, None], t.shape)],
+               axis=-1).astype(np.float32)
+  y = x[:, past:, 0].copy()  # [N, H]
+  x[:, past:, 0] = 0.0
+  # Dropout off: its random-bit kernels would double the compile time of this test.
+  history = _fit("tft", x, y, losses.quantile, epochs=15, lr=1e-2, dropout=0.0)
+  assert history[-1] < 0.5 * history[0], history
+
+
+def test_unknown_model_name_suggests_the_closest():
+  with pytest.raises(UserError) as err:
+    get_model("resnet")
+  assert "resnet18" in err.value.hint
+
+
+def test_tft_rejects_a_window_shorter_than_the_horizon():
+  with pytest.raises(UserError, match="horizon 5"):
+    get_model("tft", horizon=5).init(jax.random.key(0), jnp.zeros((1, 5, 3)), train=False)
