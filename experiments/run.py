@@ -10,9 +10,11 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from importlib import metadata
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -21,14 +23,15 @@ from tqdm.auto import tqdm
 
 from experiments.configs.base import shrink_for_smoke
 from jax_unlearn import data as data_lib
-from jax_unlearn import files, losses, metrics, parallel, train, unlearn
+from jax_unlearn import config_io, files, losses, metrics, parallel, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, init_linen
 
 log = logging.getLogger("jax_unlearn")
 
-# XLA compilations of this process (count and seconds), read around each run for results.json.
-COMPILES = {"count": 0, "seconds": 0.0}
+# XLA compilations of this process, read around each run for results.json. JAX times a
+# persistent-cache hit as a backend compile too; the hits are counted apart and subtracted.
+COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0}
 
 
 def _on_duration(event: str, duration: float, **_) -> None:
@@ -37,7 +40,13 @@ def _on_duration(event: str, duration: float, **_) -> None:
     COMPILES["seconds"] += duration
 
 
+def _on_event(event: str, **_) -> None:
+  if event == "/jax/compilation_cache/cache_hits":
+    COMPILES["cache_hits"] += 1
+
+
 jax.monitoring.register_event_duration_secs_listener(_on_duration)
+jax.monitoring.register_event_listener(_on_event)
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
              "scikit-learn", "jax-unlearn")
@@ -75,17 +84,30 @@ def _setup_workdir(workdir: str) -> None:
                     "pass a --workdir you can write to.") from e
 
 
+class _Console(logging.StreamHandler):
+  """Writes to whatever sys.stdout is now: notebooks and test runners replace (and close) it."""
+
+  def __init__(self):
+    super().__init__()
+    self.setFormatter(logging.Formatter("%(message)s"))
+
+  @property
+  def stream(self):
+    return sys.stdout
+
+  @stream.setter
+  def stream(self, _):
+    pass
+
+
 def _setup_logging(workdir: str) -> logging.Handler:
   handler = logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   log.addHandler(handler)
   log.setLevel(logging.INFO)
   log.propagate = False  # our own console handler; no second copy through the root logger
-  if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-             for h in log.handlers):
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
+  if not any(isinstance(h, _Console) for h in log.handlers):
+    log.addHandler(_Console())
   return handler
 
 
@@ -121,28 +143,61 @@ def _load(c: ml_collections.ConfigDict):
   return ds, masks
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
+def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
+                   overrides: Sequence[tuple[str, str]] = (), quiet: bool = False,
                    fresh: bool = False) -> dict:
-  """Runs the whole pipeline for `config` and writes results into `workdir`; returns results."""
+  """Runs the whole pipeline for `config` and writes results into `workdir`; returns results.
+
+  `overrides` are (field, text) pairs from the command line (`--config.a.b=v`), applied after
+  the smoke shrink too, so a value the user typed wins over the smoke sizes. `fresh` deletes
+  earlier checkpoints, once the data and the model have passed their checks.
+  """
   c = ml_collections.ConfigDict(config.to_dict())
+  _apply_overrides(c, overrides)
   if c.smoke:
     shrink_for_smoke(c)
+    _apply_overrides(c, overrides)
   _check_config(c)
   _setup_workdir(workdir)
-  if fresh:
-    import shutil
-    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
   handler = _setup_logging(workdir)
   try:
-    return _run(c, workdir, quiet)
+    return _run(c, workdir, quiet, fresh)
   finally:
     log.removeHandler(handler)
     handler.close()
 
 
-def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
+def _apply_overrides(c: ml_collections.ConfigDict, overrides) -> None:
+  for key, value in overrides:
+    config_io.apply_override(c, key, value)
+
+
+def _check_model_input(name: str, apply_fn, init_fn, x: np.ndarray, out_dim: int) -> None:
+  """Fails before any training, naming the model and the input shape, when they do not fit.
+
+  Shapes only (`eval_shape`): nothing is computed or compiled.
+  """
+  hint = ("give inputs in a layout the model takes (images [N, H, W, C], with a channel axis "
+          "for grayscale; tabular [N, F] for mlp; text pairs [N, 2, T, E]; windows "
+          "[N, L + H, F]), or choose another model.name.")
+  try:
+    pred = jax.eval_shape(lambda key: apply_fn(init_fn(key), x, train=False)[0],
+                          jax.random.key(0))
+  except UserError:
+    raise
+  except Exception as e:  # shape errors of flax, lax and user models share no type
+    cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise UserError(f"model {name!r} cannot take inputs of shape {tuple(x.shape[1:])} per "
+                    f"sample: {cause}", hint) from e
+  if tuple(pred.shape[:2]) != (len(x), out_dim):
+    raise UserError(
+        f"model {name!r} maps a batch of inputs of shape {tuple(x.shape)} to predictions of "
+        f"shape {tuple(pred.shape)}, not [{len(x)}, {out_dim}, ...]: the input layout does "
+        "not fit the model.", hint)
+
+
+def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -> dict:
   t_start, compiles_before = time.perf_counter(), dict(COMPILES)
-  files.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   mesh = parallel.make_mesh(c.devices or None)
   log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
            jax.devices()[0].device_kind)
@@ -156,6 +211,11 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
        "forget": int(masks.train.sum()), "test_retain": int((~masks.test).sum()),
        "test_forget": int(masks.test.sum())}
   log.info("data %s: %s (%.1fs)", ds.name, n, seconds["data"])
+  if c.train.batch_size > n["retain"]:  # checked now, not after hours of original training
+    raise UserError(
+        f"config train.batch_size {c.train.batch_size} is larger than the training data: "
+        f"{n['train']} samples, {n['retain']} of them retained (the retrained model trains on "
+        "those).", f"set --config.train.batch_size={n['retain']} or less.")
 
   loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
   per_example = losses.get_loss(task.loss, **loss_kwargs)
@@ -169,7 +229,10 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
   def init_fn(key):
     return init_linen(module, key, sample_x)
 
+  _check_model_input(c.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
   root = jax.random.key(c.seed)
+  if fresh:
+    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
   ckpt_root = os.path.join(workdir, "checkpoints", c.model.name)
   augment = None
   if c.data.augment and task.kind == "image":  # flips only where they keep the label
@@ -232,13 +295,15 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
   seconds["metrics_per_model"] = dict(evaluation.seconds)
   seconds["total"] = time.perf_counter() - t_start
   seconds["compile"] = COMPILES["seconds"] - compiles_before["seconds"]
+  compiles = COMPILES["count"] - compiles_before["count"]
+  cache_hits = COMPILES["cache_hits"] - compiles_before["cache_hits"]
 
   results = {
       "experiment": c.experiment, "error": task.error, "seed": c.seed, "n": n,
       "devices": [str(d) for d in mesh.devices.flat], "versions": _versions(),
       "models": _finite(evaluation.results), "seconds": seconds,
-      "records": _finite(records), "compiles": COMPILES["count"] - compiles_before["count"],
-      "config": c.to_dict(),
+      "records": _finite(records), "compiles": compiles - cache_hits,
+      "compile_cache_hits": cache_hits, "config": c.to_dict(),
   }
   _write_outputs(workdir, results, evaluation, eval_data, c)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
@@ -249,7 +314,7 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool) -> dict:
 def _summary(stage, outcome, secs):
   last = outcome.history[-1] if outcome.history else {}
   how = "reused checkpoint" if outcome.reused else (
-      f"resumed from epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else "")
+      f"resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else "")
   log.info("%-10s %d steps, train loss %.4g, val loss %.4g, %.1fs %s", stage, outcome.steps,
            last.get("train_loss", math.nan), last.get("best_val", math.nan), secs, how)
 
@@ -270,6 +335,8 @@ def _finite(tree):
 def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
   if jax.process_index() != 0:
     return
+  # Written with the results, so a failed later run leaves the config of the results on disk.
+  files.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   files.write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
   table = metrics.write_markdown(results["models"], None)
   header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "

@@ -25,6 +25,13 @@ def fingerprint(tree: Any) -> str:
   return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
 
 
+def _cause(e: Exception) -> str:
+  """The first sentence of an error, short: Orbax/TensorStore errors append pages of specs."""
+  text = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+  text = text if len(text) <= 160 else text[:157] + "..."
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def _abstract(tree: Any) -> Any:
   """Shapes, dtypes and shardings of `tree`, the restore target for Orbax."""
 
@@ -89,22 +96,22 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    where = os.path.join(self.directory, str(step))
     try:
       meta = self.read_meta(step)
     except Exception as e:  # a truncated or foreign directory
-      raise UserError(f"checkpoint {self.directory} (step {step}) cannot be read: {e}",
-                      "delete it or rerun with --fresh.") from e
+      raise UserError(f"checkpoint {where} cannot be read ({_cause(e)}).",
+                      f"delete {self.directory} or rerun with --fresh.") from e
     if meta.get("fingerprint") != fingerprint(target):
       raise UserError(
-          f"checkpoint {self.directory} (step {step}) holds a model of another architecture "
-          "than the one configured.",
+          f"checkpoint {where} holds a model of another architecture than the one configured.",
           "use the model settings it was trained with, or rerun with --fresh.")
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(_abstract(target))))
     except Exception as e:
-      raise UserError(f"checkpoint {self.directory} (step {step}) is corrupted: {e}",
-                      "delete it or rerun with --fresh.") from e
+      raise UserError(f"checkpoint {where} is truncated or corrupted ({_cause(e)}).",
+                      f"delete {self.directory} or rerun with --fresh.") from e
     return restored["tree"], meta
 
   def close(self) -> None:

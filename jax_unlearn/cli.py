@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if e.hint:
       print(f"fix: {e.hint}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print("interrupted: finished epochs are checkpointed; run the same command again to resume.",
-          file=sys.stderr)
+  except KeyboardInterrupt as e:
+    # Training saves a checkpoint at the current step and says where; elsewhere finished
+    # stages and epochs are already checkpointed.
+    where = f"{e}. " if str(e) else "finished stages and epochs are checkpointed. "
+    print(f"interrupted: {where}Run the same command again to resume.", file=sys.stderr)
     return 130
 
 
@@ -78,14 +80,14 @@ def _run(args, rest) -> int:
 
   _init_hosts()
   config = config_io.load_config(DEMO_CONFIG if args.command == "demo" else args.config)
-  for key, value in config_io.parse_overrides(rest):
-    config_io.apply_override(config, key, value)
+  overrides = config_io.parse_overrides(rest)
   from experiments import run as pipeline
   cache = args.cache_dir or os.path.join(args.workdir, ".jax_cache")
   if cache != "none":
     pipeline.enable_compilation_cache(cache)
   try:
-    pipeline.run_experiment(config, args.workdir, quiet=args.quiet, fresh=args.fresh)
+    pipeline.run_experiment(config, args.workdir, overrides=overrides, quiet=args.quiet,
+                            fresh=args.fresh)
   except NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return 3

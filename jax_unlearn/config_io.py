@@ -48,7 +48,7 @@ def _parse(text: str, old):
   elif isinstance(value, type(old)) and not (isinstance(value, bool) and not isinstance(old, bool)):
     return value
   raise UserError(f"override value {text!r} is a {type(value).__name__}, but the field holds a "
-                  f"{type(old).__name__} ({old!r}).", f"pass a {type(old).__name__}.")
+                  f"{type(old).__name__} ({old!r}).", f"pass a value of type {type(old).__name__}.")
 
 
 def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
@@ -81,7 +81,8 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
   while i < len(args):
     arg = args[i]
     if not arg.startswith("--config."):
-      raise UserError(f"unexpected argument {arg!r}.", "overrides look like --config.train.lr=0.001.")
+      raise UserError(f"unexpected argument {arg!r}.",
+                      "overrides look like --config.train.lr=0.001.")
     body = arg[len("--config."):]
     if "=" in body:
       key, value = body.split("=", 1)

@@ -68,7 +68,7 @@ def npz(*, path: str | None = None, seed: int = 0, loss: str = "l1", kind: str |
     raise UserError(f"{path!r}: split must be a string array, got dtype {split.dtype}.",
                     "store split as np.array([...], dtype=str).")
   split = split.astype(str)
-  unknown = sorted(set(np.unique(split)) - set(SPLITS))
+  unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))  # str, not np.str_ reprs
   if unknown:
     raise UserError(f"{path!r}: unknown split values {unknown[:5]}.",
                     f"use only {', '.join(SPLITS)}.")

