@@ -222,7 +222,8 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
   facts = {**task.extra, "out_dim": ds.train.y.shape[1]}
   if task.quantiles:
     facts["quantiles"] = tuple(task.quantiles)
-  module = get_model(c.model.name, data_facts=facts, **c.model.kwargs.to_dict())
+  model_kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
+  module = get_model(c.model.name, data_facts=facts, **model_kwargs)
   apply_fn = from_linen(module)
   sample_x = ds.train.x[:2]
 

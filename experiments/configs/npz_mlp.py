@@ -1,5 +1,6 @@
 """Bring your own data: an .npz with arrays x, y, split ("train"/"val"/"test") and optional group,
-with an MLP (set model.name for images, e.g. allcnn). Forget a label range by default.
+with an MLP. For images use a CNN: --config.model.name=allcnn --config.model.kwargs.hidden=None
+(a setting set to None is left out). Forget a label range by default.
 
   jax-unlearn run --config experiments/configs/npz_mlp.py --config.data.kwargs.path=my.npz \
       --config.forget.high=0.0 --workdir runs/mine
