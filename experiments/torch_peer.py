@@ -47,13 +47,13 @@ def _load_dense(dense: nn.Linear, p: Mapping) -> None:
 class AllCNN(nn.Module):
   """jax_unlearn.models.AllCNN: 8 x (conv, BN, ReLU), global average pool, linear head."""
 
-  def __init__(self, width: float = 1.0, out_dim: int = 1, in_channels: int = 3):
+  def __init__(self, in_features: int = 3, width: float = 1.0, out_dim: int = 1):
     super().__init__()
     f1, f2 = max(1, int(96 * width)), max(1, int(192 * width))
     plan = [(f1, 3, 1), (f1, 3, 1), (f2, 3, 2), (f2, 3, 1), (f2, 3, 1), (f2, 3, 2), (f2, 3, 1),
             (f2, 1, 1)]
     self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
-    c = in_channels
+    c = in_features
     for features, kernel, stride in plan:
       self.convs.append(nn.Conv2d(c, features, kernel, stride, (kernel - 1) // 2, bias=False))
       self.norms.append(_bn(features))
@@ -110,10 +110,10 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
   """jax_unlearn.models.ResNet18 (CIFAR stem: 3x3 conv, no max-pool)."""
 
-  def __init__(self, width: float = 1.0, out_dim: int = 1, in_channels: int = 3):
+  def __init__(self, in_features: int = 3, width: float = 1.0, out_dim: int = 1):
     super().__init__()
     stem = max(1, int(64 * width))
-    self.stem = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+    self.stem = nn.Conv2d(in_features, stem, 3, 1, 1, bias=False)
     self.stem_bn = _bn(stem)
     self.blocks = nn.ModuleList()
     c = stem
@@ -145,10 +145,11 @@ class ResNet18(nn.Module):
 class LSTMPairRegressor(nn.Module):
   """jax_unlearn.models.LSTMPairRegressor: a shared LSTM over both sentences, then a ReLU MLP."""
 
-  def __init__(self, embed: int = 50, hidden: int = 64, dense=(64, 32, 16), out_dim: int = 1):
+  def __init__(self, in_features: int = 50, hidden: int = 64, dense=(64, 32, 16),
+               out_dim: int = 1):
     super().__init__()
     self.hidden = hidden
-    self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+    self.lstm = nn.LSTM(in_features, hidden, batch_first=True)
     sizes = [2 * hidden, *dense]
     self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
     self.head = nn.Linear(sizes[-1], out_dim)
@@ -187,7 +188,11 @@ PEERS: dict[str, Callable[..., nn.Module]] = {
 
 
 def make_peer(name: str, variables: Mapping, device: str = "cpu", **kwargs) -> nn.Module:
-  """The PyTorch twin of zoo model `name` holding a copy of the Flax `variables`."""
+  """The PyTorch twin of zoo model `name` holding a copy of the Flax `variables`.
+
+  `kwargs` are the Flax model's settings (e.g. width) plus `in_features`, the size of the
+  input's last axis (image channels, word-vector size).
+  """
   model = PEERS[name](**kwargs)
   model.load_variables(variables)
   model = model.to(device)

@@ -14,7 +14,7 @@ from jax_unlearn.models import from_linen, init_linen
 from jax_unlearn.models.allcnn import ConvBlock
 from jax_unlearn.unlearn import (Context, UnlearnData, attention_distance, attention_map,
                                  make_blindspot_loss, run_method)
-from jax_unlearn.unlearn.blindspot import blindspot
+from jax_unlearn.unlearn.blindspot import blindspot, forget_rows_for
 
 JIT = pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
 
@@ -198,3 +198,62 @@ def test_blindspot_model_of_another_architecture_is_rejected(cnn):
   ctx = Context(apply_fn, lambda key: other, losses.mse, jax.random.key(3))
   with pytest.raises(UserError, match="another architecture"):
     run_method("blindspot", ctx, original, data, CNN_CONFIG)
+
+
+# The frozen forward on forget rows only: the same loss and gradients as on the whole batch.
+
+
+def _linear_apply(variables, x, *, train, rngs=None):
+  del train, rngs
+  h = jnp.tanh(x @ variables["params"]["w1"])
+  return h @ variables["params"]["w2"], {"hidden": h, "squared": h * h}
+
+
+def _linear_variables(seed):
+  r = np.random.default_rng(seed)
+  return {"params": {"w1": jnp.asarray(r.normal(size=(3, 5)), jnp.float32),
+                     "w2": jnp.asarray(r.normal(size=(5, 1)), jnp.float32)}}
+
+
+@pytest.mark.parametrize("forget", [
+    [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],  # 3 <= 4 rows: gathered
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # none
+    [1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1],  # 7 > 4 rows: the whole batch
+], ids=["few", "none", "many"])
+def test_forget_rows_give_the_whole_batch_loss_and_gradients(forget):
+  r = np.random.default_rng(1)
+  batch = {"x": jnp.asarray(r.normal(size=(16, 3)), jnp.float32),
+           "y": jnp.asarray(r.normal(size=(16, 1)), jnp.float32),
+           "forget": jnp.array(forget, jnp.float32),
+           "mask": jnp.array([1.0] * 14 + [0.0, 1.0])}  # a padded row among them
+  student, frozen = _linear_variables(2), _linear_variables(3)
+  frozen_rows = []  # rows of each frozen forward that ran
+
+  def frozen_apply(variables, x, *, train, rngs=None):
+    jax.debug.callback(lambda: frozen_rows.append(x.shape[0]))
+    return _linear_apply(variables, x, train=train, rngs=rngs)
+
+  def value_and_grad(forget_rows):
+    loss_fn = make_blindspot_loss(frozen_apply, losses.l1, beta=3.0, forget_rows=forget_rows)
+
+    def loss(params):
+      pred, acts = _linear_apply({"params": params}, batch["x"], train=True)
+      return loss_fn(pred, acts, batch, None, frozen)
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(student["params"])
+
+  (whole, whole_aux), whole_grads = value_and_grad(None)
+  (fast, fast_aux), fast_grads = value_and_grad(4)
+  jax.effects_barrier()
+  assert frozen_rows == [16, 4 if sum(forget) <= 4 else 16]
+  np.testing.assert_allclose(fast, whole, rtol=1e-6)
+  chex.assert_trees_all_close(fast_aux, whole_aux, rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(fast_grads, whole_grads, rtol=1e-5, atol=1e-7)
+
+
+def test_forget_rows_cover_the_likely_share_of_a_batch():
+  # 64 rows, 25 % forget: 16 expected, sd 3.5 -> 29.9 -> 32 rows, half the frozen forward.
+  assert forget_rows_for(0.25, 64) == 32
+  assert forget_rows_for(0.1, 64) == 16  # 6.4 + 4 * 2.4 = 16.0
+  assert forget_rows_for(0.02, 256) == 16  # 5.1 + 4 * 2.2 = 14.1
+  assert forget_rows_for(0.5, 8) is None  # no saving worth a second branch

@@ -170,6 +170,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     relearner = ain_lib.Relearner(apply_fn, task_loss, lr=float(s["ain_lr"]),
                                   batch_size=int(s["ain_batch_size"]),
                                   check_every=int(s["ain_check_every"]),
+                                  eval_batch_size=batch,
                                   steps_per_call=int(s["ain_steps_per_call"]), mesh=mesh)
     if data.forget_val.any():
       relearn_eval = (data.val_x[data.forget_val], data.val_y[data.forget_val])

@@ -2,6 +2,7 @@
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jax_unlearn import ops
 from jax_unlearn.models.adapters import row_mask
 
 
@@ -14,9 +15,9 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
+    x = ops.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=(self.kernel - 1) // 2, use_bias=False, dtype=self.dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
+    x = ops.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
         x, mask=row_mask(mask, x))
     return nn.relu(x)
 

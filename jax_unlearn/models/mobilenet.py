@@ -9,6 +9,7 @@ from typing import Callable
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jax_unlearn import ops
 from jax_unlearn.models.adapters import row_mask
 
 # (kernel, expanded channels, output channels, squeeze-excitation, activation, stride)
@@ -50,10 +51,10 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
+    x = ops.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=(self.kernel - 1) // 2, feature_group_count=self.groups, use_bias=False,
                 dtype=self.dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-3,
+    x = ops.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-3,
                      dtype=self.dtype)(x, mask=row_mask(mask, x))
     return x if self.activation is None else self.activation(x)
 
@@ -66,8 +67,8 @@ class SqueezeExcitation(nn.Module):
   @nn.compact
   def __call__(self, x):
     s = jnp.mean(x, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
-    s = nn.relu(nn.Conv(self.squeeze, (1, 1), dtype=self.dtype)(s))
-    s = nn.hard_sigmoid(nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype)(s))
+    s = nn.relu(ops.Conv(self.squeeze, (1, 1), dtype=self.dtype)(s))
+    s = nn.hard_sigmoid(ops.Conv(x.shape[-1], (1, 1), dtype=self.dtype)(s))
     return x * s
 
 

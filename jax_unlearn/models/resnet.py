@@ -4,6 +4,7 @@ import functools
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jax_unlearn import ops
 from jax_unlearn.models.adapters import row_mask
 
 
@@ -15,9 +16,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(ops.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
-    conv = functools.partial(nn.Conv, self.features, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(ops.Conv, self.features, use_bias=False, dtype=self.dtype)
     m = row_mask(mask, x)
     y = nn.relu(norm()(conv((3, 3), strides=self.stride, padding=1)(x), mask=m))
     y = norm()(conv((3, 3), padding=1)(y), mask=m)
@@ -41,8 +42,8 @@ class ResNet18(nn.Module):
     acts = {}
     x = x.astype(self.dtype)
     stem = max(1, int(64 * self.width))
-    x = nn.Conv(stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
+    x = ops.Conv(stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+    x = ops.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
         x, mask=row_mask(mask, x))
     x = acts["stem"] = nn.relu(x)
     for i in range(8):

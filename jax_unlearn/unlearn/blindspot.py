@@ -11,10 +11,12 @@ epochs and frozen. The original model is then trained on the full set with
 so that on the forget set the model behaves like one that never learned it, while the retain set
 keeps its labels. The blindspot variables are an argument of the jitted step, never a closure.
 """
+import math
 from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_unlearn import losses, train
 from jax_unlearn.errors import UserError, unknown_name
@@ -85,9 +87,23 @@ def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
   return distance
 
 
+def forget_rows_for(forget_fraction: float, batch_size: int) -> int | None:
+  """How many rows the frozen forward needs for batches drawn from a set with this forget share.
+
+  The number of forget rows in a shuffled batch is hypergeometric; its mean plus 4 standard
+  deviations (of the binomial, which is wider), rounded up to a multiple of 8, covers all but
+  about 3e-5 of the batches, and those take the full-batch path. None when that would not save
+  at least a quarter of the frozen forward.
+  """
+  mean = forget_fraction * batch_size
+  bound = mean + 4.0 * math.sqrt(batch_size * forget_fraction * (1.0 - forget_fraction))
+  rows = 8 * math.ceil(max(bound, 1.0) / 8)
+  return rows if rows <= 0.75 * batch_size else None
+
+
 def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
                         beta: float = 50.0, attention: str = "features",
-                        layers: Sequence[str] | None = None):
+                        layers: Sequence[str] | None = None, forget_rows: int | None = None):
   """The blindspot objective as a train-step loss `loss_fn(pred, acts, batch, rng, bs_vars)`.
 
   Args:
@@ -98,6 +114,10 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     beta: weight of the attention-transfer term (50 in the paper).
     attention: "features" or "reference", how 2-D activations are mapped (see `attention_map`).
     layers: activation names to compare; None means every name both models return.
+    forget_rows: if set, the frozen model runs only on the batch's forget rows, gathered into
+      this many rows (see `forget_rows_for`): it is the frozen forward's only use, and forget
+      rows are usually a small share of a batch. A batch with more forget rows than that runs
+      it on the whole batch instead (`lax.cond`), so the loss is the same either way.
   Returns:
     loss_fn returning (loss, {"retain_loss", "forget_loss", "attention", "forget_fraction"}),
     "attention" being the unweighted sum over layers of the forget-row attention distance.
@@ -110,23 +130,52 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     raise UserError(f"blindspot beta must be >= 0, got {beta}.", "use e.g. the paper's 50.")
   distance = _prediction_distance(per_example_loss)
 
-  def loss_fn(pred, acts, batch, rng, blindspot_variables):
-    del rng
-    bs_pred, bs_acts = apply_fn(blindspot_variables, batch["x"], train=False)[:2]
-    bs_pred, bs_acts = jax.lax.stop_gradient((bs_pred, bs_acts))
-    mask = batch["mask"].astype(jnp.float32)  # [B]
-    forget = mask * batch["forget"].astype(jnp.float32)  # [B]
-    retain = mask - forget  # [B]
+  def names_of(acts, bs_acts):
     names = [n for n in acts if n in bs_acts] if layers is None else list(layers)
     missing = [n for n in names if n not in acts or n not in bs_acts]
     if missing:
       raise UserError(f"blindspot loss: activations {missing} are not returned by both models; "
                       f"available: {sorted(set(acts) & set(bs_acts))}.",
                       "pick layers from the available names, or layers=None for all.")
-    att = sum((losses.masked_mean(attention_distance(acts[n], bs_acts[n], attention), forget)
-               for n in names), jnp.zeros((), jnp.float32))
+    return names
+
+  def forget_terms(blindspot_variables, x, y, pred, maps, weight):
+    """(output distance, attention distance summed over layers), weighted means over rows.
+
+    `maps` are the student's attention maps by layer name: small [B, P] rows, so gathering
+    them (and scattering their gradient back) is cheap next to doing so with activations.
+    """
+    bs_pred, bs_acts = apply_fn(blindspot_variables, x, train=False)[:2]
+    bs_pred, bs_acts = jax.lax.stop_gradient((bs_pred, bs_acts))
+    att = jnp.zeros((), jnp.float32)
+    for n, m in maps.items():
+      att += losses.masked_mean(jnp.mean(jnp.square(m - attention_map(bs_acts[n], attention)),
+                                         axis=1), weight)
+    return losses.masked_mean(distance(pred, bs_pred, y), weight), att
+
+  def loss_fn(pred, acts, batch, rng, blindspot_variables):
+    del rng
+    mask = batch["mask"].astype(jnp.float32)  # [B]
+    forget = mask * batch["forget"].astype(jnp.float32)  # [B]
+    retain = mask - forget  # [B]
+    bs_acts = jax.eval_shape(lambda v, x: apply_fn(v, x, train=False)[1], blindspot_variables,
+                             batch["x"])
+    maps = {}
+    for n in names_of(acts, bs_acts):
+      if acts[n].shape != bs_acts[n].shape:
+        raise UserError(f"activations {n!r} of the two models differ in shape: "
+                        f"{acts[n].shape} vs {bs_acts[n].shape}.",
+                        "the blindspot model must have the original model's architecture.")
+      maps[n] = attention_map(acts[n], attention)
+    args = (batch["x"], batch["y"], pred, maps, forget)
+    whole = lambda args: forget_terms(blindspot_variables, *args)  # noqa: E731
+    if forget_rows is None or forget_rows >= len(forget):
+      forget_out, att = whole(args)
+    else:
+      rows = jnp.argsort(-forget, stable=True)[:forget_rows]  # forget rows first
+      gathered = lambda args: whole(jax.tree_util.tree_map(lambda a: a[rows], args))  # noqa: E731
+      forget_out, att = jax.lax.cond(jnp.sum(forget > 0) <= forget_rows, gathered, whole, args)
     retain_loss = losses.masked_mean(per_example_loss(pred, batch["y"]), retain)
-    forget_out = losses.masked_mean(distance(pred, bs_pred, batch["y"]), forget)
     forget_loss = forget_out + beta * att
     c = jnp.sum(forget) / jnp.maximum(jnp.sum(mask), 1.0)
     loss = c * forget_loss + (1.0 - c) * retain_loss
@@ -169,8 +218,12 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     The unlearned variables; the record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
+  # Gathering forget rows out of a batch sharded over several devices would move them between
+  # devices and leave the partitioner to place the small forward: only a single device gains.
+  single = ctx.mesh is None or ctx.mesh.size == 1
+  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"])) if single else None
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
-                                attention=s["attention"], layers=s["layers"])
+                                attention=s["attention"], layers=s["layers"], forget_rows=rows)
   steps, seconds = 0, 0.0
   if blindspot_variables is None:
     partial = train_blindspot_model(ctx, original_variables, data, s)

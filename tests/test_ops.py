@@ -1,0 +1,150 @@
+"""The faster layers give XLA's and Flax's values: convolution (both CPU paths) and BatchNorm."""
+import platform
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax import lax
+
+from jax_unlearn.models.adapters import row_mask
+from jax_unlearn.ops import (BatchNorm, FastConv, conv, conv_general_dilated, convolutions, onednn,
+                             weight_grad)
+
+DN = ("NHWC", "HWIO", "NHWC")
+# (input H = W, in channels, out channels, kernel, stride): the layer kinds of AllCNN and ResNet.
+LAYERS = [(8, 3, 5, 3, 1), (8, 4, 6, 3, 2), (7, 4, 6, 3, 2), (6, 5, 4, 1, 1), (6, 5, 4, 1, 2)]
+
+
+def _case(hw, ci, co, k, seed=0):
+  r = np.random.default_rng(seed)
+  x = jnp.asarray(r.normal(size=(4, hw, hw, ci)), jnp.float32)
+  w = jnp.asarray(r.normal(size=(k, k, ci, co)) / k, jnp.float32)
+  return x, w
+
+
+def _value_and_grads(fn, x, w, stride, k, backend="auto"):
+  pad = [((k - 1) // 2, (k - 1) // 2)] * 2
+  loss = lambda w, x: jnp.sum(jnp.sin(fn(x, w, (stride, stride), pad, dimension_numbers=DN)))
+  with convolutions(backend):  # traced (and so decided) inside the context
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(w, x)
+
+
+@pytest.mark.parametrize("backend", ["onednn", "chunked"])
+@pytest.mark.parametrize("hw,ci,co,k,stride", LAYERS)
+def test_conv_values_and_gradients_match_xla(hw, ci, co, k, stride, backend):
+  x, w = _case(hw, ci, co, k)
+  v0, (gw0, gx0) = _value_and_grads(lax.conv_general_dilated, x, w, stride, k)
+  v1, (gw1, gx1) = _value_and_grads(conv_general_dilated, x, w, stride, k, backend)
+  np.testing.assert_allclose(v1, v0, rtol=1e-5)
+  np.testing.assert_allclose(gw1, gw0, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw,ci,co,k,stride", LAYERS)
+def test_chunked_weight_gradient_matches_autodiff(hw, ci, co, k, stride):
+  # The pure-JAX path (no oneDNN): im2col GEMMs over batch chunks.
+  x, w = _case(hw, ci, co, k, seed=1)
+  pad = [((k - 1) // 2, (k - 1) // 2)] * 2
+  y, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (stride, stride), pad,
+                                                      dimension_numbers=DN), w)
+  dy = jnp.cos(y)
+  np.testing.assert_allclose(weight_grad(x, dy, (k, k), (stride, stride), pad), vjp(dy)[0],
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_chunks_divide_the_batch():
+  assert conv._chunk_rows(64, conv._CHUNK_BYTES // 4) == 4
+  assert conv._chunk_rows(6, conv._CHUNK_BYTES // 4) == 3  # largest divisor that fits
+  assert conv._chunk_rows(7, conv._CHUNK_BYTES * 2) == 1
+
+
+def test_other_convolutions_fall_back_to_xla():
+  x, w = _case(6, 4, 4, 3)
+  # Dilated kernel and NCHW input are not the fast path's; values must still be lax's.
+  np.testing.assert_allclose(
+      conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=DN),
+      lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=DN),
+      rtol=1e-6)
+  xn = jnp.transpose(x, (0, 3, 1, 2))
+  wn = jnp.transpose(w, (3, 2, 0, 1))
+  np.testing.assert_allclose(conv_general_dilated(xn, wn, (1, 1), "SAME"),
+                             lax.conv_general_dilated(xn, wn, (1, 1), "SAME"), rtol=1e-6)
+
+
+def _lowered_text(backend: str) -> str:
+  x, w = _case(8, 4, 6, 3)
+  f = jax.jit(lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)],
+                                                dimension_numbers=DN))
+  with convolutions(backend):
+    return f.lower(x, w).as_text()
+
+
+def test_onednn_is_installed_where_the_requirements_install_it():
+  # requirements.txt installs the oneDNN packages on Linux x86-64; g++ builds the handlers.
+  expected = sys.platform == "linux" and platform.machine() == "x86_64"
+  assert onednn.available() == expected
+  if expected:
+    assert "jax_unlearn_onednn_conv_forward" in _lowered_text("onednn")
+
+
+def test_several_devices_keep_xla_convolutions():
+  # The suite runs with 4 simulated devices: library calls would defeat the SPMD partitioner.
+  assert jax.device_count() > 1
+  text = _lowered_text("auto")
+  assert "jax_unlearn_onednn" not in text and "custom_call" not in text
+  assert "convolution" in text
+
+
+def test_onednn_convolution_can_be_vmapped():
+  x, w = _case(6, 3, 4, 3)
+  xs = jnp.stack([x, 2 * x])
+  f = lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)  # noqa: E731
+  ref = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN))
+  with convolutions("onednn"):
+    out = jax.jit(jax.vmap(f))(xs)
+  np.testing.assert_allclose(out, ref(xs), rtol=1e-5, atol=1e-5)
+
+
+def test_flax_conv_with_fast_conv_is_a_drop_in():
+  x, _ = _case(8, 3, 5, 3)
+  plain, fast = nn.Conv(5, (3, 3)), nn.Conv(5, (3, 3), conv_general_dilated_cls=FastConv)
+  variables = plain.init(jax.random.key(0), x)
+  np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_batchnorm_matches_flax(use_mask):
+  r = np.random.default_rng(0)
+  x = jnp.asarray(r.normal(size=(6, 4, 4, 5)) * 3 + 1, jnp.float32)
+  mask = jnp.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0]) if use_mask else None
+  rm = row_mask(mask, x)
+  outs = []
+  for module in (nn.BatchNorm(use_running_average=False, momentum=0.9),
+                 BatchNorm(use_running_average=False, momentum=0.9)):
+    variables = module.init(jax.random.key(0), x, mask=rm)
+    variables = jax.tree_util.tree_map(lambda a: a + 0.3, variables)  # non-default stats
+
+    def f(params, x):
+      return module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                          mask=rm, mutable=["batch_stats"])
+
+    y, stats = f(variables["params"], x)
+    keep = 1.0 if mask is None else mask[:, None, None, None]
+    grads = jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x)[0]) * keep), argnums=(0, 1))(
+        variables["params"], x)
+    outs.append((y * keep, stats, grads))
+  chex.assert_trees_all_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_evaluation_uses_running_statistics():
+  x = jnp.arange(24.0).reshape(2, 3, 4)
+  bn = BatchNorm(use_running_average=True)
+  variables = {"params": {"scale": jnp.full(4, 2.0), "bias": jnp.ones(4)},
+               "batch_stats": {"mean": jnp.full(4, 3.0), "var": jnp.full(4, 4.0)}}
+  np.testing.assert_allclose(bn.apply(variables, x), (x - 3.0) / np.sqrt(4.0 + 1e-5) * 2 + 1,
+                             rtol=1e-6, atol=1e-6)
