@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Tests and the demo see 4 simulated CPU devices, so the data-parallel paths always run.
+# Tests see 4 simulated CPU devices, so the data-parallel paths always run.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu
 PYTEST_ARGS ?= -q -n 2
 
@@ -18,11 +18,11 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-$(VENV)/.bench-installed: $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+$(VENV)/.bench-installed: $(STAMP) requirements-bench.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.bench-installed
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -63,7 +63,6 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 
 
 def test_torch_peer_computes_the_same_losses_and_is_compared():
-  pytest.importorskip("torch")
   opts = bench.Options(steps=2, warmup=1)
   rows = bench.bench_model("allcnn", TINY, 4, opts, _info(), peak=None,
                            cases=("train", "blindspot", "predict"), log=lambda _: None)
@@ -74,7 +73,6 @@ def test_torch_peer_computes_the_same_losses_and_is_compared():
 
 
 def test_torch_guard_detects_different_weights():
-  pytest.importorskip("torch")
   s = bench.setup_model("allcnn", TINY, 4, "float32")
   other = jax.tree_util.tree_map(lambda a: a * 1.01, s.variables)
   theirs = bench.torch_case(dataclasses.replace(s, variables=other), "blindspot", "cpu", "float32")
