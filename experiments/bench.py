@@ -312,7 +312,7 @@ def setup_model(name: str, spec: ModelSpec, batch_size: int, dtype: str, seed: i
 
 def blindspot_loss(s: JaxSetup, batch_size: int, mesh=None):
   """The library's blindspot loss, configured as the method configures it for this batch."""
-  rows = blindspot.forget_rows_for(FORGET_FRACTION, batch_size) if mesh is None else None
+  rows = blindspot.forget_rows_for(FORGET_FRACTION, batch_size, mesh)
   return blindspot.make_blindspot_loss(s.apply_fn, s.per_example, forget_rows=rows)
 
 

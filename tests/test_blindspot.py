@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from jax_unlearn import losses
+from jax_unlearn import losses, parallel
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, init_linen
 from jax_unlearn.models.allcnn import ConvBlock
@@ -257,3 +257,5 @@ def test_forget_rows_cover_the_likely_share_of_a_batch():
   assert forget_rows_for(0.1, 64) == 16  # 6.4 + 4 * 2.4 = 16.0
   assert forget_rows_for(0.02, 256) == 16  # 5.1 + 4 * 2.2 = 14.1
   assert forget_rows_for(0.5, 8) is None  # no saving worth a second branch
+  assert forget_rows_for(0.25, 64, parallel.make_mesh(1)) == 32
+  assert forget_rows_for(0.25, 64, parallel.make_mesh(4)) is None  # sharded batch: whole path

@@ -47,11 +47,6 @@ def anamnesis_index(steps_unlearned: int, steps_retrained: int) -> float:
   return steps_unlearned / steps_retrained
 
 
-def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
-  idx = np.concatenate([np.arange(len(a)), np.zeros(size - len(a), np.int64)])
-  return np.asarray(a)[idx]
-
-
 class Relearner:
   """Compiled relearning of copies of one architecture on one dataset.
 
@@ -106,8 +101,7 @@ class Relearner:
                       for e in range(max_epochs)]).astype(np.int32)  # [E, N]
     chunk = parallel.round_up(min(self.eval_batch_size, v), self._devices)
     padded = parallel.round_up(v, chunk)
-    val = {"x": _pad_rows(vx, padded), "y": _pad_rows(vy, padded),
-           "mask": (np.arange(padded) < v).astype(np.float32)}
+    val = parallel.pad_batch({"x": vx, "y": vy}, padded)
     val = {k: a.reshape((padded // chunk, chunk) + a.shape[1:]) for k, a in val.items()}
     arrays = {"x": np.asarray(x), "y": np.asarray(y), "perms": perms, "val": val,
               "rng": jax.random.key(seed)}

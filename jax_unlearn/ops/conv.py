@@ -13,7 +13,7 @@ accumulated over chunks of the batch with `lax.scan`, so each chunk's patch matr
 cache and each product is one plain GEMM.
 
 Used through `conv_general_dilated` (a drop-in for `lax.conv_general_dilated`) or, in a Flax
-module, `nn.Conv(..., conv_general_dilated_cls=FastConv)`. Other layouts and dilated or grouped
+module, `Conv` (= `nn.Conv(..., conv_general_dilated_cls=FastConv)`). Other layouts and dilated or grouped
 convolutions fall back to XLA, and on other platforms (GPU, TPU) the whole op is XLA's: cuDNN
 and the TPU compiler handle all three parts well. A process with several devices also uses
 XLA's convolutions (see `convolutions`), so data-parallel programs stay partitionable.
@@ -55,7 +55,7 @@ def convolutions(backend: str):
 
 
 def _cpu_path(dtype) -> str:
-  """"onednn", "chunked" or "xla": the CPU implementation for this trace (see `convolutions`)."""
+  """The CPU implementation for this trace, "onednn", "chunked" or "xla" (see `convolutions`)."""
   backend = getattr(_STATE, "backend", "auto")
   if backend == "auto":
     if jax.device_count() > 1:
@@ -158,10 +158,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None):
-  """`lax.conv_general_dilated` with the chunked-GEMM kernel gradient for plain NHWC convs on CPU.
+  """`lax.conv_general_dilated` with faster CPU kernels for plain NHWC convolutions.
 
   Same signature and values as lax's; only undilated, ungrouped NHWC/HWIO convolutions on CPU
-  change algorithm, as `convolutions` selects.
+  change algorithm (oneDNN, or the chunked-GEMM kernel gradient), as `convolutions` selects.
   """
   plain = (_is_nhwc_hwio(dimension_numbers, lhs.ndim) and feature_group_count == 1
            and batch_group_count == 1 and preferred_element_type is None
@@ -170,8 +170,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   reference = lambda l, r: lax.conv_general_dilated(  # noqa: E731
       l, r, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
       feature_group_count, batch_group_count, precision, preferred_element_type)
-  path = _cpu_path(lhs.dtype) if lhs.dtype == rhs.dtype else "xla"
-  if not plain or path == "xla":
+  path = _cpu_path(lhs.dtype) if plain and lhs.dtype == rhs.dtype else "xla"
+  if path == "xla":
     return reference(lhs, rhs)
   strides = tuple(int(s) for s in window_strides)
   if isinstance(padding, str):

@@ -61,12 +61,22 @@ def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
   return _normalize(maps)
 
 
+def _check_same_shape(a_shape, b_shape, name: str = "") -> None:
+  if tuple(a_shape) != tuple(b_shape):
+    what = f"activations {name!r}" if name else "activations"
+    raise UserError(f"{what} of the two models differ in shape: {a_shape} vs {b_shape}.",
+                    "the blindspot model must have the original model's architecture.")
+
+
+def _map_distance(a_map: jnp.ndarray, b_map: jnp.ndarray) -> jnp.ndarray:
+  """Per-sample mean squared difference of two attention maps [B, P]: [B]."""
+  return jnp.mean(jnp.square(a_map - b_map), axis=1)
+
+
 def attention_distance(a: jnp.ndarray, b: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
   """Per-sample mean squared difference of the attention maps of two activations: [B]."""
-  if a.shape != b.shape:
-    raise UserError(f"activations of the two models differ in shape: {a.shape} vs {b.shape}.",
-                    "the blindspot model must have the original model's architecture.")
-  return jnp.mean(jnp.square(attention_map(a, mode) - attention_map(b, mode)), axis=1)
+  _check_same_shape(a.shape, b.shape)
+  return _map_distance(attention_map(a, mode), attention_map(b, mode))
 
 
 def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
@@ -87,14 +97,18 @@ def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
   return distance
 
 
-def forget_rows_for(forget_fraction: float, batch_size: int) -> int | None:
+def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None) -> int | None:
   """How many rows the frozen forward needs for batches drawn from a set with this forget share.
 
   The number of forget rows in a shuffled batch is hypergeometric; its mean plus 4 standard
   deviations (of the binomial, which is wider), rounded up to a multiple of 8, covers all but
   about 3e-5 of the batches, and those take the full-batch path. None when that would not save
-  at least a quarter of the frozen forward.
+  at least a quarter of the frozen forward, and on a `mesh` of several devices: gathering forget
+  rows out of a sharded batch would move them between devices and leave the partitioner to
+  place the small forward, so only a single device gains.
   """
+  if mesh is not None and mesh.size > 1:
+    return None
   mean = forget_fraction * batch_size
   bound = mean + 4.0 * math.sqrt(batch_size * forget_fraction * (1.0 - forget_fraction))
   rows = 8 * math.ceil(max(bound, 1.0) / 8)
@@ -130,15 +144,6 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     raise UserError(f"blindspot beta must be >= 0, got {beta}.", "use e.g. the paper's 50.")
   distance = _prediction_distance(per_example_loss)
 
-  def names_of(acts, bs_acts):
-    names = [n for n in acts if n in bs_acts] if layers is None else list(layers)
-    missing = [n for n in names if n not in acts or n not in bs_acts]
-    if missing:
-      raise UserError(f"blindspot loss: activations {missing} are not returned by both models; "
-                      f"available: {sorted(set(acts) & set(bs_acts))}.",
-                      "pick layers from the available names, or layers=None for all.")
-    return names
-
   def forget_terms(blindspot_variables, x, y, pred, maps, weight):
     """(output distance, attention distance summed over layers), weighted means over rows.
 
@@ -149,8 +154,7 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     bs_pred, bs_acts = jax.lax.stop_gradient((bs_pred, bs_acts))
     att = jnp.zeros((), jnp.float32)
     for n, m in maps.items():
-      att += losses.masked_mean(jnp.mean(jnp.square(m - attention_map(bs_acts[n], attention)),
-                                         axis=1), weight)
+      att += losses.masked_mean(_map_distance(m, attention_map(bs_acts[n], attention)), weight)
     return losses.masked_mean(distance(pred, bs_pred, y), weight), att
 
   def loss_fn(pred, acts, batch, rng, blindspot_variables):
@@ -160,12 +164,15 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     retain = mask - forget  # [B]
     bs_acts = jax.eval_shape(lambda v, x: apply_fn(v, x, train=False)[1], blindspot_variables,
                              batch["x"])
+    names = [n for n in acts if n in bs_acts] if layers is None else list(layers)
+    missing = [n for n in names if n not in acts or n not in bs_acts]
+    if missing:
+      raise UserError(f"blindspot loss: activations {missing} are not returned by both models; "
+                      f"available: {sorted(set(acts) & set(bs_acts))}.",
+                      "pick layers from the available names, or layers=None for all.")
     maps = {}
-    for n in names_of(acts, bs_acts):
-      if acts[n].shape != bs_acts[n].shape:
-        raise UserError(f"activations {n!r} of the two models differ in shape: "
-                        f"{acts[n].shape} vs {bs_acts[n].shape}.",
-                        "the blindspot model must have the original model's architecture.")
+    for n in names:
+      _check_same_shape(acts[n].shape, bs_acts[n].shape, n)
       maps[n] = attention_map(acts[n], attention)
     args = (batch["x"], batch["y"], pred, maps, forget)
     whole = lambda args: forget_terms(blindspot_variables, *args)  # noqa: E731
@@ -218,10 +225,7 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     The unlearned variables; the record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
-  # Gathering forget rows out of a batch sharded over several devices would move them between
-  # devices and leave the partitioner to place the small forward: only a single device gains.
-  single = ctx.mesh is None or ctx.mesh.size == 1
-  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"])) if single else None
+  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.mesh)
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
                                 attention=s["attention"], layers=s["layers"], forget_rows=rows)
   steps, seconds = 0, 0.0
