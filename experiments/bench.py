@@ -310,19 +310,20 @@ def setup_model(name: str, spec: ModelSpec, batch_size: int, dtype: str, seed: i
   return JaxSetup(name, spec, from_linen(module), variables, bs_variables, host, per_example)
 
 
-def blindspot_loss(s: JaxSetup, batch_size: int, mesh=None):
+def blindspot_loss(s: JaxSetup, batch_size: int, mesh=None, shards: int | None = None):
   """The library's blindspot loss, configured as the method configures it for this batch."""
-  rows = blindspot.forget_rows_for(FORGET_FRACTION, batch_size, mesh)
+  rows = blindspot.forget_rows_for(FORGET_FRACTION, batch_size, mesh, shards)
   return blindspot.make_blindspot_loss(s.apply_fn, s.per_example, forget_rows=rows)
 
 
-def jax_case(s: JaxSetup, case: str, mesh=None):
-  """The callable that runs one step of `case` (fresh state from the same initial weights)."""
+def jax_case(s: JaxSetup, case: str, mesh=None, shards: int | None = None):
+  """The callable that runs one step of `case` (fresh state from the same initial weights),
+  with the batch in `shards` fixed blocks if given (see `train.make_train_step`)."""
   batch = (parallel.shard_batch(s.host_batch, mesh) if mesh is not None
            else jax.device_put(s.host_batch))
   variables = jax.device_put(s.variables)
   if case == "predict":
-    fn = train.make_predict_fn(s.apply_fn, mesh)
+    fn = train.make_predict_fn(s.apply_fn, mesh, shards)
     if mesh is not None:
       variables = jax.device_put(variables, parallel.replicated(mesh))
     return JaxPredict(fn, variables, batch["x"])
@@ -330,13 +331,14 @@ def jax_case(s: JaxSetup, case: str, mesh=None):
   state = train.create_state(variables, tx, mesh)
   if case == "train":
     return JaxStep(train.make_train_step(s.apply_fn, train.supervised_loss(s.per_example), tx,
-                                         mesh), state, batch)
+                                         mesh, shards=shards), state, batch)
   if case == "blindspot":
     frozen = jax.device_put(s.blindspot_variables)
     if mesh is not None:
       frozen = jax.device_put(frozen, parallel.replicated(mesh))
-    loss_fn = blindspot_loss(s, len(s.host_batch["x"]), mesh)
-    return JaxStep(train.make_train_step(s.apply_fn, loss_fn, tx, mesh), state, batch, (frozen,))
+    loss_fn = blindspot_loss(s, len(s.host_batch["x"]), mesh, shards)
+    return JaxStep(train.make_train_step(s.apply_fn, loss_fn, tx, mesh, shards=shards), state,
+                   batch, (frozen,))
   raise unknown_name("benchmark case", case, CASES)
 
 
@@ -412,6 +414,7 @@ class Options:
   devices: int = 1
   torch: bool = True
   seed: int = 0
+  shards: int = 0  # also time each step with this many fixed batch shards (0: not)
 
 
 def _row(s: JaxSetup, case: str, batch_size: int, devices: int, opts: Options,
@@ -454,15 +457,19 @@ def bench_model(name: str, spec: ModelSpec, batch_size: int, opts: Options,
       continue
     by_devices = {}
     for n in device_counts:
-      if batch_size % n:
-        raise UserError(f"batch size {batch_size} does not split over {n} devices.",
-                        f"pick batch sizes divisible by {n}.")
+      if batch_size % max(n, opts.shards):
+        raise UserError(f"batch size {batch_size} does not split over {n} devices and "
+                        f"{opts.shards} shards.",
+                        f"pick batch sizes divisible by {max(n, opts.shards)}.")
       mesh = parallel.make_mesh(n) if n > 1 else None
       ours = jax_case(s, case, mesh)
       row = _row(s, case, batch_size, n, opts, info, peak)
       first, compile_s = compile_clock().measure(ours)
       stats = program_stats(*ours.program())
       fns = {"ours": ours}
+      if opts.shards:
+        parallel.batch_multiple(mesh, opts.shards)  # a multiple of the device count
+        fns["sharded"] = jax_case(s, case, mesh, opts.shards)
       if dev is not None and n == 1:
         theirs = torch_case(s, case, dev, opts.dtype)
         tol = guard_tolerance(info["backend"], opts.dtype)
@@ -479,6 +486,10 @@ def bench_model(name: str, spec: ModelSpec, batch_size: int, opts: Options,
               f"{row.get('guard_rel_err_step2', 0.0):.1e}); not compared")
       times = time_interleaved(fns, steps=opts.steps, warmup=opts.warmup)
       row = _finish(row, stats, times["ours"], compile_s)
+      if "sharded" in times:
+        row["shards"] = opts.shards
+        row["sharded_step_s"] = summarize(times["sharded"])["step_s"]
+        row["shards_time_ratio"] = row["sharded_step_s"] / row["step_s"]
       if "torch" in times:
         row["torch_step_s"] = summarize(times["torch"])["step_s"]
         row["torch_step_s_min"] = min(times["torch"])
@@ -508,6 +519,8 @@ def _short(row: Mapping) -> str:
          f"{row['step_s'] * 1e3:9.1f} ms  {row['samples_per_s']:9.1f} samples/s")
   if "speedup_vs_torch" in row:
     msg += f"  torch {row['torch_step_s'] * 1e3:9.1f} ms  ours/torch {row['speedup_vs_torch']:.2f}"
+  if "shards_time_ratio" in row:
+    msg += f"  {row['shards']} shards {row['shards_time_ratio']:.2f}x time"
   return msg
 
 
@@ -594,6 +607,8 @@ def markdown(rows: Sequence[Mapping], header: Mapping[str, Any]) -> str:
       extra.append(f"scaling {r['scaling_efficiency']:.0%}")
     if r.get("program_bytes_vs_train") is not None:
       extra.append(f"mem {r['program_bytes_vs_train']:.2f}x train")
+    if r.get("shards_time_ratio") is not None:
+      extra.append(f"{r['shards']} fixed shards: {r['shards_time_ratio']:.2f}x time")
     if r.get("note"):
       extra.append(r["note"])
     case = r["case"] + (f" ({'; '.join(extra)})" if extra else "")
@@ -629,6 +644,9 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--device-kind", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--shards", type=int, default=0,
+                 help="also time each step with this many fixed batch shards (batch_shards), "
+                      "interleaved with the plain step; reports the time ratio")
   p.add_argument("--out", default="runs/bench", help="directory for bench.jsonl and bench.md")
   p.add_argument("--pipeline", nargs="?", const="experiments/configs/demo.py", default=None,
                  metavar="CONFIG",
@@ -658,8 +676,9 @@ def _main(args) -> int:
   if args.pipeline is not None and not os.path.isfile(args.pipeline):
     raise UserError(f"--pipeline config {args.pipeline!r} does not exist.",
                     "give a file from experiments/configs/, e.g. experiments/configs/demo.py.")
-  if args.steps < 1 or args.warmup < 0:
-    raise UserError("--steps must be >= 1 and --warmup >= 0.", "e.g. --steps 20 --warmup 3.")
+  if args.steps < 1 or args.warmup < 0 or args.shards < 0:
+    raise UserError("--steps must be >= 1, --warmup and --shards >= 0.",
+                    "e.g. --steps 20 --warmup 3 --shards 4.")
   info = device_info(args.device_kind)
   if args.devices > info["device_count"]:
     raise UserError(f"--devices {args.devices} but {info['device_count']} are available.",
@@ -680,7 +699,8 @@ def _main(args) -> int:
         from experiments import torch_peer
         torch_rate = torch_peer.gemm_flops_per_s()
   peak, source = peak_flops(info, args.dtype, torch_rate)
-  opts = Options(args.steps, args.warmup, args.dtype, args.devices, use_torch, args.seed)
+  opts = Options(args.steps, args.warmup, args.dtype, args.devices, use_torch, args.seed,
+                 args.shards)
   print(f"{info['device_kind']} ({info['backend']}, {info['device_count']} devices), {args.dtype}; "
         f"peak {_fmt(peak, '.1f', 1e-9)} GFLOP/s ({source})")
   rows = []

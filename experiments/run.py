@@ -199,6 +199,8 @@ def _check_model_input(name: str, apply_fn, init_fn, x: np.ndarray, out_dim: int
 def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -> dict:
   t_start, compiles_before = time.perf_counter(), dict(COMPILES)
   mesh = parallel.make_mesh(c.devices or None)
+  shards = c.batch_shards or None
+  parallel.batch_multiple(mesh, shards)  # a clear error now, not inside the first step
   log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
            jax.devices()[0].device_kind)
   seconds = {}
@@ -245,9 +247,10 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
   original = train.train_model(
       apply_fn, init_fn(jax.random.fold_in(root, 0)), train.supervised_loss(per_example),
       {"x": ds.train.x, "y": ds.train.y}, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
-      rng=jax.random.fold_in(root, 1), seed=c.seed, mesh=mesh,
+      rng=jax.random.fold_in(root, 1), seed=c.seed, mesh=mesh, shards=shards,
       validate=train.make_validation_loss(apply_fn, per_example, ds.val.x, ds.val.y,
-                                          batch_size=c.metrics.predict_batch_size, mesh=mesh),
+                                          batch_size=c.metrics.predict_batch_size, mesh=mesh,
+                                          shards=shards),
       plateau=train.Plateau(factor=tr.plateau_factor, patience=tr.plateau_patience),
       clip_norm=tr.clip_norm or None, optimizer=tr.optimizer, augment=augment,
       checkpoint_dir=os.path.join(ckpt_root, "original"),
@@ -272,7 +275,7 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
   for i, (name, settings) in enumerate(stages.items()):
     t = time.perf_counter()
     ctx = unlearn.Context(apply_fn=apply_fn, init_fn=init_fn, loss=per_example,
-                          rng=jax.random.fold_in(root, 100 + i), mesh=mesh,
+                          rng=jax.random.fold_in(root, 100 + i), mesh=mesh, shards=shards,
                           checkpoint_dir=os.path.join(ckpt_root, name),
                           progress=_progress(name, quiet))
     result = unlearn.run_method(name, ctx, original.variables, udata, settings)
@@ -291,7 +294,7 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
   evaluation = metrics.evaluate_models(
       apply_fn, models, eval_data, task_loss=per_example, error=task.error,
       quantiles=tuple(task.quantiles) if task.quantiles else None, config=c.metrics,
-      seed=c.seed, mesh=mesh)
+      seed=c.seed, mesh=mesh, shards=shards)
   seconds["metrics"] = time.perf_counter() - t
   seconds["metrics_per_model"] = dict(evaluation.seconds)
   seconds["total"] = time.perf_counter() - t_start

@@ -66,10 +66,21 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
           for k, v in batch.items()}
 
 
-def host_batch_size(global_batch_size: int, mesh) -> int:
-  """Rows each host feeds per step: the global batch rounded up to fill every device evenly."""
-  padded = round_up(global_batch_size, mesh.devices.size)
-  return padded // jax.process_count()
+def batch_multiple(mesh=None, shards: int | None = None) -> int:
+  """Rows a global batch is padded to a multiple of: `shards` if given, else the device count.
+
+  `shards` (fixed row blocks, see `train.make_train_step`) must be a multiple of the device
+  count, so that every device holds whole blocks.
+  """
+  devices = mesh.devices.size if mesh is not None else 1
+  if shards is None:
+    return devices
+  if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1 or shards % devices:
+    raise UserError(f"batch shards must be a positive multiple of the {devices} device(s) in "
+                    f"use, got {shards!r}.",
+                    f"use {devices}, {2 * devices}, ... (--config.batch_shards; 0 there means one "
+                    "block per device, summed in no fixed order).")
+  return shards
 
 
 def initialize_distributed(coordinator_address: str | None = None,

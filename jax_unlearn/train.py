@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from jax_unlearn import losses, parallel
 from jax_unlearn.errors import UserError
@@ -130,30 +131,40 @@ def supervised_loss(per_example: losses.LossFn, prediction_fn: Callable | None =
 
 
 def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    mesh=None, *, donate: bool = True):
+                    mesh=None, *, donate: bool = True, shards: int | None = None):
   """The one generic step `(state, batch, rng, *frozen) -> (state, metrics)`, jitted.
 
   With a mesh, the batch is sharded over "data" and everything else replicated; XLA inserts the
-  gradient all-reduce, so N devices compute exactly the single-device update. The rng is folded
-  with the state's step, so every step draws fresh randomness from one base key.
-  """
+  gradient all-reduce, so N devices compute the single-device update up to the order of float
+  sums. The rng is folded with the state's step, so every step draws fresh randomness from one
+  base key.
 
+  `shards` cuts the batch into that many fixed row blocks, summed in a fixed order (see
+  `_in_fixed_shards`): every device count dividing `shards` then computes bitwise the same step.
+  """
   takes_mask = accepts_mask(apply_fn)
 
-  def step(state: TrainState, batch, rng, *frozen):
-    rng = jax.random.fold_in(rng, state.step)
+  def gradients(params, batch_stats, batch, rng, *frozen):
+    """((loss, (metrics, new batch_stats)), grads) of the loss on `batch`."""
     model_rng, loss_rng = jax.random.split(rng)
     mask_kw = {"mask": batch["mask"]} if takes_mask else {}
 
     def objective(params):
-      out = apply_fn(make_variables(params, state.batch_stats), batch["x"], train=True,
+      out = apply_fn(make_variables(params, batch_stats), batch["x"], train=True,
                      rngs={"dropout": model_rng}, **mask_kw)
-      pred, acts, new_state = split_outputs(out, {"batch_stats": state.batch_stats})
+      pred, acts, new_state = split_outputs(out, {"batch_stats": batch_stats})
       loss, metrics = loss_fn(pred, acts, batch, loss_rng, *frozen)
-      return loss, (metrics, new_state.get("batch_stats", state.batch_stats))
+      return loss, (metrics, new_state.get("batch_stats", batch_stats))
 
-    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params)
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+  if shards is not None:
+    gradients = _in_fixed_shards(gradients, mesh or parallel.make_mesh(1), shards)
+
+  def step(state: TrainState, batch, rng, *frozen):
+    rng = jax.random.fold_in(rng, state.step)
+    (loss, (metrics, batch_stats)), grads = gradients(state.params, state.batch_stats, batch,
+                                                      rng, *frozen)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -161,6 +172,66 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
     return new_state, {"loss": loss, **metrics}
 
   return _jit_for_mesh(step, mesh, donate=donate)
+
+
+def _in_fixed_shards(gradients: Callable, mesh, shards: int) -> Callable:
+  """`gradients(params, batch_stats, batch, rng, *frozen)` computed on `shards` row blocks.
+
+  Float sums depend on their order, and XLA's gradient all-reduce orders them by device; trained
+  models then drift apart between device counts, as training amplifies rounding. Here each
+  device runs the one per-block program on its blocks in turn (`lax.map`), scaling each block's
+  results by its share of the batch's unmasked rows; the results of all blocks are gathered and
+  every device adds them up in block order. Loss and gradients equal the whole batch's for any
+  masked-mean loss; BatchNorm takes its statistics per block; memory holds `shards` gradient
+  copies. Bitwise equality also needs a model free of `array / broadcast scalar`, which XLA
+  turns into a multiplication by the reciprocal in some programs and not in others (the
+  library's BatchNorm and blindspot loss multiply by a reciprocal themselves).
+  """
+  per_device = parallel.batch_multiple(mesh, shards) // mesh.devices.size  # checks `shards`
+  axis = parallel.DATA_AXIS
+
+  def local(params, batch_stats, batch, rng, *frozen):
+    blocks = jax.tree_util.tree_map(lambda a: a.reshape((per_device, -1) + a.shape[1:]), batch)
+    rows = jnp.sum(blocks["mask"].astype(jnp.float32), axis=1)  # [per_device]
+    total = jax.lax.psum(jnp.sum(rows), axis)  # a count: exact in float32
+    first = jax.lax.axis_index(axis) * per_device
+    shapes = jax.eval_shape(
+        lambda b: gradients(params, batch_stats, b, rng, *frozen),
+        jax.tree_util.tree_map(lambda a: a[0], blocks))
+
+    def one(args):
+      index, block, n = args
+
+      def weighted(_):
+        out = gradients(params, batch_stats, block, jax.random.fold_in(rng, index), *frozen)
+        return jax.tree_util.tree_map(lambda a: (a * (n / total)).astype(a.dtype), out)
+
+      def skipped(_):  # padding rows only (end of an epoch): BatchNorm of no rows is not finite
+        return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
+
+      return jax.lax.cond(n > 0, weighted, skipped, None)
+
+    out = jax.lax.map(one, (first + jnp.arange(per_device), blocks, rows))
+    out = jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, axis, tiled=True), out)
+
+    def ordered_sum(stacked):
+      acc = stacked[0]
+      for s in range(1, shards):
+        acc = acc + stacked[s]
+      return acc
+
+    return jax.tree_util.tree_map(ordered_sum, out)
+
+  def call(params, batch_stats, batch, rng, *frozen):
+    rows = len(batch["mask"])
+    if rows % shards:
+      raise ValueError(f"a batch of {rows} rows does not split into {shards} shards; pad it "
+                       "with parallel.pad_batch to parallel.batch_multiple(mesh, shards)")
+    specs = (P(), P(), P(axis), P()) + (P(),) * len(frozen)
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=False)(
+        params, batch_stats, batch, rng, *frozen)
+
+  return call
 
 
 def _jit_for_mesh(fn, mesh, *, donate: bool):
@@ -185,27 +256,52 @@ def _jit_for_mesh(fn, mesh, *, donate: bool):
   return call
 
 
-def make_predict_fn(apply_fn: Callable, mesh=None):
-  """Jitted `predict(variables, x) -> pred` in evaluation mode, batch sharded over the mesh."""
+def make_predict_fn(apply_fn: Callable, mesh=None, shards: int | None = None):
+  """Jitted `predict(variables, x) -> pred` in evaluation mode, batch sharded over the mesh.
+
+  With `shards`, rows go through the model in that many fixed blocks (see `_rows_in_blocks`),
+  so every row's prediction is bitwise the same on any device count dividing `shards`.
+  """
 
   def predict(variables, x):
     return apply_fn(variables, x, train=False)[0]
 
+  if shards is not None:
+    mesh = mesh or parallel.make_mesh(1)
+    predict = _rows_in_blocks(predict, mesh, shards)
   if mesh is None:
     return jax.jit(predict)
   return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
                  out_shardings=parallel.data_sharded(mesh))
 
 
+def _rows_in_blocks(fn: Callable, mesh, shards: int) -> Callable:
+  """A row-wise `fn(variables, x) -> [B, ...]` computed on `shards` fixed row blocks of x.
+
+  Each device runs the one per-block program on its blocks in turn, so a row's value does not
+  depend on how many rows a device holds (kernels pick their algorithm by batch size).
+  """
+  per_device = parallel.batch_multiple(mesh, shards) // mesh.devices.size
+
+  def local(variables, x):
+    out = jax.lax.map(lambda block: fn(variables, block),
+                      x.reshape((per_device, -1) + x.shape[1:]))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
+                       out_specs=P(parallel.DATA_AXIS), check_vma=False)
+
+
 def predict(apply_fn_or_predict: Callable, variables, x: np.ndarray, *, batch_size: int = 512,
-            mesh=None, predict_fn=None) -> np.ndarray:
+            mesh=None, shards: int | None = None, predict_fn=None) -> np.ndarray:
   """Predictions for every row of `x` (numpy), in fixed-size padded batches (one compilation).
 
-  Pass a `predict_fn` from `make_predict_fn` to reuse its compilation across calls.
+  Pass a `predict_fn` from `make_predict_fn` (with the same `shards`) to reuse its compilation
+  across calls.
   """
-  predict_fn = predict_fn or make_predict_fn(apply_fn_or_predict, mesh)
+  predict_fn = predict_fn or make_predict_fn(apply_fn_or_predict, mesh, shards)
   n = len(x)
-  size = parallel.round_up(min(batch_size, max(n, 1)), mesh.devices.size if mesh else 1)
+  size = parallel.round_up(min(batch_size, max(n, 1)), parallel.batch_multiple(mesh, shards))
   outs = []
   for start in range(0, n, size):
     chunk = {"x": x[start:start + size]}
@@ -217,12 +313,13 @@ def predict(apply_fn_or_predict: Callable, variables, x: np.ndarray, *, batch_si
 
 
 def make_validation_loss(apply_fn: Callable, per_example: losses.LossFn, x: np.ndarray,
-                         y: np.ndarray, *, batch_size: int = 512, mesh=None):
+                         y: np.ndarray, *, batch_size: int = 512, mesh=None,
+                         shards: int | None = None):
   """variables -> mean per-example loss on (x, y): the validation loss for `fit` and plateaus."""
-  predict_fn = make_predict_fn(apply_fn, mesh)
+  predict_fn = make_predict_fn(apply_fn, mesh, shards)
 
   def validate(variables) -> float:
-    pred = predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh,
+    pred = predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh, shards=shards,
                    predict_fn=predict_fn)
     return float(np.mean(np.asarray(per_example(jnp.asarray(pred), jnp.asarray(y)), np.float64)))
 
@@ -380,7 +477,8 @@ class _StopFlag:
 
 def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                 arrays: Mapping[str, np.ndarray], *, epochs: int, batch_size: int, lr: float,
-                rng: jax.Array, seed: int = 0, mesh=None, frozen: tuple = (),
+                rng: jax.Array, seed: int = 0, mesh=None, shards: int | None = None,
+                frozen: tuple = (),
                 validate: Callable[[dict], float] | None = None, plateau: Plateau | None = None,
                 clip_norm: float | None = None, optimizer: str = "adam", augment=None,
                 checkpoint_dir: str | None = None, progress: Callable | None = None,
@@ -391,7 +489,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   resumes where it stopped (state, data position, plateau schedule, best validation), so a
   killed job loses at most one epoch. Ctrl-C saves a checkpoint at the current step and raises
   KeyboardInterrupt. Returns the best-validation variables when `validate` is given, else the
-  final ones.
+  final ones. `shards`: see `make_train_step`.
   """
   from jax_unlearn.checkpoint import Checkpointer
   from jax_unlearn.data.loader import ArrayLoader
@@ -404,10 +502,10 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                     f"set a batch size <= {n}.")
   tx = make_optimizer(lr, clip_norm=clip_norm, name=optimizer)
   state = create_state(variables, tx, mesh)
-  step_fn = make_train_step(apply_fn, loss_fn, tx, mesh)
+  step_fn = make_train_step(apply_fn, loss_fn, tx, mesh, shards=shards)
   if mesh is not None:
     frozen = jax.device_put(frozen, parallel.replicated(mesh))
-  loader = ArrayLoader(arrays, batch_size, seed=seed, mesh=mesh, augment=augment)
+  loader = ArrayLoader(arrays, batch_size, seed=seed, mesh=mesh, shards=shards, augment=augment)
   plateau = plateau if plateau is None else dataclasses.replace(plateau)
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
   meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,

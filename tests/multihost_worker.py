@@ -1,4 +1,5 @@
-"""One process of a 2-process data-parallel training run (started by test_multihost.py)."""
+"""One process of a 2-process data-parallel training run (started by test_multihost.py): the
+same training with XLA's gradient all-reduce and with 4 fixed batch shards."""
 import sys
 
 import numpy as np
@@ -18,12 +19,15 @@ def main(port: int, num_processes: int, process_id: int, out: str) -> None:
   mesh = parallel.make_mesh()
   model = MLP(hidden=(8,))
   variables = init_linen(model, jax.random.key(0), x[:2])
-  outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
-                              {"x": x, "y": y}, epochs=2, batch_size=30, lr=0.01,
-                              rng=jax.random.key(1), mesh=mesh)
-  leaves = [np.asarray(jax.device_get(v)) for v in jax.tree_util.tree_leaves(outcome.variables)]
+  leaves = {}
+  for name, shards in (("plain", None), ("sharded", 4)):
+    outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
+                                {"x": x, "y": y}, epochs=2, batch_size=30, lr=0.01,
+                                rng=jax.random.key(1), mesh=mesh, shards=shards)
+    for i, v in enumerate(jax.tree_util.tree_leaves(outcome.variables)):
+      leaves[f"{name}_{i}"] = np.asarray(jax.device_get(v))
   if process_id == 0:
-    np.savez(out, *leaves, devices=mesh.devices.size, processes=jax.process_count())
+    np.savez(out, **leaves, devices=mesh.devices.size, processes=jax.process_count())
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_main_writes_jsonl_and_markdown(tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(bench.MODELS, "allcnn", TINY)
   code = bench.main(["--models", "allcnn", "--cases", "train,predict", "--batch-sizes", "4",
                      "--steps", "2", "--warmup", "0", "--devices", "2", "--no-torch",
-                     "--device-kind", "cpu", "--out", str(tmp_path)])
+                     "--shards", "2", "--device-kind", "cpu", "--out", str(tmp_path)])
   assert code == 0
   rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
   assert [(r["case"], r["devices"]) for r in rows] == [("train", 1), ("train", 2),
@@ -50,8 +50,9 @@ def test_main_writes_jsonl_and_markdown(tmp_path, monkeypatch, capsys):
     assert all(k in r for k in FIELDS)
     assert r["peak_flops_per_s"] > 0  # measured matmul rate of this CPU
   assert all(0 < r["scaling_efficiency"] for r in rows if r["devices"] == 2)
+  assert all(r["shards"] == 2 and r["shards_time_ratio"] > 0 for r in rows)
   md = (tmp_path / "bench.md").read_text()
-  assert md.count("| allcnn |") == 4 and "scaling" in md
+  assert md.count("| allcnn |") == 4 and "scaling" in md and "2 fixed shards" in md
   assert "| allcnn |" in capsys.readouterr().out
 
 

@@ -88,10 +88,11 @@ def test_reference_mode_drops_the_2d_term_and_layers_select():
   np.testing.assert_allclose(m["attention"], 0.5, rtol=1e-6)
 
 
-def test_reference_2d_term_is_exactly_zero():
+def test_reference_2d_term_is_zero_up_to_rounding():
+  # Every map is the constant 1 (times a rounded reciprocal: within an ulp of 1).
   r = np.random.default_rng(0)
   a, b = (jnp.asarray(r.normal(size=(5, 7)), jnp.float32) for _ in range(2))
-  np.testing.assert_array_equal(attention_distance(a, b, "reference"), np.zeros(5))
+  assert float(attention_distance(a, b, "reference").max()) < 1e-13
   assert float(attention_distance(a, b, "features").min()) > 0
 
 

@@ -278,6 +278,10 @@ BAD = {  # name -> (config, extra arguments, words of the message, words of the 
     "batch larger than the data": (DIABETES, ["--config.train.batch_size=100000"],
                                    "train.batch_size 100000 is larger than the training data",
                                    "--config.train.batch_size=216 or less"),
+    "batch shards the devices do not divide": (DIABETES, ["--config.batch_shards=6"],
+                                               "batch shards must be a positive multiple of "
+                                               "the 4 device(s) in use, got 6",
+                                               "--config.batch_shards"),
     "checkpoint of another architecture": (DIABETES, [*LONG, "--config.model.kwargs.hidden=(8,)"],
                                            "holds a model of another architecture",
                                            "rerun with --fresh"),

@@ -99,6 +99,20 @@ def test_several_devices_keep_xla_convolutions():
   assert "convolution" in text
 
 
+def test_a_per_device_program_uses_the_single_device_kernels():
+  # Inside shard_map the partitioner never sees the call: "auto" may use oneDNN again.
+  from jax.sharding import PartitionSpec as P
+  from jax_unlearn import parallel
+  x, w = _case(8, 4, 6, 3)
+  conv_fn = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)],  # noqa: E731
+                                              dimension_numbers=DN)
+  f = jax.jit(jax.shard_map(conv_fn, mesh=parallel.make_mesh(4), in_specs=(P("data"), P()),
+                            out_specs=P("data")))
+  text = f.lower(x, w).as_text()
+  assert ("jax_unlearn_onednn_conv_forward" in text) == onednn.available()
+  np.testing.assert_allclose(f(x, w), jax.jit(conv_fn)(x, w), rtol=1e-5, atol=1e-5)
+
+
 def test_onednn_convolution_can_be_vmapped():
   x, w = _case(6, 3, 4, 3)
   xs = jnp.stack([x, 2 * x])

@@ -40,7 +40,8 @@ def test_tiny_model_learns(linear_data):
 
 @pytest.mark.parametrize("model_name", ["mlp", "allcnn"])
 def test_one_and_four_devices_agree(model_name):
-  """Batch 30 does not divide 4 devices: padded and masked, the same update as on 1 device."""
+  """Batch 30 does not divide 4 devices: padded and masked, the same update as on 1 device up to
+  float rounding (the order of the gradient sum), which two epochs grow to ~1e-5."""
   r = np.random.default_rng(0)
   if model_name == "allcnn":
     x = r.normal(size=(40, 8, 8, 1)).astype(np.float32)
@@ -53,9 +54,87 @@ def test_one_and_four_devices_agree(model_name):
   _, one = _run(x, y, parallel.make_mesh(1), epochs=2, model=model)
   _, four = _run(x, y, parallel.make_mesh(4), epochs=2, model=model)
   chex.assert_trees_all_close(jax.device_get(one.state.params),
-                              jax.device_get(four.state.params), rtol=2e-5, atol=2e-6)
+                              jax.device_get(four.state.params), rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(jax.device_get(one.state.batch_stats),
-                              jax.device_get(four.state.batch_stats), rtol=2e-5, atol=2e-6)
+                              jax.device_get(four.state.batch_stats), rtol=1e-4, atol=1e-5)
+
+
+def _sharded_run(x, y, model, loss_fn, devices, shards, batch_size, frozen=(), steps=None):
+  """Params and batch stats after one epoch of `loss_fn` with fixed `shards` on `devices`."""
+  mesh = parallel.make_mesh(devices)
+  apply_fn = from_linen(model)
+  variables = init_linen(model, jax.random.key(1), x[:2])
+  tx = train.make_optimizer(0.01)
+  step = train.make_train_step(apply_fn, loss_fn, tx, mesh, shards=shards)
+  state = train.create_state(variables, tx, mesh)
+  arrays = {"x": x, "y": y, "forget": (np.arange(len(x)) % 3 == 0).astype(np.float32)}
+  loader = ArrayLoader(arrays, batch_size, seed=0, mesh=mesh, shards=shards)
+  result = train.fit(state, step, loader, epochs=1, rng=jax.random.key(2), mesh=mesh,
+                     frozen=jax.device_put(frozen, parallel.replicated(mesh)))
+  assert all(np.isfinite(h["train_loss"]) for h in result.history)
+  return jax.device_get((result.state.params, result.state.batch_stats))
+
+
+def test_fixed_shards_give_bitwise_equal_parameters_on_1_2_and_4_devices():
+  """BatchNorm model, batches of 30 (padded to 32) and a last batch of 9 rows (padded to 12: a
+  block of padding only). Without fixed shards the same runs differ by float rounding."""
+  r = np.random.default_rng(0)
+  x = r.normal(size=(99, 8, 8, 1)).astype(np.float32)
+  y = r.normal(size=(99, 1)).astype(np.float32)
+  model = get_model("allcnn", width=0.05)
+  loss_fn = train.supervised_loss(losses.l1)
+  runs = {n: _sharded_run(x, y, model, loss_fn, n, 4, 30) for n in (1, 2, 4)}
+  for n in (2, 4):
+    chex.assert_trees_all_equal(runs[1], runs[n])
+
+
+def test_predictions_in_fixed_shards_are_the_same_on_1_2_and_4_devices():
+  r = np.random.default_rng(3)
+  x = r.normal(size=(50, 8, 8, 1)).astype(np.float32)  # 3 chunks of 20 rows, 10 padded
+  model = get_model("allcnn", width=0.05)
+  apply_fn, variables = from_linen(model), init_linen(model, jax.random.key(1), x[:2])
+  preds = {n: train.predict(apply_fn, variables, x, batch_size=20, mesh=parallel.make_mesh(n),
+                            shards=4) for n in (1, 2, 4)}
+  assert preds[1].shape == (50, 1)
+  np.testing.assert_array_equal(preds[1], preds[2])
+  np.testing.assert_array_equal(preds[1], preds[4])
+  np.testing.assert_allclose(preds[1], train.predict(apply_fn, variables, x), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_fixed_shards_compute_the_whole_batch_objective():
+  """Without BatchNorm, blocks weighted by their unmasked rows give the whole batch's loss and
+  gradient: plain supervised and the blindspot objective (per-row terms, shares of the batch,
+  forget rows gathered per block)."""
+  from jax_unlearn.unlearn.blindspot import forget_rows_for, make_blindspot_loss
+  r = np.random.default_rng(1)
+  x = r.normal(size=(300, 3)).astype(np.float32)
+  y = r.normal(size=(300, 1)).astype(np.float32)
+  model = MLP(hidden=(16,))
+  apply_fn = from_linen(model)
+  frozen = (init_linen(model, jax.random.key(5), x[:2]),)
+  rows = forget_rows_for(1 / 3, 256, shards=4)
+  assert rows == 40  # 64 rows a block, about 21 of them forget rows
+  cases = {"supervised": (train.supervised_loss(losses.mse), ()),
+           "blindspot": (make_blindspot_loss(apply_fn, losses.l1, forget_rows=rows), frozen)}
+  for name, (loss_fn, extra) in cases.items():
+    whole = _sharded_run(x, y, model, loss_fn, 1, None, 256, frozen=extra)
+    blocks = _sharded_run(x, y, model, loss_fn, 4, 4, 256, frozen=extra)
+    chex.assert_trees_all_close(whole, blocks, rtol=1e-5, atol=1e-6, custom_message=name)
+
+
+def test_fixed_shards_reject_a_device_count_they_do_not_split_into():
+  with pytest.raises(UserError, match="multiple of the 4 device"):
+    parallel.batch_multiple(parallel.make_mesh(4), 6)
+  assert parallel.batch_multiple(parallel.make_mesh(2), 6) == 6
+  assert parallel.batch_multiple(parallel.make_mesh(4)) == 4
+  apply_fn, state, _ = _setup(np.zeros((4, 3), np.float32))
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse),
+                               train.make_optimizer(0.1), shards=4)
+  batch = parallel.pad_batch({"x": np.zeros((6, 3), np.float32),
+                              "y": np.zeros((6, 1), np.float32)}, 6)
+  with pytest.raises(ValueError, match="does not split into 4 shards"):
+    step(state, batch, jax.random.key(0))
 
 
 def test_no_recompilation_across_steps_and_ragged_last_batch(linear_data):

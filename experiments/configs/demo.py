@@ -15,4 +15,7 @@ def get_config():
   c.train.plateau_patience = 3
   c.metrics.ain_max_epochs = 5
   c.metrics.mia_samples = 1000
+  # Fixed batch blocks: the same table on 1, 2 or 4 devices (see README, "The same numbers on
+  # any number of devices").
+  c.batch_shards = 4
   return c

@@ -24,11 +24,14 @@ class ArrayLoader:
       sees the same batches.
     shuffle: permute each epoch (training) or keep order (evaluation).
     mesh: pads the batch to fill every device; each host yields only its own rows.
+    shards: pads the batch to a multiple of this many fixed row blocks instead (see
+      `train.make_train_step`).
     augment: host-side numpy transform of "x" (e.g. random crop and flip), seeded per batch.
   """
 
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
-               shuffle: bool = True, mesh=None, augment: Augment | None = None):
+               shuffle: bool = True, mesh=None, shards: int | None = None,
+               augment: Augment | None = None):
     n = len(arrays["x"])
     if any(len(v) != n for v in arrays.values()):
       raise UserError("arrays of a loader have different lengths: "
@@ -43,8 +46,7 @@ class ArrayLoader:
     self.n = n
     self.batch_size = min(batch_size, n)
     self.seed, self.shuffle, self.augment = seed, shuffle, augment
-    devices = mesh.devices.size if mesh is not None else 1
-    self.padded = parallel.round_up(self.batch_size, devices)
+    self.padded = parallel.round_up(self.batch_size, parallel.batch_multiple(mesh, shards))
     self.hosts, self.host = (jax.process_count(), jax.process_index()) if mesh is not None else (1, 0)
 
   def __len__(self) -> int:

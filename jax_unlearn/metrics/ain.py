@@ -64,11 +64,12 @@ class Relearner:
     steps_per_call: steps per compiled call (unrolled; compile time grows with it).
     eval_batch_size: rows per chunk when evaluating the forget-validation set.
     mesh: data-parallel mesh (batches sharded over "data", the rest replicated).
+    shards: fixed row blocks of each relearning step (see `train.make_train_step`).
   """
 
   def __init__(self, apply_fn: Callable, loss: Callable, *, lr: float = 1e-3,
                batch_size: int = 64, check_every: int = 1, eval_batch_size: int = 512,
-               steps_per_call: int = 4, mesh=None):
+               steps_per_call: int = 4, mesh=None, shards: int | None = None):
     if min(batch_size, check_every, eval_batch_size, steps_per_call) < 1:
       raise UserError("AIN's batch size, check interval and evaluation batch size must be >= 1, "
                       f"got {batch_size}, {check_every}, {eval_batch_size}.",
@@ -78,8 +79,10 @@ class Relearner:
     self.eval_batch_size, self.steps_per_call = eval_batch_size, steps_per_call
     self.tx = train.make_optimizer(lr)
     self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, mesh,
-                                       donate=False)
-    self._devices = mesh.devices.size if mesh is not None else 1
+                                       donate=False, shards=shards)
+    self._batch_multiple = parallel.batch_multiple(mesh, shards)
+    self._shards_predict = None if shards is None else train.make_predict_fn(apply_fn, mesh,
+                                                                              shards)
     self._chunk = jax.jit(self._relearn_chunk, donate_argnums=0)
     self._evaluate = jax.jit(self._error)
 
@@ -99,7 +102,7 @@ class Relearner:
     # The order of epoch e is the permutation ArrayLoader(seed) draws for it.
     perms = np.stack([np.random.default_rng([seed, e]).permutation(n)
                       for e in range(max_epochs)]).astype(np.int32)  # [E, N]
-    chunk = parallel.round_up(min(self.eval_batch_size, v), self._devices)
+    chunk = parallel.round_up(min(self.eval_batch_size, v), self._batch_multiple)
     padded = parallel.round_up(v, chunk)
     val = parallel.pad_batch({"x": vx, "y": vy}, padded)
     val = {k: a.reshape((padded // chunk, chunk) + a.shape[1:]) for k, a in val.items()}
@@ -136,9 +139,15 @@ class Relearner:
   def _error(self, variables, val: dict) -> jax.Array:
     def chunk(carry, rows):
       xc = rows["x"]  # [C, ...]
-      if self.mesh is not None:
-        xc = jax.lax.with_sharding_constraint(xc, parallel.data_sharded(self.mesh))
-      values = self.loss(self.apply_fn(variables, xc, train=False)[0], rows["y"])  # [C]
+      if self._shards_predict is not None:  # fixed blocks, then one sum in one order
+        pred = self._shards_predict(variables, xc)
+        if self.mesh is not None:
+          pred = jax.lax.with_sharding_constraint(pred, parallel.replicated(self.mesh))
+      else:
+        if self.mesh is not None:
+          xc = jax.lax.with_sharding_constraint(xc, parallel.data_sharded(self.mesh))
+        pred = self.apply_fn(variables, xc, train=False)[0]
+      values = self.loss(pred, rows["y"])  # [C]
       return (carry[0] + jnp.sum(values * rows["mask"]), carry[1] + jnp.sum(rows["mask"])), None
 
     (total, count), _ = jax.lax.scan(chunk, (jnp.float32(0), jnp.float32(0)), val)
@@ -149,7 +158,7 @@ class Relearner:
     x, y, perms = data["x"], data["y"], data["perms"]
     epochs, n = perms.shape
     size = min(self.batch_size, n)
-    padded = parallel.round_up(size, self._devices)
+    padded = parallel.round_up(size, self._batch_multiple)
     per_epoch = math.ceil(n / size)
     total = epochs * per_epoch
     rows = jnp.arange(padded)
@@ -180,7 +189,8 @@ def relearn_steps(apply_fn: Callable, variables, loss: Callable,
                   train_arrays: tuple[np.ndarray, np.ndarray],
                   forget_val: tuple[np.ndarray, np.ndarray], target_error: float, *,
                   lr: float = 1e-3, batch_size: int = 64, max_epochs: int = 10, seed: int = 0,
-                  mesh=None, check_every: int = 1) -> tuple[int, bool]:
+                  mesh=None, shards: int | None = None, check_every: int = 1
+                  ) -> tuple[int, bool]:
   """(steps, hit_cap): relearn time of a copy of `variables` to reach `target_error`.
 
   Args:
@@ -190,7 +200,7 @@ def relearn_steps(apply_fn: Callable, variables, loss: Callable,
   For several models use one `Relearner` directly: it compiles and transfers the data once.
   """
   relearner = Relearner(apply_fn, loss, lr=lr, batch_size=batch_size, check_every=check_every,
-                        mesh=mesh)
+                        mesh=mesh, shards=shards)
   data = relearner.prepare(train_arrays, forget_val, max_epochs=max_epochs, seed=seed)
   return relearner.steps(variables, data, target_error)
 

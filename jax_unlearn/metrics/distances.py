@@ -80,7 +80,8 @@ def layer_names(apply_fn: Callable, variables, x: np.ndarray) -> list[str]:
   return names
 
 
-def make_activation_distance_fn(apply_fn: Callable, layer: str, mesh=None):
+def make_activation_distance_fn(apply_fn: Callable, layer: str, mesh=None,
+                                shards: int | None = None):
   """Jitted `fn((variables_a, variables_b), x) -> [B]` per-row distances at `layer`.
 
   Only the per-row distances leave the device, not the activations (which can be large).
@@ -91,17 +92,17 @@ def make_activation_distance_fn(apply_fn: Callable, layer: str, mesh=None):
     acts_b = apply_fn(pair[1], x, train=train)[1]
     return (row_distances(acts_a[layer], acts_b[layer]),)
 
-  return train.make_predict_fn(pair_apply, mesh)
+  return train.make_predict_fn(pair_apply, mesh, shards)
 
 
 def model_activation_distance(apply_fn: Callable, variables_a, variables_b, x: np.ndarray, *,
                               layer: str, batch_size: int = 512, mesh=None,
-                              distance_fn=None) -> float:
+                              shards: int | None = None, distance_fn=None) -> float:
   """Mean L2 distance at `layer` between two models on the rows of `x`.
 
   Pass a `distance_fn` from `make_activation_distance_fn` to reuse its compilation.
   """
-  distance_fn = distance_fn or make_activation_distance_fn(apply_fn, layer, mesh)
+  distance_fn = distance_fn or make_activation_distance_fn(apply_fn, layer, mesh, shards)
   per_row = train.predict(None, (variables_a, variables_b), x, batch_size=batch_size, mesh=mesh,
-                          predict_fn=distance_fn)  # [N]
+                          shards=shards, predict_fn=distance_fn)  # [N]
   return float(np.mean(per_row.astype(np.float64)))

@@ -133,7 +133,7 @@ def _error_metrics(pred_train, pred_test, data: EvalData, error: str, quantiles)
 
 def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalData, *,
                     task_loss: Callable, error: str, quantiles: Sequence[float] | None = None,
-                    config=None, seed: int = 0, mesh=None,
+                    config=None, seed: int = 0, mesh=None, shards: int | None = None,
                     progress: Callable | None = None) -> Evaluation:
   """Computes the chosen metrics for every named model.
 
@@ -148,6 +148,8 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     config: optional settings, keys of DEFAULTS (mia_samples, ain_alpha, which, ...).
     seed: seeds the attack's sampling and relearning's data order, the same for every model.
     mesh: data-parallel mesh for predictions and relearning.
+    shards: fixed row blocks of every prediction and relearning step, for results that do not
+      depend on the device count (see `train.make_train_step`).
     progress: optional `progress(iterable, description) -> iterable`, e.g. a tqdm wrapper.
   Returns:
     An Evaluation whose results hold, per model, at least REQUIRED_KEYS (None for a metric not
@@ -162,7 +164,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
   which = s["which"]
   forget, batch = data.forget_train, int(s["predict_batch_size"])
   start = time.perf_counter()
-  predict_fn = train.make_predict_fn(apply_fn, mesh)
+  predict_fn = train.make_predict_fn(apply_fn, mesh, shards)
   info: dict[str, Any] = {"error": error, "which": list(which)}
 
   relearner = None
@@ -171,7 +173,8 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
                                   batch_size=int(s["ain_batch_size"]),
                                   check_every=int(s["ain_check_every"]),
                                   eval_batch_size=batch,
-                                  steps_per_call=int(s["ain_steps_per_call"]), mesh=mesh)
+                                  steps_per_call=int(s["ain_steps_per_call"]), mesh=mesh,
+                                  shards=shards)
     if data.forget_val.any():
       relearn_eval = (data.val_x[data.forget_val], data.val_y[data.forget_val])
     else:  # e.g. a time window inside the training period: no held-out forget rows exist
@@ -190,7 +193,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     if layer is not None and layer not in names:
       raise unknown_name("activation layer", layer, names)
     if layer is not None:
-      distance_fn = distances.make_activation_distance_fn(apply_fn, layer, mesh)
+      distance_fn = distances.make_activation_distance_fn(apply_fn, layer, mesh, shards)
   info["activation_layer"] = layer
   info["setup_seconds"] = time.perf_counter() - start
 
@@ -200,9 +203,9 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     t0 = time.perf_counter()
     variables = models[name]
     pred_train = train.predict(apply_fn, variables, data.train_x, batch_size=batch, mesh=mesh,
-                               predict_fn=predict_fn)
+                               shards=shards, predict_fn=predict_fn)
     pred_test = train.predict(apply_fn, variables, data.test_x, batch_size=batch, mesh=mesh,
-                              predict_fn=predict_fn)
+                              shards=shards, predict_fn=predict_fn)
     predictions[name] = np.asarray(losses.point_prediction(pred_train[forget], quantiles))
     res: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS)
     if "errors" in which:
@@ -214,7 +217,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
       res["activation_distance_to_retrained"] = None if layer is None else (
           distances.model_activation_distance(
               apply_fn, variables, models["retrained"], data.train_x[forget], layer=layer,
-              batch_size=batch, mesh=mesh, distance_fn=distance_fn))
+              batch_size=batch, mesh=mesh, shards=shards, distance_fn=distance_fn))
     if "mia" in which:
       train_losses = mia.loss_values(pred_train, data.train_y, task_loss)  # [N]
       res.update(mia.membership_attack(

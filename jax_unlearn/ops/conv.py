@@ -16,7 +16,8 @@ Used through `conv_general_dilated` (a drop-in for `lax.conv_general_dilated`) o
 module, `Conv` (= `nn.Conv(..., conv_general_dilated_cls=FastConv)`). Other layouts and dilated or grouped
 convolutions fall back to XLA, and on other platforms (GPU, TPU) the whole op is XLA's: cuDNN
 and the TPU compiler handle all three parts well. A process with several devices also uses
-XLA's convolutions (see `convolutions`), so data-parallel programs stay partitionable.
+XLA's convolutions outside per-device programs (see `convolutions`), so data-parallel programs
+stay partitionable.
 """
 import contextlib
 import threading
@@ -40,9 +41,10 @@ def convolutions(backend: str):
   "auto" (the default): on a CPU process that sees a single device, oneDNN if available, else
   XLA's forward with the chunked kernel gradient; with several devices (simulated CPU devices,
   multi-host) XLA's, because library calls are opaque to the SPMD partitioner, which would gather
-  a sharded batch onto every device and repeat the work there. "xla": XLA's everywhere (for
-  counting FLOPs: cost analysis cannot see inside library calls). "onednn", "chunked": that CPU
-  path regardless of the device count (tests).
+  a sharded batch onto every device and repeat the work there; inside a per-device program
+  (`shard_map`, e.g. a train step with fixed batch shards) the single-device choice again.
+  "xla": XLA's everywhere (for counting FLOPs: cost analysis cannot see inside library calls).
+  "onednn", "chunked": that CPU path regardless of the device count (tests).
   """
   if backend not in BACKENDS:
     raise ValueError(f"unknown convolution backend {backend!r}; one of {BACKENDS}")
@@ -58,12 +60,19 @@ def _cpu_path(dtype) -> str:
   """The CPU implementation for this trace, "onednn", "chunked" or "xla" (see `convolutions`)."""
   backend = getattr(_STATE, "backend", "auto")
   if backend == "auto":
-    if jax.device_count() > 1:
+    if jax.device_count() > 1 and not _per_device_trace():
       return "xla"
     backend = "onednn"
   if backend == "onednn" and not (dtype == jnp.float32 and onednn.available()):
     return "chunked"
   return backend
+
+
+def _per_device_trace() -> bool:
+  """Whether this trace is a per-device program (inside `shard_map` over every mesh axis), which
+  the SPMD partitioner never sees, so a library call is as safe there as on a single device."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return not mesh.empty and all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types)
 
 
 # Target size of one chunk's patch matrix: small enough for the last-level cache of a core.

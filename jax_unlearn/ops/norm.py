@@ -47,9 +47,12 @@ class BatchNorm(nn.Module):
       else:
         w = jnp.reshape(mask, (x.shape[0],) + (1,) * (x.ndim - 1)).astype(jnp.float32)
         count = jnp.sum(w) * (xf.size // (x.shape[0] * features))  # rows * positions per row
-        count = jnp.maximum(count, 1.0)
+        # A reciprocal, not a division: XLA turns `array / scalar` into a multiplication by the
+        # reciprocal in some programs and not in others, which would make the result depend on
+        # what surrounds the layer (see train.make_train_step's fixed shards).
+        inv_count = 1.0 / jnp.maximum(count, 1.0)
         xw = xf * w
-        mean, mean2 = jnp.sum(xw, axes) / count, jnp.sum(xw * xf, axes) / count
+        mean, mean2 = jnp.sum(xw, axes) * inv_count, jnp.sum(xw * xf, axes) * inv_count
       var = jnp.maximum(0.0, mean2 - jnp.square(mean))
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean

@@ -97,9 +97,13 @@ def _call(kind: str, out_shape: tuple[int, ...], a, b, strides, padding):
   (pt, pb), (pl, pr) = padding
   attrs = dict(zip(("sh", "sw", "pt", "pb", "pl", "pr"),
                    (np.int64(v) for v in (*strides, pt, pb, pl, pr))))
-  return jax.ffi.ffi_call(_target(kind), jax.ShapeDtypeStruct(out_shape, jnp.float32),
-                            vmap_method="sequential")(
-      a, b, **attrs)
+  out = jax.ffi.ffi_call(_target(kind), jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                         vmap_method="sequential")(a, b, **attrs)
+  # Inside shard_map the result varies over the mesh axes its operands vary over; the call
+  # itself does not say so, and shard_map's type check would reject it in a `lax.cond`.
+  varying = tuple(sorted(jax.typeof(a).manual_axis_type.varying
+                         | jax.typeof(b).manual_axis_type.varying))
+  return jax.lax.pcast(out, varying, to="varying") if varying else out
 
 
 def make_conv(strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):

@@ -120,6 +120,7 @@ class Context:
     loss: the task's per-example loss (pred, y) -> [B].
     rng: the method's key; every random choice is folded from it.
     mesh: data-parallel mesh, or None for the default device.
+    shards: fixed row blocks of every training step, or None (see `train.make_train_step`).
     checkpoint_dir: this method's directory; each stage checkpoints in a subdirectory, so a
       rerun reuses finished stages and resumes unfinished ones.
     progress: progress-bar factory passed to `train.train_model`.
@@ -129,6 +130,7 @@ class Context:
   loss: Callable
   rng: jax.Array
   mesh: Any = None
+  shards: int | None = None
   checkpoint_dir: str | None = None
   progress: Callable | None = None
 
@@ -192,7 +194,7 @@ def validation_loss(ctx: Context, data: UnlearnData, batch_size: int) -> Callabl
   if len(data.val_x) == 0:
     return None
   return train.make_validation_loss(ctx.apply_fn, ctx.loss, data.val_x, data.val_y,
-                                    batch_size=batch_size, mesh=ctx.mesh)
+                                    batch_size=batch_size, mesh=ctx.mesh, shards=ctx.shards)
 
 
 def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str, np.ndarray],
@@ -204,7 +206,8 @@ def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str
   """
   return train.train_model(
       ctx.apply_fn, variables, loss_fn, arrays, epochs=s["epochs"], batch_size=s["batch_size"],
-      lr=s["lr"], rng=ctx.key(train_key), seed=ctx.seed(order_key), mesh=ctx.mesh, frozen=frozen,
+      lr=s["lr"], rng=ctx.key(train_key), seed=ctx.seed(order_key), mesh=ctx.mesh,
+      shards=ctx.shards, frozen=frozen,
       validate=validate, plateau=plateau, clip_norm=s["clip_norm"], optimizer=s["optimizer"],
       augment=augment, checkpoint_dir=ctx.stage_dir(stage), progress=ctx.progress, name=name)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import losses, train
+from jax_unlearn import losses, parallel, train
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.unlearn import base
 
@@ -33,7 +33,9 @@ def _normalize(maps: jnp.ndarray) -> jnp.ndarray:
   instead of 0/0.
   """
   sq = jnp.sum(jnp.square(maps), axis=1, keepdims=True)
-  return maps / jnp.sqrt(jnp.maximum(sq, _EPS * _EPS))
+  # Times a reciprocal, not divided by a broadcast: XLA rewrites the latter in some programs
+  # only, which would break fixed-shard reproducibility (see ops.BatchNorm).
+  return maps * (1.0 / jnp.sqrt(jnp.maximum(sq, _EPS * _EPS)))
 
 
 def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
@@ -44,7 +46,8 @@ def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
     mode: for [B, H, W, C] both modes give the mean over channels of the squared activation,
       flattened to [B, H * W]. For [B, F], "reference" follows the published code (mean over
       dim 1 of the squared activation, i.e. one number per sample, normalised): the map is the
-      constant 1 (0 for an all-zero row), so its distance is zero and the term is degenerate.
+      constant 1 (0 for an all-zero row), so its distance is zero (up to rounding) and the
+      term is degenerate.
       "features" keeps the squared features, [B, F], which carries information.
   Returns:
     [B, P] float32 rows of unit L2 norm (zero rows stay zero).
@@ -97,7 +100,8 @@ def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
   return distance
 
 
-def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None) -> int | None:
+def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None,
+                    shards: int | None = None) -> int | None:
   """How many rows the frozen forward needs for batches drawn from a set with this forget share.
 
   The number of forget rows in a shuffled batch is hypergeometric; its mean plus 4 standard
@@ -105,9 +109,12 @@ def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None) -> int |
   about 3e-5 of the batches, and those take the full-batch path. None when that would not save
   at least a quarter of the frozen forward, and on a `mesh` of several devices: gathering forget
   rows out of a sharded batch would move them between devices and leave the partitioner to
-  place the small forward, so only a single device gains.
+  place the small forward, so only a single device gains. With fixed `shards` the loss sees one
+  row block at a time, on its own device, so the count is per block, on any mesh.
   """
-  if mesh is not None and mesh.size > 1:
+  if shards is not None:
+    batch_size = parallel.round_up(batch_size, shards) // shards
+  elif mesh is not None and mesh.size > 1:
     return None
   mean = forget_fraction * batch_size
   bound = mean + 4.0 * math.sqrt(batch_size * forget_fraction * (1.0 - forget_fraction))
@@ -225,7 +232,8 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     The unlearned variables; the record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
-  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.mesh)
+  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.mesh,
+                         ctx.shards)
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
                                 attention=s["attention"], layers=s["layers"], forget_rows=rows)
   steps, seconds = 0, 0.0
