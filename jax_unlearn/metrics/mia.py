@@ -28,9 +28,9 @@ def loss_values(pred: np.ndarray, y: np.ndarray, loss: Callable) -> np.ndarray:
 
 def per_example_losses(apply_fn: Callable, variables, x: np.ndarray, y: np.ndarray,
                        loss: Callable, *, batch_size: int = 1024, mesh=None,
-                       predict_fn=None) -> np.ndarray:
+                       shards: int | None = None, predict_fn=None) -> np.ndarray:
   """[N] losses of a model on every row, predicted in large fixed-size jitted batches."""
-  pred = train.predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh,
+  pred = train.predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh, shards=shards,
                        predict_fn=predict_fn)
   return loss_values(pred, y, loss)
 
