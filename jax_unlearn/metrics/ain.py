@@ -74,15 +74,17 @@ class Relearner:
       raise UserError("AIN's batch size, check interval and evaluation batch size must be >= 1, "
                       f"got {batch_size}, {check_every}, {eval_batch_size}.",
                       "set metrics.ain_batch_size and metrics.ain_check_every >= 1.")
-    self.apply_fn, self.loss, self.mesh = apply_fn, loss, mesh
+    self.loss, self.mesh = loss, mesh
     self.batch_size, self.check_every = batch_size, check_every
     self.eval_batch_size, self.steps_per_call = eval_batch_size, steps_per_call
     self.tx = train.make_optimizer(lr)
     self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, mesh,
                                        donate=False, shards=shards)
     self._batch_multiple = parallel.batch_multiple(mesh, shards)
-    self._shards_predict = None if shards is None else train.make_predict_fn(apply_fn, mesh,
-                                                                              shards)
+    self._predict = train.make_predict_fn(apply_fn, mesh, shards)
+    # Fixed shards make each row's prediction device-independent; the error then sums them
+    # replicated, in one order, rather than per device.
+    self._sum_replicated = shards is not None and mesh is not None
     self._chunk = jax.jit(self._relearn_chunk, donate_argnums=0)
     self._evaluate = jax.jit(self._error)
 
@@ -138,15 +140,9 @@ class Relearner:
 
   def _error(self, variables, val: dict) -> jax.Array:
     def chunk(carry, rows):
-      xc = rows["x"]  # [C, ...]
-      if self._shards_predict is not None:  # fixed blocks, then one sum in one order
-        pred = self._shards_predict(variables, xc)
-        if self.mesh is not None:
-          pred = jax.lax.with_sharding_constraint(pred, parallel.replicated(self.mesh))
-      else:
-        if self.mesh is not None:
-          xc = jax.lax.with_sharding_constraint(xc, parallel.data_sharded(self.mesh))
-        pred = self.apply_fn(variables, xc, train=False)[0]
+      pred = self._predict(variables, rows["x"])  # [C, ...], sharded over the mesh
+      if self._sum_replicated:
+        pred = jax.lax.with_sharding_constraint(pred, parallel.replicated(self.mesh))
       values = self.loss(pred, rows["y"])  # [C]
       return (carry[0] + jnp.sum(values * rows["mask"]), carry[1] + jnp.sum(rows["mask"])), None
 
