@@ -1,8 +1,9 @@
-"""Orbax checkpoints of train states and frozen variables: save, restore latest, keep the best.
+"""Orbax checkpoints of train states and frozen variables: save, restore the latest, discard.
 
-Each checkpoint stores the pytree and a small JSON record with a fingerprint of the parameter
-tree (paths, shapes, dtypes), so restoring into another architecture fails with a clear message
-instead of an Orbax shape error.
+Each checkpoint stores the pytree and a small JSON record with a fingerprint of the tree's
+structure (paths, shapes, dtypes), so restoring into another architecture fails with a clear
+message instead of an Orbax shape error. What a stage's record says about the settings that
+made it is `train.train_model`'s business (stage fingerprints).
 """
 import hashlib
 import json
@@ -46,47 +47,50 @@ class Checkpointer:
   """An Orbax CheckpointManager for one model/stage directory.
 
   `save(step, tree, meta)` writes the pytree and a JSON dict; `restore(target)` reads the latest
-  (or a given) step into the structure and shardings of `target`; `best_step()` is the step with
-  the lowest `meta["metric"]` when `keep_best` is set.
+  (or a given) step into the structure and shardings of `target`; `delete_all()` discards every
+  step (a stage whose settings changed).
   """
 
-  def __init__(self, directory: str, *, max_to_keep: int | None = 2, keep_best: bool = False,
+  def __init__(self, directory: str, *, max_to_keep: int | None = 2,
                save_interval_steps: int = 1):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        best_fn=(lambda m: m["metric"]) if keep_best else None, best_mode="min",
-        keep_checkpoints_without_metrics=False if keep_best else True,
         enable_async_checkpointing=False, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def best_step(self) -> int | None:
-    return self._manager.best_step()
-
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def delete_all(self) -> None:
+    for step in self.all_steps():
+      self._manager.delete(step)
+
   def save(self, step: int, tree: Any, meta: dict | None = None, *, force: bool = False) -> bool:
-    """Saves `tree` at `step` with a JSON `meta` dict (which may hold "metric" for keep_best)."""
+    """Saves `tree` at `step` with a JSON `meta` dict."""
     meta = dict(meta or {})
     meta["fingerprint"] = fingerprint(tree)
-    metrics = {"metric": float(meta["metric"])} if "metric" in meta else None
     saved = self._manager.save(
         int(step), args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
-                                           meta=ocp.args.JsonSave(meta)),
-        metrics=metrics, force=force)
+                                           meta=ocp.args.JsonSave(meta)), force=force)
     self._manager.wait_until_finished()
     return saved
 
   def read_meta(self, step: int | None = None) -> dict:
+    """The JSON record of `step` (latest by default); a UserError when it cannot be read."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    return dict(self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    try:
+      return dict(self._manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    except Exception as e:  # a truncated or foreign directory
+      where = os.path.join(self.directory, str(step))
+      raise UserError(f"checkpoint {where} cannot be read ({_cause(e)}).",
+                      f"delete {self.directory} or rerun with --fresh.") from e
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
     """(tree, meta) of `step` (latest by default), placed like `target`'s arrays.
@@ -97,11 +101,7 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     where = os.path.join(self.directory, str(step))
-    try:
-      meta = self.read_meta(step)
-    except Exception as e:  # a truncated or foreign directory
-      raise UserError(f"checkpoint {where} cannot be read ({_cause(e)}).",
-                      f"delete {self.directory} or rerun with --fresh.") from e
+    meta = self.read_meta(step)
     if meta.get("fingerprint") != fingerprint(target):
       raise UserError(
           f"checkpoint {where} holds a model of another architecture than the one configured.",

@@ -4,11 +4,12 @@ Bad input ends with one line naming the problem and the fix and exit code 2; `--
 the traceback too.
 """
 import argparse
+import importlib
 import os
 import sys
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments", "configs", "demo.py")
+# The benchmark ships with the source tree beside the package, as the experiment configs do.
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
       description="Train the original and retrained models, run every unlearning method, "
       "evaluate all of them and write results.json, results.md and plots/ into --workdir. "
       "Override any config field with --config.FIELD=VALUE, e.g. --config.train.epochs=5.")
-  run.add_argument("--config", required=True, help="path to a config file with get_config()")
+  run.add_argument("--config", required=True,
+                   help="a shipped config's name (e.g. demo) or a path to a file with get_config()")
   run.add_argument("--workdir", required=True, help="output directory (checkpoints, results)")
   demo = sub.add_parser("demo", help="the offline default experiment (a few minutes on a CPU)",
                         description="Runs experiments/configs/demo.py; accepts --config.* too.")
@@ -43,12 +45,11 @@ def main(argv: list[str] | None = None) -> int:
   debug = "--debug" in argv
   if debug:
     argv.remove("--debug")
-  if argv and argv[0] == "bench":
-    from experiments import bench
-    return bench.main(argv[1:]) or 0
-  args, rest = _parser().parse_known_args(argv)
   from jax_unlearn.errors import UserError
   try:
+    if argv and argv[0] == "bench":
+      return _bench().main(argv[1:]) or 0
+    args, rest = _parser().parse_known_args(argv)
     return _run(args, rest)
   except UserError as e:
     if debug:
@@ -65,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     return 130
 
 
+def _bench():
+  """The benchmark module of the source tree (experiments/bench)."""
+  from jax_unlearn.errors import UserError
+  if not os.path.isfile(os.path.join(SOURCE_DIR, "experiments", "bench", "__init__.py")):
+    raise UserError("the benchmark ships with the source tree, which this installation lacks.",
+                    "run it from a clone of the repository (pip install -e .).")
+  if SOURCE_DIR not in sys.path:
+    sys.path.insert(0, SOURCE_DIR)
+  return importlib.import_module("experiments.bench")
+
+
 def _init_hosts() -> None:
   """Joins a multi-host run when JAX_NUM_PROCESSES > 1 (see README, "Several hosts")."""
   num = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
@@ -79,9 +91,9 @@ def _run(args, rest) -> int:
   from jax_unlearn.train import NonFiniteLossError
 
   _init_hosts()
-  config = config_io.load_config(DEMO_CONFIG if args.command == "demo" else args.config)
+  config = config_io.load_config("demo" if args.command == "demo" else args.config)
   overrides = config_io.parse_overrides(rest)
-  from experiments import run as pipeline
+  from jax_unlearn import pipeline
   cache = args.cache_dir or os.path.join(args.workdir, ".jax_cache")
   if cache != "none":
     pipeline.enable_compilation_cache(cache)

@@ -1,8 +1,10 @@
 """Loading experiment configs and applying `--config.a.b=value` overrides, with clear errors.
 
 Config files are Python modules with a `get_config()`; they are code the user runs, like any
-script: load only configs you trust. Override values are parsed with `ast.literal_eval` (never
-`eval`) and must match the type of the field they replace.
+script: load only configs you trust. A config is named by its path, or by the name of a file in
+the shipped `experiments/configs/` ("demo"), where configs also find each other by name.
+Override values are parsed with `ast.literal_eval` (never `eval`) and must match the type of
+the field they replace.
 """
 import ast
 import difflib
@@ -14,11 +16,38 @@ import ml_collections
 from jax_unlearn.errors import UserError
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """The ConfigDict returned by `get_config()` of the Python file at `path`."""
-  if not os.path.isfile(path):
-    raise UserError(f"config file {path!r} does not exist.",
-                    "pass e.g. --config experiments/configs/demo.py.")
+# The shipped experiment configs: experiments/configs/ of the source tree beside the package.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "configs")
+
+
+def shipped_configs() -> list[str]:
+  """Names of the shipped configs (`jax-unlearn run --config NAME`)."""
+  if not os.path.isdir(CONFIG_DIR):
+    return []
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def find_config(name_or_path: str) -> str:
+  """The file of a config given by path or by shipped name."""
+  if os.path.isfile(name_or_path):
+    return name_or_path
+  shipped = os.path.join(CONFIG_DIR, f"{name_or_path}.py")
+  if os.sep not in name_or_path and not name_or_path.endswith(".py") and os.path.isfile(shipped):
+    return shipped
+  names = shipped_configs()
+  close = difflib.get_close_matches(os.path.splitext(os.path.basename(name_or_path))[0], names,
+                                    n=1)
+  hint = (f"did you mean {close[0]!r}? " if close else "") + (
+      f"shipped configs: {', '.join(names)}; or pass a path to a config file."
+      if names else "pass a path to a config file with get_config().")
+  raise UserError(f"config {name_or_path!r} is neither a file nor a shipped config.", hint)
+
+
+def load_config(name_or_path: str, *args) -> ml_collections.ConfigDict:
+  """The ConfigDict returned by `get_config(*args)` of a config file (a path or shipped name)."""
+  path = find_config(name_or_path)
   name = "jax_unlearn_config_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -26,7 +55,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   if not hasattr(module, "get_config"):
     raise UserError(f"config file {path!r} has no get_config() function.",
                     "define get_config() returning an ml_collections.ConfigDict.")
-  return module.get_config()
+  return module.get_config(*args)
 
 
 def _parse(text: str, old):

@@ -1,9 +1,13 @@
-"""Device mesh, shardings and batch placement for data parallelism on one or many hosts.
+"""Where and how steps run in parallel: one `DataParallel` object (a mesh and fixed row blocks).
 
 Batches are sharded over the mesh axis "data"; states and frozen models are replicated. The same
-code runs on 1 device, N local devices, or several hosts after `initialize_distributed`.
+code runs on 1 device (a mesh of one), N local devices, or several hosts after
+`initialize_distributed`. Every function of the library that places, steps or predicts takes a
+`DataParallel` (`dp=None` means one device), so no caller branches on "is there a mesh".
 """
-from typing import Any, Mapping
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -23,14 +27,6 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
                     f"pass a device count between 1 and {len(devices)}.")
   return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n],
                        axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def replicated(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def data_sharded(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -55,32 +51,101 @@ def pad_batch(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarra
   return out
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Places this host's rows of a global batch on its devices, sharded over "data".
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+  """A device mesh and, optionally, fixed batch blocks.
 
-  Each host passes its own slice (global batch / process count rows); the result is one global
-  array per key. Rows must already be a multiple of the local device count (see `pad_batch`).
+  Attributes:
+    mesh: the devices, with axis "data" (one device is a mesh of one).
+    shards: None, or every batch is cut into this many fixed row blocks summed in a fixed order,
+      so that any device count dividing it computes bitwise the same step and predictions
+      (see `train.make_train_step`). Must be a positive multiple of the device count.
   """
-  sharding = data_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  mesh: jax.sharding.Mesh
+  shards: int | None = None
+
+  def __post_init__(self):
+    n, s = self.mesh.devices.size, self.shards
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1 or s % n):
+      raise UserError(f"batch shards must be a positive multiple of the {n} device(s) in use, "
+                      f"got {s!r}.",
+                      f"use {n}, {2 * n}, ... (--config.batch_shards; 0 there means one block "
+                      "per device, summed in no fixed order).")
+
+  @classmethod
+  def create(cls, devices: int | None = None, shards: int | None = None) -> "DataParallel":
+    """Over the first `devices` devices of all hosts (all by default)."""
+    return cls(make_mesh(devices), shards or None)
+
+  @property
+  def devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def data_sharded(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  @property
+  def batch_multiple(self) -> int:
+    """Rows a global batch is padded to a multiple of: `shards` if set, else the device count."""
+    return self.shards or self.devices
+
+  @property
+  def blocks_per_device(self) -> int:
+    return self.batch_multiple // self.devices
+
+  def padded(self, rows: int) -> int:
+    """The padded size of a global batch of `rows` rows."""
+    return round_up(rows, self.batch_multiple)
+
+  def rows_per_block(self, batch_size: int) -> int:
+    """Rows one program sees at a time: a fixed block, or a whole device's share."""
+    return self.padded(batch_size) // self.batch_multiple
+
+  def host_rows(self, padded: int) -> slice:
+    """This process's rows of a padded global batch (each host loads only its own)."""
+    per_host = padded // jax.process_count()
+    return slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
+
+  def replicate(self, tree: Any) -> Any:
+    return jax.device_put(tree, self.replicated)
+
+  def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Places this host's rows of a global batch on its devices, sharded over "data".
+
+    Each host passes its own slice (`host_rows`); the result is one global array per key. Rows
+    must already be a multiple of the local device count (see `pad_batch`).
+    """
+    sharding = self.data_sharded
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()}
+
+  def jit_step(self, fn: Callable, *, donate: bool = True) -> Callable:
+    """jit `fn(state, batch, rng, frozen)`: batch sharded, everything else replicated."""
+    repl = self.replicated
+    return jax.jit(fn, in_shardings=(repl, self.data_sharded, repl, repl),
+                   out_shardings=(repl, repl), donate_argnums=(0,) if donate else ())
+
+  def jit_rows(self, fn: Callable) -> Callable:
+    """jit a row-wise `fn(variables, x) -> [B, ...]`: rows sharded, variables replicated."""
+    return jax.jit(fn, in_shardings=(self.replicated, self.data_sharded),
+                   out_shardings=self.data_sharded)
 
 
-def batch_multiple(mesh=None, shards: int | None = None) -> int:
-  """Rows a global batch is padded to a multiple of: `shards` if given, else the device count.
+@functools.cache
+def _single(device) -> DataParallel:
+  mesh = jax.make_mesh((1,), (DATA_AXIS,), devices=[device],
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  return DataParallel(mesh)
 
-  `shards` (fixed row blocks, see `train.make_train_step`) must be a multiple of the device
-  count, so that every device holds whole blocks.
-  """
-  devices = mesh.devices.size if mesh is not None else 1
-  if shards is None:
-    return devices
-  if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1 or shards % devices:
-    raise UserError(f"batch shards must be a positive multiple of the {devices} device(s) in "
-                    f"use, got {shards!r}.",
-                    f"use {devices}, {2 * devices}, ... (--config.batch_shards; 0 there means one "
-                    "block per device, summed in no fixed order).")
-  return shards
+
+def resolve(dp: DataParallel | None) -> DataParallel:
+  """`dp`, or one device of this process (the library's default)."""
+  return dp if dp is not None else _single(jax.local_devices()[0])
 
 
 def initialize_distributed(coordinator_address: str | None = None,

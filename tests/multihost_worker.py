@@ -16,18 +16,18 @@ def main(port: int, num_processes: int, process_id: int, out: str) -> None:
   r = np.random.default_rng(0)
   x = r.normal(size=(90, 3)).astype(np.float32)
   y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
-  mesh = parallel.make_mesh()
   model = MLP(hidden=(8,))
   variables = init_linen(model, jax.random.key(0), x[:2])
   leaves = {}
   for name, shards in (("plain", None), ("sharded", 4)):
+    dp = parallel.DataParallel.create(shards=shards)
     outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
-                                {"x": x, "y": y}, epochs=2, batch_size=30, lr=0.01,
-                                rng=jax.random.key(1), mesh=mesh, shards=shards)
+                                {"x": x, "y": y}, train.Recipe(epochs=2, batch_size=30, lr=0.01),
+                                rng=jax.random.key(1), dp=dp)
     for i, v in enumerate(jax.tree_util.tree_leaves(outcome.variables)):
       leaves[f"{name}_{i}"] = np.asarray(jax.device_get(v))
   if process_id == 0:
-    np.savez(out, **leaves, devices=mesh.devices.size, processes=jax.process_count())
+    np.savez(out, **leaves, devices=dp.devices, processes=jax.process_count())
 
 
 if __name__ == "__main__":

@@ -1,18 +1,26 @@
 """The throughput benchmark on a tiny AllCNN: every reported field, the CLI, the PyTorch guard."""
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from experiments import bench
+from experiments.bench import report
+from jax_unlearn import ops
+from jax_unlearn.errors import UserError
+from jax_unlearn.ops import onednn
 
 TINY = bench.ModelSpec({"width": 0.1}, (8, 8, 3), (1,))
-FIELDS = ("model", "case", "batch_size", "devices", "dtype", "backend", "device_kind", "compile_s",
-          "step_s", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "steps",
+FIELDS = ("model", "case", "batch_size", "devices", "dtype", "backend", "device_kind", "kernels",
+          "compile_s", "step_s", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "steps",
           "samples_per_s", "flops_per_step", "flops_per_s", "mfu", "peak_flops_per_s",
           "program_bytes", "peak_bytes")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _info():
@@ -23,25 +31,25 @@ def test_jax_cases_report_every_field():
   opts = bench.Options(steps=3, warmup=1, torch=False)
   rows = bench.bench_model("allcnn", TINY, 4, opts, _info(), peak=1e9, log=lambda _: None)
   by_case = {r["case"]: r for r in rows}
-  assert list(by_case) == ["train", "finetune", "blindspot", "predict"]
+  assert list(by_case) == ["train", "blindspot", "predict"] == list(bench.CASES)
   for r in rows:
     assert all(k in r for k in FIELDS), sorted(set(FIELDS) - set(r))
     assert r["steps"] == 3 and r["step_s_min"] <= r["step_s"] <= r["step_s_max"]
     assert r["flops_per_step"] > 0 and r["program_bytes"] > 0 and r["peak_bytes"] > 0
+    assert r["kernels"] == ops.kernels_info("auto")
     np.testing.assert_allclose(r["samples_per_s"], 4 / r["step_s"])
     np.testing.assert_allclose(r["mfu"], r["flops_per_s"] / 1e9)
   # The blindspot step also runs the frozen model forward, so it is more work than training.
   assert by_case["blindspot"]["flops_per_step"] > by_case["train"]["flops_per_step"]
   assert by_case["blindspot"]["program_bytes_vs_train"] > 0
-  assert by_case["finetune"]["step_s"] == by_case["train"]["step_s"]
-  assert "same compiled program" in by_case["finetune"]["note"]
 
 
-def test_main_writes_jsonl_and_markdown(tmp_path, monkeypatch, capsys):
+def test_main_writes_jsonl_and_markdown_with_the_kernels(tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(bench.MODELS, "allcnn", TINY)
   code = bench.main(["--models", "allcnn", "--cases", "train,predict", "--batch-sizes", "4",
                      "--steps", "2", "--warmup", "0", "--devices", "2", "--no-torch",
-                     "--shards", "2", "--device-kind", "cpu", "--out", str(tmp_path)])
+                     "--shards", "2", "--device-kind", "cpu", "--kernels", "xla",
+                     "--out", str(tmp_path)])
   assert code == 0
   rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
   assert [(r["case"], r["devices"]) for r in rows] == [("train", 1), ("train", 2),
@@ -49,24 +57,44 @@ def test_main_writes_jsonl_and_markdown(tmp_path, monkeypatch, capsys):
   for r in rows:
     assert all(k in r for k in FIELDS)
     assert r["peak_flops_per_s"] > 0  # measured matmul rate of this CPU
+    assert r["kernels"] == ops.kernels_info("xla")
+    assert r["kernels"]["conv"] == "xla"
   assert all(0 < r["scaling_efficiency"] for r in rows if r["devices"] == 2)
   assert all(r["shards"] == 2 and r["shards_time_ratio"] > 0 for r in rows)
   md = (tmp_path / "bench.md").read_text()
   assert md.count("| allcnn |") == 4 and "scaling" in md and "2 fixed shards" in md
+  assert "convolutions 'xla': xla" in md.splitlines()[2]  # the header
   assert "| allcnn |" in capsys.readouterr().out
+
+
+def _lowered_train_step(kernels: str) -> str:
+  s = bench.setup_model("allcnn", TINY, 4, "float32", kernels=kernels)
+  jitted, args = bench.jax_case(s, "train").program()
+  return jitted.lower(*args).as_text()  # lowered only: nothing compiles or runs
+
+
+def test_kernels_setting_reaches_the_lowered_train_step():
+  assert bench.build_model("allcnn", TINY, "float32", "xla").kernels == "xla"
+  assert "onednn" not in _lowered_train_step("xla")
+  if onednn.available():  # the contrast: the same step calls oneDNN when asked to
+    assert "jax_unlearn_onednn_conv" in _lowered_train_step("onednn")
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
   assert bench.main(["--models", "alcnn", "--out", str(tmp_path)]) == 2
   assert "allcnn" in capsys.readouterr().err  # the closest name is suggested
+  assert bench.main(["--cases", "finetune", "--out", str(tmp_path)]) == 2
+  assert "train" in capsys.readouterr().err
   assert bench.main(["--devices", "64", "--no-torch", "--out", str(tmp_path)]) == 2
+  with pytest.raises(SystemExit):
+    bench.main(["--kernels", "fast", "--out", str(tmp_path)])
   assert not (tmp_path / "bench.jsonl").exists()
 
 
 def test_torch_peer_computes_the_same_losses_and_is_compared():
   opts = bench.Options(steps=2, warmup=1)
-  rows = bench.bench_model("allcnn", TINY, 4, opts, _info(), peak=None,
-                           cases=("train", "blindspot", "predict"), log=lambda _: None)
+  rows = bench.bench_model("allcnn", TINY, 4, opts, _info(), peak=None, log=lambda _: None)
+  assert [r["case"] for r in rows] == list(bench.CASES)
   for r in rows:
     assert r["guard_ok"], r
     assert r["guard_rel_err"] < 1e-5
@@ -90,22 +118,63 @@ def test_peak_table_picks_the_specific_device_first():
   assert bench.peak_flops({**gpu, "device_kind": "Quadro"}, "float32", None)[0] is None
 
 
-def test_pipeline_comparison_runs_both_styles(tmp_path):
-  p = bench.pipeline_comparison("experiments/configs/demo.py", str(tmp_path),
-                                overrides=("--config.smoke=True",))
-  configs = {style: json.loads((tmp_path / f"pipeline_{style}" / "results.json").read_text())
-             ["config"]["metrics"] for style in ("ours", "paper_style")}
-  assert configs["ours"]["predict_batch_size"] > 1
-  assert configs["paper_style"]["predict_batch_size"] == 1
-  assert configs["paper_style"]["ain_steps_per_call"] == 1
-  for style in ("ours", "paper_style"):
-    assert p[style]["wall_s"] > p[style]["total"] > p[style]["metrics"] > 0
+def _fake_pipeline(commands, returncode=0):
+  """Stands in for `jax-unlearn run`: records the command, writes a results.json like it."""
+
+  def run(cmd):
+    commands.append(list(cmd))
+    workdir = cmd[cmd.index("--workdir") + 1]
+    paper = "--config.metrics.predict_batch_size=1" in cmd
+    os.makedirs(workdir, exist_ok=True)
+    seconds = {"data": 0.5, "original": 2.0, "metrics": 6.0 if paper else 1.0,
+               "metrics_per_model": {"original": 0.5}, "total": 9.0 if paper else 4.0,
+               "compile": 1.5}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump({"seconds": seconds}, f)
+    return subprocess.CompletedProcess(cmd, returncode, "", "boom" if returncode else "")
+
+  return run
+
+
+def test_pipeline_comparison_runs_both_styles(tmp_path, monkeypatch):
+  commands = []
+  monkeypatch.setattr(report, "run_command", _fake_pipeline(commands))
+  p = bench.pipeline_comparison("demo", str(tmp_path), overrides=("--config.smoke=True",),
+                                log=lambda _: None)
+  head = [sys.executable, "-m", "jax_unlearn", "run", "--config", "demo", "--workdir"]
+  ours, paper = commands
+  assert ours == [*head, str(tmp_path / "pipeline_ours"), "--fresh", "--quiet", "--cache-dir",
+                  "none", "--config.smoke=True"]
+  assert paper == [*head, str(tmp_path / "pipeline_paper_style"), "--fresh", "--quiet",
+                   "--cache-dir", "none", "--config.smoke=True",
+                   "--config.metrics.predict_batch_size=1",
+                   "--config.metrics.ain_steps_per_call=1"]
+  for style, total in (("ours", 4.0), ("paper_style", 9.0)):
+    assert p[style]["total"] == total and p[style]["wall_s"] > 0
+    assert "metrics_per_model" not in p[style]  # only the stages' seconds
   np.testing.assert_allclose(p["speedup"], p["paper_style"]["wall_s"] / p["ours"]["wall_s"])
+  assert p["metrics_share"] == 0.25 and p["overrides"] == list(report.PAPER_STYLE)
   md = bench.pipeline_markdown(p)
-  assert "| ours |" in md and "| paper style |" in md and "original" in md
+  assert "| ours | 0.5 | 2.0 | 1.0 | 1.5 |" in md and "| paper style |" in md
+  assert "original code" in md
+
+
+def test_a_failing_pipeline_is_an_error_with_its_output(tmp_path, monkeypatch):
+  monkeypatch.setattr(report, "run_command", _fake_pipeline([], returncode=1))
+  with pytest.raises(UserError, match="boom"):
+    bench.pipeline_comparison("demo", str(tmp_path), log=lambda _: None)
 
 
 def test_missing_pipeline_config_is_an_error_before_any_work(tmp_path, capsys):
   assert bench.main(["--pipeline", "no/such.py", "--no-torch", "--out", str(tmp_path)]) == 2
-  assert "no/such.py" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "no/such.py" in err and "demo" in err  # the shipped configs are named
   assert not (tmp_path / "bench.md").exists()
+  assert bench.parse_args(["--pipeline"]).pipeline == "demo"
+
+
+def test_the_package_runs_as_a_module():
+  done = subprocess.run([sys.executable, "-m", "experiments.bench", "--help"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert "--kernels" in done.stdout and "--pipeline" in done.stdout

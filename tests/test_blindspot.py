@@ -125,15 +125,45 @@ def test_quantile_predictions_use_the_mean_absolute_difference():
   np.testing.assert_allclose(loss, ((1 + 0 + 2) / 3 + 9) / 2, rtol=1e-6)
 
 
-def test_blindspot_variables_are_an_argument_not_a_constant():
-  loss_fn = jax.jit(chex.assert_max_traces(
-      make_blindspot_loss(_stored_apply, losses.mse, beta=2.0), n=1))
+def test_blindspot_variables_are_a_step_argument_not_a_constant():
+  """The train step takes the blindspot model as its frozen argument: another blindspot model
+  reuses the compiled step (no retrace) and gives another loss."""
+  from jax_unlearn import train
+  student = {"params": {"pred": PRED, "acts": ACTS}}
+  traced = []
+
+  def apply_fn(variables, x, *, train, rngs=None):
+    traced.append(1)
+    return _stored_apply(variables, x, train=train)
+
+  loss_fn = make_blindspot_loss(apply_fn, losses.mse, beta=2.0)
+  step = train.make_train_step(apply_fn, loss_fn, train.make_optimizer(0.1), donate=False)
+  state = train.create_state(student, train.make_optimizer(0.1))
   batch = {"x": jnp.zeros((4, 1)), "y": Y, "forget": jnp.array([1.0, 0.0, 1.0, 0.0]),
            "mask": MASK}
-  first, _ = loss_fn(PRED, ACTS, batch, None, BLINDSPOT)
+  _, first = step(state, batch, jax.random.key(0), BLINDSPOT)
+  traces = len(traced)
   moved = jax.tree_util.tree_map(lambda v: v + 1.0, BLINDSPOT)
-  second, _ = loss_fn(PRED, ACTS, batch, None, moved)  # no retrace, a different value
-  assert float(first) != float(second)
+  _, second = step(state, batch, jax.random.key(0), moved)
+  assert len(traced) == traces  # the same program
+  assert float(first["loss"]) != float(second["loss"])
+
+
+def test_the_method_passes_its_blindspot_model_as_the_frozen_argument(cnn, monkeypatch):
+  from jax_unlearn import train
+  apply_fn, init_fn, original, data = cnn
+  seen = []
+  real = train.train_model
+
+  def spy(*args, frozen=None, **kwargs):
+    seen.append(frozen)
+    return real(*args, frozen=frozen, **kwargs)
+
+  monkeypatch.setattr(train, "train_model", spy)
+  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3))
+  marked = jax.tree_util.tree_map(lambda a: a + 0.5, original)
+  blindspot(ctx, original, data, CNN_CONFIG, blindspot_variables=marked)
+  chex.assert_trees_all_equal(seen[-1], marked)
 
 
 def test_bad_settings_are_user_errors():
@@ -258,5 +288,6 @@ def test_forget_rows_cover_the_likely_share_of_a_batch():
   assert forget_rows_for(0.1, 64) == 16  # 6.4 + 4 * 2.4 = 16.0
   assert forget_rows_for(0.02, 256) == 16  # 5.1 + 4 * 2.2 = 14.1
   assert forget_rows_for(0.5, 8) is None  # no saving worth a second branch
-  assert forget_rows_for(0.25, 64, parallel.make_mesh(1)) == 32
-  assert forget_rows_for(0.25, 64, parallel.make_mesh(4)) is None  # sharded batch: whole path
+  assert forget_rows_for(0.25, 64, parallel.DataParallel.create(1)) == 32
+  # A sharded batch: the whole path.
+  assert forget_rows_for(0.25, 64, parallel.DataParallel.create(4)) is None

@@ -191,12 +191,12 @@ def inputs(tmp_path_factory):
       "no_download": str(d / "agedb"),  # never created
   }
   (d / "allcnn_npz.py").write_text(
-      "from experiments.configs.npz_mlp import get_config as npz_config\n\n\n"
-      "def get_config():\n  c = npz_config()\n  c.model.name = 'allcnn'\n"
+      "from jax_unlearn.config_io import load_config\n\n\n"
+      "def get_config():\n  c = load_config('npz_mlp')\n  c.model.name = 'allcnn'\n"
       "  c.model.kwargs = {'width': 0.05}\n  return c\n")
   (d / "typo_method.py").write_text(
-      "from experiments.configs.diabetes_mlp import get_config as diabetes_config\n\n\n"
-      "def get_config():\n  c = diabetes_config()\n"
+      "from jax_unlearn.config_io import load_config\n\n\n"
+      "def get_config():\n  c = load_config('diabetes_mlp')\n"
       "  c.methods.finetun = {'epochs': 1, 'lr': 1e-3}\n  return c\n")
   files.update(allcnn_npz=str(d / "allcnn_npz.py"), typo_method=str(d / "typo_method.py"),
                tfds=str(d / "tfds"))
@@ -269,11 +269,12 @@ BAD = {  # name -> (config, extra arguments, words of the message, words of the 
                                "methods.finetune.epochs must be a positive integer",
                                "--config.methods.finetune.epochs=1"),
     "zero batch size": (DIABETES, ["--config.train.batch_size=0"],
-                        "train.batch_size must be positive, got 0", "--config.train.batch_size"),
-    "zero learning rate": (DIABETES, ["--config.train.lr=0"], "train.lr must be positive",
+                        "train.batch_size must be a positive integer, got 0",
+                        "--config.train.batch_size"),
+    "zero learning rate": (DIABETES, ["--config.train.lr=0"], "train.lr must be a positive number",
                            "--config.train.lr to e.g. 1e-3"),
     "negative method learning rate": (DIABETES, ["--config.methods.blindspot.lr=-0.001"],
-                                      "methods.blindspot.lr must be positive",
+                                      "methods.blindspot.lr must be a positive number",
                                       "--config.methods.blindspot.lr"),
     "batch larger than the data": (DIABETES, ["--config.train.batch_size=100000"],
                                    "train.batch_size 100000 is larger than the training data",
@@ -282,9 +283,11 @@ BAD = {  # name -> (config, extra arguments, words of the message, words of the 
                                                "batch shards must be a positive multiple of "
                                                "the 4 device(s) in use, got 6",
                                                "--config.batch_shards"),
-    "checkpoint of another architecture": (DIABETES, [*LONG, "--config.model.kwargs.hidden=(8,)"],
-                                           "holds a model of another architecture",
-                                           "rerun with --fresh"),
+    "unknown config name": ("dmeo", [], "config 'dmeo' is neither a file nor a shipped config",
+                            "did you mean 'demo'?"),
+    "unknown method setting": (DIABETES, ["--config.methods.blindspot.bta=1.0"],
+                               "unknown config field 'methods.blindspot.bta'",
+                               "did you mean --config.methods.blindspot.beta?"),
 }
 
 

@@ -2,9 +2,13 @@ import glob
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 from jax_unlearn import config_io
+from jax_unlearn.data import make_forget_masks
+from jax_unlearn.data.base import Split, make_dataset
+from jax_unlearn.data.forget import SETTINGS
 from jax_unlearn.errors import UserError
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",
@@ -58,3 +62,75 @@ def test_missing_config_file_and_bad_arguments():
     config_io.load_config("nope.py")
   with pytest.raises(UserError, match="unexpected argument"):
     config_io.parse_overrides(["--epochs=3"])
+
+
+def _grouped_dataset():
+  """20 train rows in groups 0..9 (two each), labels far from the demo's label range."""
+  def split(groups):
+    n = len(groups)
+    return Split(np.zeros((n, 3), np.float32), np.full((n, 1), 50.0, np.float32),
+                 np.asarray(groups, np.int64))
+  return make_dataset("grouped", split(np.arange(20) % 10), split([7, 1]), split([7, 7, 2]),
+                      loss="l1", error="mae", kind="tabular", label="t")
+
+
+def _override(c, *args):
+  for key, value in config_io.parse_overrides(list(args)):
+    config_io.apply_override(c, key, value)
+  return c
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_can_switch_forget_kind(path):
+  c = config_io.load_config(path)
+  assert set(SETTINGS) <= set(c.forget)  # every kind's argument is a field to override
+  _override(c, "--config.forget.kind=groups", "--config.forget.ids=[7]")
+  m = make_forget_masks(_grouped_dataset(), c.forget.to_dict())
+  np.testing.assert_array_equal(np.flatnonzero(m.train), [7, 17])
+
+
+def test_demo_forgets_one_group_from_the_command_line():
+  c = _override(_demo(), "--config.forget.kind=groups", "--config.forget.ids=[7]")
+  assert c.forget.kind == "groups" and c.forget.ids == [7] and c.forget.high == -30.0
+  ds = _grouped_dataset()
+  m = make_forget_masks(ds, c.forget.to_dict())
+  np.testing.assert_array_equal(m.train, ds.train.group == 7)
+  np.testing.assert_array_equal(m.val, [True, False])
+  np.testing.assert_array_equal(m.test, [True, True, False])
+
+
+def test_demo_forgets_an_ids_file_from_the_command_line(tmp_path):
+  ds = _grouped_dataset()
+  groups, rows = tmp_path / "groups.txt", tmp_path / "rows.txt"
+  groups.write_text("# deletion request\n3\n\n5\n")
+  rows.write_text("0\n# row 1 stays\n19\n")
+  c = _override(_demo(), "--config.forget.kind=groups", f"--config.forget.ids_file={groups}")
+  m = make_forget_masks(ds, c.forget.to_dict())
+  np.testing.assert_array_equal(np.flatnonzero(m.train), [3, 5, 13, 15])
+  c = _override(_demo(), "--config.forget.kind=indices", "--config.forget.ids_file", str(rows))
+  m = make_forget_masks(ds, c.forget.to_dict())
+  np.testing.assert_array_equal(np.flatnonzero(m.train), [0, 19])
+  assert not m.val.any() and not m.test.any()
+
+
+def test_forget_overrides_that_cannot_apply():
+  ds = _grouped_dataset()
+  c = _override(_demo(), "--config.forget.kind=groups")
+  with pytest.raises(UserError, match="needs the argument 'ids'") as e:
+    make_forget_masks(ds, c.forget.to_dict())
+  assert "ids_file" in e.value.hint
+  c = _override(_demo(), "--config.forget.kind=groups", "--config.forget.ids=[7]",
+                "--config.forget.ids_file=req.txt")
+  with pytest.raises(UserError, match="both 'ids' and 'ids_file'") as e:
+    make_forget_masks(ds, c.forget.to_dict())
+  assert "--config.forget.ids=None" in e.value.hint
+  c = _override(_demo(), "--config.forget.kind=groups", "--config.forget.ids=[7]",
+                "--config.forget.ids=None", "--config.forget.ids_file=missing.txt")
+  with pytest.raises(UserError, match="cannot read the forget ids file 'missing.txt'"):
+    make_forget_masks(ds, c.forget.to_dict())
+  with pytest.raises(UserError, match="unknown config field 'forget.id'") as e:
+    config_io.apply_override(_demo(), "forget.id", "[7]")
+  assert "--config.forget.ids" in e.value.hint
+  c = _override(_demo(), "--config.forget.kind=group")
+  with pytest.raises(UserError, match="unknown forget kind 'group'.*did you mean 'groups'"):
+    make_forget_masks(ds, c.forget.to_dict())

@@ -16,8 +16,10 @@ class LossesTest(chex.TestCase):
     np.testing.assert_allclose(self.variant(losses.l1)(pred, y), [1.0, 0.0, 3.0])
     np.testing.assert_allclose(self.variant(losses.mse)(pred, y), [1.0, 0.0, 9.0])
     np.testing.assert_allclose(self.variant(losses.huber)(pred, y), [0.5, 0.0, 2.5])
-    # Scenic's hand-computed MSE of 11/3 over the three rows.
-    np.testing.assert_allclose(losses.mse(pred, y).mean(), 10.0 / 3.0, rtol=1e-6)
+    # The batch MSE by hand: (1 + 0 + 9) / 3, and masked to the first two rows: (1 + 0) / 2.
+    per_example = self.variant(losses.mse)(pred, y)
+    np.testing.assert_allclose(losses.masked_mean(per_example, jnp.ones(3)), 10.0 / 3.0, rtol=1e-6)
+    np.testing.assert_allclose(losses.masked_mean(per_example, jnp.array([1.0, 1.0, 0.0])), 0.5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_quantile_loss(self):

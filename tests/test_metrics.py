@@ -124,8 +124,8 @@ def test_activation_distance_arrays_and_models_match_numpy():
   x = r.normal(size=(10, 3)).astype(np.float32)  # 10 rows: ragged over 4 devices and batch 4
   acts_a = np.asarray(apply_fn(va, x, train=False)[1]["layer1"])
   acts_b = np.asarray(apply_fn(vb, x, train=False)[1]["layer1"])
-  for mesh in (None, parallel.make_mesh(4)):
-    got = model_activation_distance(apply_fn, va, vb, x, layer="layer1", batch_size=4, mesh=mesh)
+  for dp in (None, parallel.DataParallel.create(4), parallel.DataParallel.create(4, 8)):
+    got = model_activation_distance(apply_fn, va, vb, x, layer="layer1", batch_size=4, dp=dp)
     np.testing.assert_allclose(got, activation_distance(acts_a, acts_b), rtol=1e-5)
 
 
@@ -137,9 +137,14 @@ def test_per_example_losses_are_exact_on_ragged_batches():
   r = np.random.default_rng(0)
   x, y = r.normal(size=(11, 3)).astype(np.float32), r.normal(size=(11, 1)).astype(np.float32)
   direct = np.abs(np.asarray(apply_fn(v, x, train=False)[0]) - y)[:, 0]
-  for mesh in (None, parallel.make_mesh(4)):
-    got = per_example_losses(apply_fn, v, x, y, losses.l1, batch_size=4, mesh=mesh)
+  for dp in (None, parallel.DataParallel.create(4)):
+    got = per_example_losses(apply_fn, v, x, y, losses.l1, batch_size=4, dp=dp)
     np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+  predict_fn = train.make_predict_fn(chex.assert_max_traces(apply_fn, n=1))
+  for rows in (11, 7, 5):  # every call pads to the one batch shape: one compilation
+    got = per_example_losses(None, v, x[:rows], y[:rows], losses.l1, batch_size=4,
+                             predict_fn=predict_fn)
+    np.testing.assert_allclose(got, direct[:rows], rtol=1e-5, atol=1e-6)
   assert loss_values(np.zeros((0, 1)), np.zeros((0, 1)), losses.l1).shape == (0,)
 
 
@@ -194,19 +199,19 @@ def _relearn_problem():
 
 
 def _reference_relearn_steps(apply_fn, variables, x, y, val, target, *, lr, batch_size, epochs,
-                             mesh):
+                             dp):
   """The same relearning as one Python round trip per step: ArrayLoader + the train step."""
   tx = train.make_optimizer(lr)
-  state = train.create_state(jax.tree_util.tree_map(jnp.copy, variables), tx, mesh)
-  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, mesh)
-  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, mesh=mesh)
+  state = train.create_state(jax.tree_util.tree_map(jnp.copy, variables), tx, dp)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, dp)
+  predict_fn = train.make_predict_fn(apply_fn, dp)
+  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, dp=dp)
   steps = 0
   for epoch in range(epochs):
     for batch in loader(epoch):
-      batch = parallel.shard_batch(batch, mesh) if mesh is not None else batch
-      state, _ = step(state, batch, jax.random.key(0))
+      state, _ = step(state, parallel.resolve(dp).put_batch(batch), jax.random.key(0))
       steps += 1
-      pred = train.predict(apply_fn, state.variables, val[0])
+      pred = train.predict(predict_fn, state.variables, val[0])
       if np.mean((pred - val[1]) ** 2) <= target:
         return steps, False
   return steps, True
@@ -216,16 +221,16 @@ def _reference_relearn_steps(apply_fn, variables, x, y, val, target, *, lr, batc
 def test_relearn_counts_the_same_steps_as_a_python_loop(devices):
   x, y, val = _relearn_problem()
   apply_fn, v = _mlp(hidden=(16,))
-  mesh = parallel.make_mesh(devices) if devices else None
-  relearner = Relearner(apply_fn, losses.mse, lr=0.01, batch_size=30, mesh=mesh)
+  dp = parallel.DataParallel.create(devices) if devices else None
+  relearner = Relearner(apply_fn, losses.mse, lr=0.01, batch_size=30, dp=dp)
   data = relearner.prepare((x, y), val, max_epochs=3, seed=0)
   start = relearner.error(v, data)
-  np.testing.assert_allclose(start, np.mean((train.predict(apply_fn, v, val[0]) - val[1]) ** 2),
-                             rtol=1e-5)
+  by_hand = np.mean((np.asarray(apply_fn(v, val[0], train=False)[0]) - val[1]) ** 2)
+  np.testing.assert_allclose(start, by_hand, rtol=1e-5)
   target = 0.8 * start
   got = relearner.steps(v, data, target)
   expected = _reference_relearn_steps(apply_fn, v, x, y, val, target, lr=0.01, batch_size=30,
-                                      epochs=3, mesh=mesh)
+                                      epochs=3, dp=dp)
   assert got == expected and 1 < got[0] < 12
   assert relearner.steps(v, data, 0.0) == (12, True)  # 3 epochs of 4 steps (30, 30, 30, 10)
   assert relearner.steps(v, data, 1e9) == (1, False)  # the first check follows one step

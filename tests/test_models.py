@@ -158,8 +158,8 @@ def _fit(name, x, y, loss, epochs, lr, batch_size=16, **overrides):
   tx = train.make_optimizer(lr)
 
   @chex.assert_max_traces(n=1)
-  def loss_fn(pred, acts, batch, rng):
-    return train.supervised_loss(loss)(pred, acts, batch, rng)
+  def loss_fn(pred, acts, batch, rng, frozen):
+    return train.supervised_loss(loss)(pred, acts, batch, rng, frozen)
 
   step = train.make_train_step(apply_fn, loss_fn, tx)
   loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0)
@@ -201,3 +201,22 @@ def test_unknown_model_name_suggests_the_closest():
 def test_tft_rejects_a_window_shorter_than_the_horizon():
   with pytest.raises(UserError, match="horizon 5"):
     get_model("tft", horizon=5).init(jax.random.key(0), jnp.zeros((1, 5, 3)), train=False)
+
+
+@pytest.mark.parametrize("name", ["allcnn", "resnet18", "mobilenet"])
+def test_convolution_kernels_are_a_model_setting(name):
+  """`kernels` reaches every convolution and leaves the variables as they are."""
+  kwargs, shape, _, _ = CASES[name]
+  models = {k: get_model(name, **kwargs, kernels=k) for k in ("auto", "xla", "chunked")}
+  x = jax.ShapeDtypeStruct((B,) + shape, jnp.float32)
+  init = lambda m: jax.eval_shape(lambda x: init_linen(m, jax.random.key(0), x), x)  # noqa: E731
+  variables = init(models["auto"])
+  chex.assert_trees_all_equal_shapes_and_dtypes(init(models["xla"]), variables)
+  assert models["xla"] != models["auto"]  # so jit traces each setting as its own function
+  text = {k: jax.jit(functools.partial(models[k].apply, train=False)).lower(variables, x).as_text()
+          for k in ("xla", "chunked")}
+  # "chunked" lowers each plain convolution through lax.platform_dependent; XLA's does not.
+  assert "stablehlo.case" in text["chunked"] and "stablehlo.case" not in text["xla"]
+  assert "custom_call" not in text["xla"]
+  with pytest.raises(UserError, match="unknown convolution kernels"):
+    init(get_model(name, **kwargs, kernels="fast"))

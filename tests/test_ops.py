@@ -1,4 +1,5 @@
-"""The faster layers give XLA's and Flax's values: convolution (both CPU paths) and BatchNorm."""
+"""Faster layers give XLA's and Flax's values: convolution (every kernel setting) and BatchNorm."""
+import json
 import platform
 import sys
 
@@ -10,13 +11,22 @@ import pytest
 from flax import linen as nn
 from jax import lax
 
+from jax_unlearn.errors import UserError
 from jax_unlearn.models.adapters import row_mask
-from jax_unlearn.ops import (BatchNorm, FastConv, conv, conv_general_dilated, convolutions, onednn,
-                             weight_grad)
+from jax_unlearn.ops import (KERNELS, BatchNorm, Conv, FastConv, check_kernels, conv,
+                             conv_general_dilated, kernels_info, onednn, weight_grad,
+                             xla_convolutions)
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (input H = W, in channels, out channels, kernel, stride): the layer kinds of AllCNN and ResNet.
 LAYERS = [(8, 3, 5, 3, 1), (8, 4, 6, 3, 2), (7, 4, 6, 3, 2), (6, 5, 4, 1, 1), (6, 5, 4, 1, 2)]
+ONEDNN_TARGET = "jax_unlearn_onednn_conv_forward"
+
+
+def _usable(kernels: str) -> str:
+  if kernels == "onednn" and not onednn.available():
+    pytest.skip(f"oneDNN unavailable: {onednn.unavailable_reason()}")
+  return kernels
 
 
 def _case(hw, ci, co, k, seed=0):
@@ -26,19 +36,22 @@ def _case(hw, ci, co, k, seed=0):
   return x, w
 
 
-def _value_and_grads(fn, x, w, stride, k, backend="auto"):
+def _value_and_grads(fn, x, w, stride, k):
   pad = [((k - 1) // 2, (k - 1) // 2)] * 2
   loss = lambda w, x: jnp.sum(jnp.sin(fn(x, w, (stride, stride), pad, dimension_numbers=DN)))
-  with convolutions(backend):  # traced (and so decided) inside the context
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(w, x)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(w, x)
 
 
-@pytest.mark.parametrize("backend", ["onednn", "chunked"])
+def _conv(kernels):
+  return lambda *a, **kw: conv_general_dilated(*a, kernels=kernels, **kw)  # noqa: E731
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("hw,ci,co,k,stride", LAYERS)
-def test_conv_values_and_gradients_match_xla(hw, ci, co, k, stride, backend):
+def test_conv_values_and_gradients_match_xla(hw, ci, co, k, stride, kernels):
   x, w = _case(hw, ci, co, k)
   v0, (gw0, gx0) = _value_and_grads(lax.conv_general_dilated, x, w, stride, k)
-  v1, (gw1, gx1) = _value_and_grads(conv_general_dilated, x, w, stride, k, backend)
+  v1, (gw1, gx1) = _value_and_grads(_conv(_usable(kernels)), x, w, stride, k)
   np.testing.assert_allclose(v1, v0, rtol=1e-5)
   np.testing.assert_allclose(gw1, gw0, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(gx1, gx0, rtol=1e-4, atol=1e-5)
@@ -62,33 +75,48 @@ def test_chunks_divide_the_batch():
   assert conv._chunk_rows(7, conv._CHUNK_BYTES * 2) == 1
 
 
-def test_other_convolutions_fall_back_to_xla():
+@pytest.mark.parametrize("kernels", ["onednn", "chunked"])
+def test_other_convolutions_fall_back_to_xla(kernels):
   x, w = _case(6, 4, 4, 3)
+  fn = _conv(_usable(kernels))
   # Dilated kernel and NCHW input are not the fast path's; values must still be lax's.
   np.testing.assert_allclose(
-      conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=DN),
+      fn(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=DN),
       lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=DN),
       rtol=1e-6)
   xn = jnp.transpose(x, (0, 3, 1, 2))
   wn = jnp.transpose(w, (3, 2, 0, 1))
-  np.testing.assert_allclose(conv_general_dilated(xn, wn, (1, 1), "SAME"),
+  np.testing.assert_allclose(fn(xn, wn, (1, 1), "SAME"),
                              lax.conv_general_dilated(xn, wn, (1, 1), "SAME"), rtol=1e-6)
 
 
-def _lowered_text(backend: str) -> str:
+def _conv_fn(kernels: str):
+  return lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=DN,
+                                           kernels=kernels)
+
+
+def _lowered_text(kernels: str) -> str:
   x, w = _case(8, 4, 6, 3)
-  f = jax.jit(lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)],
-                                                dimension_numbers=DN))
-  with convolutions(backend):
-    return f.lower(x, w).as_text()
+  return jax.jit(_conv_fn(kernels)).lower(x, w).as_text()
 
 
 def test_onednn_is_installed_where_the_requirements_install_it():
   # requirements.txt installs the oneDNN packages on Linux x86-64; g++ builds the handlers.
   expected = sys.platform == "linux" and platform.machine() == "x86_64"
-  assert onednn.available() == expected
+  assert onednn.available() == expected, onednn.unavailable_reason()
   if expected:
-    assert "jax_unlearn_onednn_conv_forward" in _lowered_text("onednn")
+    assert ONEDNN_TARGET in _lowered_text("onednn")
+
+
+def test_xla_kernels_lower_to_no_library_call():
+  from jax.sharding import PartitionSpec as P
+  from jax_unlearn import parallel
+  x, w = _case(8, 4, 6, 3)
+  per_device = jax.jit(jax.shard_map(_conv_fn("xla"), mesh=parallel.make_mesh(4),
+                                     in_specs=(P("data"), P()), out_specs=P("data")))
+  for text in (_lowered_text("xla"), per_device.lower(x, w).as_text()):
+    assert "custom_call" not in text and "stablehlo.case" not in text
+    assert "convolution" in text
 
 
 def test_several_devices_keep_xla_convolutions():
@@ -104,31 +132,106 @@ def test_a_per_device_program_uses_the_single_device_kernels():
   from jax.sharding import PartitionSpec as P
   from jax_unlearn import parallel
   x, w = _case(8, 4, 6, 3)
-  conv_fn = lambda x, w: conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)],  # noqa: E731
-                                              dimension_numbers=DN)
+  conv_fn = _conv_fn("auto")
   f = jax.jit(jax.shard_map(conv_fn, mesh=parallel.make_mesh(4), in_specs=(P("data"), P()),
                             out_specs=P("data")))
   text = f.lower(x, w).as_text()
-  assert ("jax_unlearn_onednn_conv_forward" in text) == onednn.available()
+  assert (ONEDNN_TARGET in text) == onednn.available()
   np.testing.assert_allclose(f(x, w), jax.jit(conv_fn)(x, w), rtol=1e-5, atol=1e-5)
 
 
+def test_xla_convolutions_override_the_setting_and_key_the_cache():
+  # "chunked" lowers through lax.platform_dependent (a stablehlo.case); XLA's kernels do not.
+  x, w = _case(8, 4, 6, 3)
+  f = jax.jit(_conv_fn("chunked"))
+  assert "stablehlo.case" in f.lower(x, w).as_text()
+  with xla_convolutions():
+    assert "stablehlo.case" not in f.lower(x, w).as_text()
+  assert "stablehlo.case" in f.lower(x, w).as_text()  # the program traced inside is not reused
+
+
 def test_onednn_convolution_can_be_vmapped():
+  _usable("onednn")
   x, w = _case(6, 3, 4, 3)
   xs = jnp.stack([x, 2 * x])
-  f = lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)  # noqa: E731
+  f = lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,  # noqa: E731
+                                     kernels="onednn")
   ref = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN))
-  with convolutions("onednn"):
-    out = jax.jit(jax.vmap(f))(xs)
-  np.testing.assert_allclose(out, ref(xs), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(jax.vmap(f))(xs), ref(xs), rtol=1e-5, atol=1e-5)
 
 
-def test_flax_conv_with_fast_conv_is_a_drop_in():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_conv_module_is_a_drop_in_for_flax_conv(kernels):
   x, _ = _case(8, 3, 5, 3)
-  plain, fast = nn.Conv(5, (3, 3)), nn.Conv(5, (3, 3), conv_general_dilated_cls=FastConv)
+  plain = nn.Conv(5, (3, 3))
+  fast = Conv(5, (3, 3), kernels=_usable(kernels))
   variables = plain.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal_shapes_and_dtypes(fast.init(jax.random.key(0), x), variables)
   np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5,
                              atol=1e-6)
+  with_cls = nn.Conv(5, (3, 3), conv_general_dilated_cls=FastConv)  # "auto"
+  np.testing.assert_allclose(with_cls.apply(variables, x), plain.apply(variables, x), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_an_unknown_kernel_name_is_a_user_error():
+  x, w = _case(6, 3, 4, 3)
+  for call in (lambda: check_kernels("onedn"), lambda: kernels_info("onedn"),
+               lambda: Conv(4, (3, 3), kernels="onedn"),
+               lambda: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,
+                                            kernels="onedn")):
+    with pytest.raises(UserError) as err:
+      call()
+    assert "'onednn'" in err.value.hint
+  assert check_kernels("xla") == "xla"
+
+
+def test_explicit_onednn_where_unavailable_is_a_user_error(monkeypatch):
+  monkeypatch.setenv("JAX_UNLEARN_ONEDNN", "0")
+  assert not onednn.available()
+  x, w = _case(6, 3, 4, 3)
+  with pytest.raises(UserError, match="JAX_UNLEARN_ONEDNN=0") as err:
+    jax.jit(_conv_fn("onednn")).lower(x, w)
+  assert "kernels='auto'" in err.value.hint
+  with pytest.raises(UserError, match="oneDNN is unavailable"):
+    kernels_info("onednn")
+  info = kernels_info("auto")  # without oneDNN, "auto" falls back instead
+  assert not info["onednn"] and info["conv"] == "chunked"
+  np.testing.assert_allclose(jax.jit(_conv_fn("auto"))(x, w),
+                             jax.jit(_conv_fn("xla"))(x, w), rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_info_describes_each_setting():
+  keys = {"setting", "backend", "onednn", "conv", "conv_partitioned", "conv_other_dtypes"}
+  for kernels in KERNELS:
+    if kernels == "onednn" and not onednn.available():
+      continue
+    info = kernels_info(kernels)
+    assert set(info) == keys and json.loads(json.dumps(info)) == info
+    assert info["setting"] == kernels and info["backend"] == "cpu"
+    assert info["onednn"] == onednn.available()
+  best = "onednn" if onednn.available() else "chunked"
+  assert kernels_info() == kernels_info("auto")
+  assert kernels_info("auto")["conv"] == best
+  assert kernels_info("auto")["conv_partitioned"] == "xla"  # the suite's 4 devices
+  assert kernels_info("auto")["conv_other_dtypes"] == "chunked"
+  assert {kernels_info("xla")[k] for k in keys - {"setting", "backend", "onednn"}} == {"xla"}
+  assert kernels_info("chunked")["conv_partitioned"] == "chunked"
+
+
+def test_other_backends_never_build_onednn(monkeypatch):
+  def fail():
+    raise AssertionError("built or loaded the oneDNN library off CPU")
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(onednn, "_load", fail)
+  assert not onednn.available()
+  assert "'gpu'" in onednn.unavailable_reason()
+  info = kernels_info("auto")
+  assert info["backend"] == "gpu" and not info["onednn"]
+  assert info["conv"] == info["conv_partitioned"] == info["conv_other_dtypes"] == "xla"
+  with pytest.raises(UserError, match="not CPU"):
+    kernels_info("onednn")
 
 
 @pytest.mark.parametrize("use_mask", [False, True])

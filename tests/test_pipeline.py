@@ -2,22 +2,21 @@
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 import fakes
-from experiments import run as pipeline
-from jax_unlearn import config_io
+from jax_unlearn import config_io, pipeline
 from jax_unlearn.metrics import REQUIRED_KEYS
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs")
 MODELS = ("original", "retrained", "finetune", "gaussian", "blindspot")
 
 
 def load(name, **overrides):
-  c = config_io.load_config(os.path.join(CONFIG_DIR, f"{name}.py"))
+  c = config_io.load_config(name)
   c.smoke = True
   for key, value in overrides.items():
     config_io.apply_override(c, key, value)
@@ -61,8 +60,29 @@ def test_rerun_reuses_finished_stages_with_identical_results(demo_run):
   workdir, first = demo_run
   again = pipeline.run_experiment(load("demo"), workdir, quiet=True)
   assert again["models"] == first["models"]
+  assert first["reused"] == [] and again["reused"] == list(MODELS)
   log = open(os.path.join(workdir, "log.txt")).read()
   assert log.count("reused checkpoint") >= 1
+
+
+def test_a_rerun_recomputes_exactly_the_stages_whose_settings_changed(demo_run, tmp_path):
+  workdir, first = demo_run
+  shutil.copytree(workdir, tmp_path / "w")
+  cheap = {"metrics.which": "['errors']", "plots": "False"}  # metrics do not enter fingerprints
+  beta = pipeline.run_experiment(load("demo", **{"methods.blindspot.beta": "0.0", **cheap}),
+                                 str(tmp_path / "w"), quiet=True)
+  assert beta["reused"] == ["original", "retrained", "finetune", "gaussian"]
+  assert beta["models"]["blindspot"]["retain_test_error"] != \
+      first["models"]["blindspot"]["retain_test_error"]
+  assert beta["models"]["finetune"]["retain_test_error"] == \
+      first["models"]["finetune"]["retain_test_error"]
+  log = open(tmp_path / "w" / "log.txt").read()
+  assert "blindspot: recomputing, its settings changed (settings.beta: 50.0 -> 0.0)" in log
+  lr = pipeline.run_experiment(load("demo", **{"train.lr": "0.02", **cheap}),
+                               str(tmp_path / "w"), quiet=True)
+  assert lr["reused"] == []
+  assert "original: recomputing, its settings changed (recipe.lr: 0.01 -> 0.02)" in \
+      open(tmp_path / "w" / "log.txt").read()
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(demo_run, tmp_path):

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments import run as pipeline
-from jax_unlearn import config_io, files, losses, parallel, train
+from jax_unlearn import config_io, files, losses, parallel, pipeline, train
 from jax_unlearn.checkpoint import Checkpointer
 from jax_unlearn.data import ArrayLoader
 from jax_unlearn.metrics import membership_attack, wasserstein, wasserstein_1d
@@ -31,7 +30,7 @@ RSS_MARGIN_MB = 64
 
 
 def _load(name, **overrides):
-  c = config_io.load_config(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))
+  c = config_io.load_config(name)
   c.smoke = True
   for key, value in overrides.items():
     config_io.apply_override(c, key, value)
@@ -98,12 +97,11 @@ def test_one_step_agrees_on_1_3_and_4_devices_with_a_batch_they_do_not_all_divid
   tx = train.make_optimizer(0.01)
   out = {}
   for n in (1, 3, 4):
-    mesh = parallel.make_mesh(n)
-    batch = next(iter(ArrayLoader({"x": x, "y": y}, 30, seed=0, mesh=mesh)(0)))
+    dp = parallel.DataParallel.create(n)
+    batch = next(iter(ArrayLoader({"x": x, "y": y}, 30, seed=0, dp=dp)(0)))
     assert len(batch["x"]) == parallel.round_up(30, n)
-    step = train.make_train_step(apply_fn, train.supervised_loss(losses.l1), tx, mesh)
-    state, metrics = step(train.create_state(variables, tx, mesh),
-                          parallel.shard_batch(batch, mesh), rng)
+    step = train.make_train_step(apply_fn, train.supervised_loss(losses.l1), tx, dp)
+    state, metrics = step(train.create_state(variables, tx, dp), dp.put_batch(batch), rng)
     out[n] = jax.device_get((metrics["loss"], state.params, state.batch_stats))
   chex.assert_trees_all_close(out[1], out[3], rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(out[1], out[4], rtol=1e-5, atol=1e-6)
@@ -142,7 +140,7 @@ def test_a_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, l
 
   def fit(directory, augment=None):
     return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
-                             {"x": x, "y": y}, epochs=3, batch_size=32, lr=0.01,
+                             {"x": x, "y": y}, train.Recipe(epochs=3, batch_size=32, lr=0.01),
                              rng=jax.random.key(1), checkpoint_dir=str(directory),
                              augment=augment, name="original")
 

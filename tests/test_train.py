@@ -12,20 +12,24 @@ from jax_unlearn.errors import UserError
 from jax_unlearn.models import MLP, from_function, from_linen, from_nnx, get_model, init_linen
 
 
-def _setup(x, model=None, lr=0.05, mesh=None):
+def _dp(devices, shards=None):
+  return parallel.DataParallel.create(devices, shards)
+
+
+def _setup(x, model=None, lr=0.05, dp=None):
   model = model or MLP(hidden=(16,))
   apply_fn = from_linen(model)
   variables = init_linen(model, jax.random.key(1), x[:2])
   tx = train.make_optimizer(lr)
-  state = train.create_state(variables, tx, mesh)
-  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, mesh)
+  state = train.create_state(variables, tx, dp)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, dp)
   return apply_fn, state, step
 
 
-def _run(x, y, mesh, epochs=3, batch_size=30, model=None):
-  apply_fn, state, step = _setup(x, model=model, mesh=mesh)
-  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, mesh=mesh)
-  result = train.fit(state, step, loader, epochs=epochs, rng=jax.random.key(2), mesh=mesh)
+def _run(x, y, dp, epochs=3, batch_size=30, model=None):
+  apply_fn, state, step = _setup(x, model=model, dp=dp)
+  loader = ArrayLoader({"x": x, "y": y}, batch_size, seed=0, dp=dp)
+  result = train.fit(state, step, loader, epochs=epochs, rng=jax.random.key(2), dp=dp)
   return apply_fn, result
 
 
@@ -34,7 +38,7 @@ def test_tiny_model_learns(linear_data):
   apply_fn, result = _run(x, y, None, epochs=30)
   first, last = result.history[0]["train_loss"], result.history[-1]["train_loss"]
   assert last < first / 10, (first, last)
-  pred = train.predict(apply_fn, result.state.variables, x)
+  pred = train.predict(train.make_predict_fn(apply_fn), result.state.variables, x)
   assert pred.shape == (96, 1)
 
 
@@ -51,26 +55,26 @@ def test_one_and_four_devices_agree(model_name):
     model = MLP(hidden=(16,))
   y = r.normal(size=(40, 1)).astype(np.float32)
   assert len(jax.devices()) == 4
-  _, one = _run(x, y, parallel.make_mesh(1), epochs=2, model=model)
-  _, four = _run(x, y, parallel.make_mesh(4), epochs=2, model=model)
+  _, one = _run(x, y, _dp(1), epochs=2, model=model)
+  _, four = _run(x, y, _dp(4), epochs=2, model=model)
   chex.assert_trees_all_close(jax.device_get(one.state.params),
                               jax.device_get(four.state.params), rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(jax.device_get(one.state.batch_stats),
                               jax.device_get(four.state.batch_stats), rtol=1e-4, atol=1e-5)
 
 
-def _sharded_run(x, y, model, loss_fn, devices, shards, batch_size, frozen=(), steps=None):
+def _sharded_run(x, y, model, loss_fn, devices, shards, batch_size, frozen=None):
   """Params and batch stats after one epoch of `loss_fn` with fixed `shards` on `devices`."""
-  mesh = parallel.make_mesh(devices)
+  dp = _dp(devices, shards)
   apply_fn = from_linen(model)
   variables = init_linen(model, jax.random.key(1), x[:2])
   tx = train.make_optimizer(0.01)
-  step = train.make_train_step(apply_fn, loss_fn, tx, mesh, shards=shards)
-  state = train.create_state(variables, tx, mesh)
+  step = train.make_train_step(apply_fn, loss_fn, tx, dp)
+  state = train.create_state(variables, tx, dp)
   arrays = {"x": x, "y": y, "forget": (np.arange(len(x)) % 3 == 0).astype(np.float32)}
-  loader = ArrayLoader(arrays, batch_size, seed=0, mesh=mesh, shards=shards)
-  result = train.fit(state, step, loader, epochs=1, rng=jax.random.key(2), mesh=mesh,
-                     frozen=jax.device_put(frozen, parallel.replicated(mesh)))
+  loader = ArrayLoader(arrays, batch_size, seed=0, dp=dp)
+  result = train.fit(state, step, loader, epochs=1, rng=jax.random.key(2), dp=dp,
+                     frozen=dp.replicate(frozen))
   assert all(np.isfinite(h["train_loss"]) for h in result.history)
   return jax.device_get((result.state.params, result.state.batch_stats))
 
@@ -93,13 +97,13 @@ def test_predictions_in_fixed_shards_are_the_same_on_1_2_and_4_devices():
   x = r.normal(size=(50, 8, 8, 1)).astype(np.float32)  # 3 chunks of 20 rows, 10 padded
   model = get_model("allcnn", width=0.05)
   apply_fn, variables = from_linen(model), init_linen(model, jax.random.key(1), x[:2])
-  preds = {n: train.predict(apply_fn, variables, x, batch_size=20, mesh=parallel.make_mesh(n),
-                            shards=4) for n in (1, 2, 4)}
+  preds = {n: train.predict(train.make_predict_fn(apply_fn, _dp(n, 4)), variables, x,
+                            batch_size=20) for n in (1, 2, 4)}
   assert preds[1].shape == (50, 1)
   np.testing.assert_array_equal(preds[1], preds[2])
   np.testing.assert_array_equal(preds[1], preds[4])
-  np.testing.assert_allclose(preds[1], train.predict(apply_fn, variables, x), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(preds[1], train.predict(train.make_predict_fn(apply_fn), variables, x),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_shards_compute_the_whole_batch_objective():
@@ -112,10 +116,10 @@ def test_fixed_shards_compute_the_whole_batch_objective():
   y = r.normal(size=(300, 1)).astype(np.float32)
   model = MLP(hidden=(16,))
   apply_fn = from_linen(model)
-  frozen = (init_linen(model, jax.random.key(5), x[:2]),)
-  rows = forget_rows_for(1 / 3, 256, shards=4)
+  frozen = init_linen(model, jax.random.key(5), x[:2])
+  rows = forget_rows_for(1 / 3, 256, _dp(1, 4))
   assert rows == 40  # 64 rows a block, about 21 of them forget rows
-  cases = {"supervised": (train.supervised_loss(losses.mse), ()),
+  cases = {"supervised": (train.supervised_loss(losses.mse), None),
            "blindspot": (make_blindspot_loss(apply_fn, losses.l1, forget_rows=rows), frozen)}
   for name, (loss_fn, extra) in cases.items():
     whole = _sharded_run(x, y, model, loss_fn, 1, None, 256, frozen=extra)
@@ -125,12 +129,13 @@ def test_fixed_shards_compute_the_whole_batch_objective():
 
 def test_fixed_shards_reject_a_device_count_they_do_not_split_into():
   with pytest.raises(UserError, match="multiple of the 4 device"):
-    parallel.batch_multiple(parallel.make_mesh(4), 6)
-  assert parallel.batch_multiple(parallel.make_mesh(2), 6) == 6
-  assert parallel.batch_multiple(parallel.make_mesh(4)) == 4
+    _dp(4, 6)
+  assert _dp(2, 6).batch_multiple == 6
+  assert _dp(2, 6).rows_per_block(32) == 6  # padded to 36 rows: 6 blocks of 6
+  assert _dp(4).batch_multiple == 4 and _dp(4).padded(30) == 32
   apply_fn, state, _ = _setup(np.zeros((4, 3), np.float32))
   step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse),
-                               train.make_optimizer(0.1), shards=4)
+                               train.make_optimizer(0.1), _dp(1, 4))
   batch = parallel.pad_batch({"x": np.zeros((6, 3), np.float32),
                               "y": np.zeros((6, 1), np.float32)}, 6)
   with pytest.raises(ValueError, match="does not split into 4 shards"):
@@ -139,20 +144,23 @@ def test_fixed_shards_reject_a_device_count_they_do_not_split_into():
 
 def test_no_recompilation_across_steps_and_ragged_last_batch(linear_data):
   x, y = linear_data
-  mesh = parallel.make_mesh(4)
+  dp = _dp(4)
   model = MLP(hidden=(8,))
   apply_fn = from_linen(model)
   variables = init_linen(model, jax.random.key(1), x[:2])
   tx = train.make_optimizer(0.01)
 
   @chex.assert_max_traces(n=1)
-  def loss_fn(pred, acts, batch, rng):
-    return losses.masked_mean(losses.mse(pred, batch["y"]), batch["mask"]), {}
+  def loss_fn(pred, acts, batch, rng, frozen):
+    return losses.masked_mean(losses.mse(pred, batch["y"]) * frozen["scale"], batch["mask"]), {}
 
-  step = train.make_train_step(apply_fn, loss_fn, tx, mesh)
-  state = train.create_state(variables, tx, mesh)
-  loader = ArrayLoader({"x": x[:70], "y": y[:70]}, 32, seed=0, mesh=mesh)  # 32, 32, 6 rows
-  train.fit(state, step, loader, epochs=2, rng=jax.random.key(0), mesh=mesh)
+  step = train.make_train_step(apply_fn, loss_fn, tx, dp)
+  state = train.create_state(variables, tx, dp)
+  loader = ArrayLoader({"x": x[:70], "y": y[:70]}, 32, seed=0, dp=dp)  # 32, 32, 6 rows
+  # A frozen pytree whose values change between calls: an argument, so no retrace.
+  for scale in (1.0, 2.0):
+    state = train.fit(state, step, loader, epochs=1, rng=jax.random.key(0), dp=dp,
+                      frozen=dp.replicate({"scale": jnp.float32(scale)})).state
 
 
 def test_ragged_batch_gradient_is_exact(linear_data):
@@ -234,7 +242,7 @@ def test_bad_settings_are_user_errors(linear_data):
 
 def test_loader_epoch_covers_every_sample_once_and_is_seeded():
   x = np.arange(50, dtype=np.float32)[:, None]
-  loader = ArrayLoader({"x": x, "y": x}, 16, seed=3, mesh=parallel.make_mesh(4))
+  loader = ArrayLoader({"x": x, "y": x}, 16, seed=3, dp=_dp(4))
   rows = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(0)])
   assert sorted(rows.tolist()) == list(range(50))
   again = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(0)])

@@ -35,7 +35,7 @@ def problem():
   r = np.random.default_rng(0)
   (x, y), (vx, vy), (tx, ty) = _cosine(r, 256), _cosine(r, 64), _cosine(r, 256)
   original = train.train_model(APPLY, _init(jax.random.key(0)), train.supervised_loss(losses.mse),
-                               {"x": x, "y": y}, epochs=60, batch_size=32, lr=0.01,
+                               {"x": x, "y": y}, train.Recipe(epochs=60, batch_size=32, lr=0.01),
                                rng=jax.random.key(1)).variables
   keep = vy[:, 0] <= 0.5
   data = UnlearnData(x, y, y[:, 0] > 0.5, vx[keep], vy[keep])
@@ -45,7 +45,7 @@ def problem():
 def _errors(variables, test, apply_fn=APPLY):
   """(retain, forget) test MSE."""
   tx, ty = test
-  sq = ((train.predict(apply_fn, variables, tx) - ty) ** 2)[:, 0]
+  sq = ((train.predict(train.make_predict_fn(apply_fn), variables, tx) - ty) ** 2)[:, 0]
   forget = ty[:, 0] > 0.5
   return float(sq[~forget].mean()), float(sq[forget].mean())
 
@@ -97,8 +97,8 @@ SHORT = {"retrained": {"epochs": 2, "batch_size": 64},
 def test_seeded_and_the_same_on_four_devices(problem, name):
   data, original, _ = problem
 
-  def params(key, mesh=None):
-    ctx = Context(APPLY, _init, losses.mse, jax.random.key(key), mesh=mesh)
+  def params(key, dp=None):
+    ctx = Context(APPLY, _init, losses.mse, jax.random.key(key), dp=dp)
     return jax.device_get(run_method(name, ctx, original, data, SHORT[name]).variables["params"])
 
   first = params(11)
@@ -106,7 +106,8 @@ def test_seeded_and_the_same_on_four_devices(problem, name):
   other = params(12)
   assert not np.array_equal(first["Dense_0"]["kernel"], other["Dense_0"]["kernel"])
   assert not np.array_equal(first["Dense_0"]["kernel"], original["params"]["Dense_0"]["kernel"])
-  chex.assert_trees_all_close(first, params(11, parallel.make_mesh(4)), rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(first, params(11, parallel.DataParallel.create(4)), rtol=1e-5,
+                              atol=1e-5)
 
 
 def _plain_mlp(params, x):
@@ -150,7 +151,8 @@ def test_blindspot_on_a_quantile_forecaster(problem):
   original = init(jax.random.key(0))
   ctx = Context(from_function(quantile_mlp), init, losses.get_loss("quantile"), jax.random.key(1))
   result = run_method("blindspot", ctx, original, data, SHORT["blindspot"])
-  pred = train.predict(from_function(quantile_mlp), result.variables, data.x[:5])
+  pred = train.predict(train.make_predict_fn(from_function(quantile_mlp)), result.variables,
+                       data.x[:5])
   assert pred.shape == (5, 2, 3) and np.all(np.isfinite(pred))
 
 
@@ -196,7 +198,7 @@ def test_bad_data_is_a_user_error(changes, message):
 
 def test_data_views():
   data = _data(forget=np.array([1, 0, 0, 0, 0, 1]))
-  np.testing.assert_array_equal(data.forget_y[:, 0], [0, 5])
+  np.testing.assert_array_equal(data.arrays()["forget"], [1, 0, 0, 0, 0, 1])
   np.testing.assert_array_equal(data.retain_y[:, 0], [1, 2, 3, 4])
   assert data.forget.dtype == bool
 

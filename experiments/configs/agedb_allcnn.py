@@ -5,7 +5,7 @@ AgeDB must be downloaded by hand (see README, "Real datasets"); then:
   jax-unlearn run --config experiments/configs/agedb_allcnn.py \
       --config.data.kwargs.path=/data/agedb --workdir runs/agedb_allcnn
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 MODEL = "allcnn"
 

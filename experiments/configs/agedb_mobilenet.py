@@ -3,8 +3,8 @@
   jax-unlearn run --config experiments/configs/agedb_mobilenet.py \
       --config.data.kwargs.path=/data/agedb --workdir runs/agedb_mobilenet
 """
-from experiments.configs import agedb_allcnn
+from jax_unlearn.config_io import load_config
 
 
 def get_config():
-  return agedb_allcnn.get_config("mobilenet")
+  return load_config("agedb_allcnn", "mobilenet")

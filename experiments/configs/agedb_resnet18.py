@@ -3,8 +3,8 @@
   jax-unlearn run --config experiments/configs/agedb_resnet18.py \
       --config.data.kwargs.path=/data/agedb --workdir runs/agedb_resnet18
 """
-from experiments.configs import agedb_allcnn
+from jax_unlearn.config_io import load_config
 
 
 def get_config():
-  return agedb_allcnn.get_config("resnet18")
+  return load_config("agedb_allcnn", "resnet18")

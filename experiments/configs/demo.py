@@ -3,11 +3,11 @@
   jax-unlearn demo                      # same as:
   jax-unlearn run --config experiments/configs/demo.py --workdir runs/demo
 """
-from experiments.configs import rotdigits_allcnn
+from jax_unlearn.config_io import load_config
 
 
 def get_config():
-  c = rotdigits_allcnn.get_config()
+  c = load_config("rotdigits_allcnn")
   c.experiment = "demo"
   c.data.kwargs.image_size = 32
   c.model.kwargs.width = 0.25

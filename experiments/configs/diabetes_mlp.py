@@ -3,14 +3,16 @@ random 10% of patients.
 
   jax-unlearn run --config experiments/configs/diabetes_mlp.py --workdir runs/diabetes
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config():
   c = base_config()
   c.experiment = "diabetes_mlp"
   c.data.name = "diabetes"
-  c.forget = {"kind": "random", "fraction": 0.1, "seed": 0}
+  c.forget.kind = "random"
+  c.forget.fraction = 0.1
+  c.forget.seed = 0
   c.model.name = "mlp"
   c.model.kwargs.hidden = (64, 64)
   c.train.epochs = 40

@@ -6,7 +6,7 @@ Download LD2011_2014.txt by hand (see README, "Real datasets"); then:
   jax-unlearn run --config experiments/configs/electricity_tft.py \
       --config.data.kwargs.path=/data/LD2011_2014.txt --workdir runs/electricity
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config():
@@ -16,7 +16,8 @@ def get_config():
   c.data.kwargs.path = ""
   c.data.kwargs.encoder_length = 168
   c.data.kwargs.horizon = 24
-  c.forget = {"kind": "groups", "ids": [0]}
+  c.forget.kind = "groups"
+  c.forget.ids = [0]
   c.model.name = "tft"
   c.model.kwargs.hidden = 64
   c.train.epochs = 20

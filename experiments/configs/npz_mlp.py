@@ -5,7 +5,7 @@ with an MLP. For images use a CNN: --config.model.name=allcnn --config.model.kwa
   jax-unlearn run --config experiments/configs/npz_mlp.py --config.data.kwargs.path=my.npz \
       --config.forget.high=0.0 --workdir runs/mine
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config():

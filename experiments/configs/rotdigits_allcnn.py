@@ -4,7 +4,7 @@ Forgets every image rotated by <= -30 degrees, as the paper forgets ages <= 30.
 
   jax-unlearn run --config experiments/configs/rotdigits_allcnn.py --workdir runs/rotdigits
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config():

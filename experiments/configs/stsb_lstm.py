@@ -5,7 +5,7 @@ Needs network access once for tfds "glue/stsb"; then:
 
   jax-unlearn run --config experiments/configs/stsb_lstm.py --workdir runs/stsb
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config(dataset: str = "stsb"):

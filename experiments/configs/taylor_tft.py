@@ -3,14 +3,16 @@ shipped with pmdarima) with a Temporal Fusion Transformer, forgetting a time win
 
   jax-unlearn run --config experiments/configs/taylor_tft.py --workdir runs/taylor
 """
-from experiments.configs.base import base_config
+from jax_unlearn.configs import base_config
 
 
 def get_config():
   c = base_config()
   c.experiment = "taylor_tft"
   c.data.name = "taylor"
-  c.forget = {"kind": "time_window", "start": 1000, "end": 1500}
+  c.forget.kind = "time_window"
+  c.forget.start = 1000
+  c.forget.end = 1500
   c.model.name = "tft"
   c.model.kwargs.hidden = 16
   c.train.epochs = 10

@@ -12,8 +12,9 @@ from jax_unlearn.data.augment import augment_images, make_augment
 from jax_unlearn.data.base import (Dataset, Split, Task, moments, split_indices, standardise,
                                    subsample, validate_dataset)
 from jax_unlearn.data.forget import KINDS as FORGET_KINDS
-from jax_unlearn.data.forget import ForgetMasks, label_values, make_forget_masks
-from jax_unlearn.data.loader import ArrayLoader
+from jax_unlearn.data.forget import (ForgetMasks, forget_defaults, label_values,
+                                     make_forget_masks)
+from jax_unlearn.data.loader import ArrayLoader, epoch_order
 from jax_unlearn.errors import UserError, unknown_name
 
 # name -> "module:function" (imported on first use) or a function added by `register_dataset`.
@@ -81,7 +82,7 @@ def load_dataset(name: str, *, seed: int = 0, max_samples: int | None = None,
 
 __all__ = [
     "ArrayLoader", "Dataset", "FORGET_KINDS", "ForgetMasks", "Split", "Task", "augment_images",
-    "dataset_names", "label_values", "load_dataset", "make_augment",
-    "make_forget_masks", "moments", "register_dataset", "split_indices", "standardise",
-    "subsample", "validate_dataset",
+    "dataset_names", "epoch_order", "forget_defaults", "label_values", "load_dataset",
+    "make_augment", "make_forget_masks", "moments", "register_dataset", "split_indices",
+    "standardise", "subsample", "validate_dataset",
 ]

@@ -14,6 +14,12 @@ from jax_unlearn.errors import UserError
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The row order of epoch `epoch`: a permutation of n rows drawn from (seed, epoch) alone, so a
+  resumed epoch, and relearning on device (AIN), see the same batches."""
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 class ArrayLoader:
   """Batches of in-memory arrays; `loader(epoch)` iterates one epoch.
 
@@ -23,14 +29,13 @@ class ArrayLoader:
     seed: the order of epoch e is a permutation drawn from (seed, e), so a resumed epoch
       sees the same batches.
     shuffle: permute each epoch (training) or keep order (evaluation).
-    mesh: pads the batch to fill every device; each host yields only its own rows.
-    shards: pads the batch to a multiple of this many fixed row blocks instead (see
-      `train.make_train_step`).
+    dp: pads the batch to fill every device (or to whole fixed row blocks, `dp.shards`); each
+      host yields only its own rows.
     augment: host-side numpy transform of "x" (e.g. random crop and flip), seeded per batch.
   """
 
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
-               shuffle: bool = True, mesh=None, shards: int | None = None,
+               shuffle: bool = True, dp: parallel.DataParallel | None = None,
                augment: Augment | None = None):
     n = len(arrays["x"])
     if any(len(v) != n for v in arrays.values()):
@@ -46,22 +51,22 @@ class ArrayLoader:
     self.n = n
     self.batch_size = min(batch_size, n)
     self.seed, self.shuffle, self.augment = seed, shuffle, augment
-    self.padded = parallel.round_up(self.batch_size, parallel.batch_multiple(mesh, shards))
-    self.hosts, self.host = (jax.process_count(), jax.process_index()) if mesh is not None else (1, 0)
+    dp = parallel.resolve(dp)
+    self.padded = dp.padded(self.batch_size)
+    self.rows = dp.host_rows(self.padded)
 
   def __len__(self) -> int:
     return -(-self.n // self.batch_size)
 
   def __call__(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-    rng = np.random.default_rng([self.seed, epoch])
-    order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-    per_host = self.padded // self.hosts
+    order = epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
     for b, start in enumerate(range(0, self.n, self.batch_size)):
       idx = order[start:start + self.batch_size]
       batch = {k: v[idx] for k, v in self.arrays.items()}
       batch = parallel.pad_batch(batch, self.padded)
-      batch = {k: v[self.host * per_host:(self.host + 1) * per_host] for k, v in batch.items()}
+      batch = {k: v[self.rows] for k, v in batch.items()}
       if self.augment is not None:
-        batch["x"] = self.augment(batch["x"], np.random.default_rng([self.seed, epoch, b, self.host]))
+        rng = np.random.default_rng([self.seed, epoch, b, jax.process_index()])
+        batch["x"] = self.augment(batch["x"], rng)
       batch["forget"] = batch["forget"].astype(np.float32)
       yield batch

@@ -1,28 +1,49 @@
 """Evaluation of unlearning for regression: errors, distances, privacy attack, AIN, reports.
 
 Functions take arrays, or an apply function with variables, never the library's model classes
-or unlearning methods, so research code can call any of them on its own.
+or unlearning methods, so research code can call any of them on its own. The evaluator is open:
+every metric is a registered `Metric` (name, settings, result keys, columns, hooks), so a metric
+of your own joins `evaluate_models` and the table with `register(MyMetric())`.
+
+  base       the Metric protocol, its contexts (Run, ModelContext, EvalData), the registry
+  builtin    the paper's metrics, registered in their fixed order
+  evaluate   evaluate_models and the settings it resolves
+  report     the markdown table
+  errors, distances, mia, ain   the metrics' functions, each module with its Metric
+  plots      the paper's figures
 """
-from jax_unlearn.metrics.ain import Relearner, anamnesis_index, relearn_steps, relearn_target
-from jax_unlearn.metrics.distances import (activation_distance, layer_names,
-                                           make_activation_distance_fn, model_activation_distance,
-                                           relative_difference, wasserstein, wasserstein_1d)
-from jax_unlearn.metrics.errors import (ERRORS, cohort_error, cohort_errors, per_example_error,
-                                        r2_score, reduce_error)
-from jax_unlearn.metrics.mia import loss_values, membership_attack, per_example_losses
+from jax_unlearn.metrics.ain import (AnamnesisIndex, Relearner, anamnesis_index, relearn_steps,
+                                     relearn_target)
+from jax_unlearn.metrics.base import (DETAIL, HEADLINE, HIDDEN, HIGHER, LOWER, RETRAINED, Column,
+                                      EvalData, Metric, ModelContext, Run, columns,
+                                      default_columns, defaults, get, names, register,
+                                      required_keys, unregister)
+from jax_unlearn.metrics.builtin import DEFAULT_COLUMNS, REQUIRED_KEYS
+from jax_unlearn.metrics.distances import (ActivationDistance, Wasserstein, activation_distance,
+                                           layer_names, make_activation_distance_fn,
+                                           model_activation_distance, relative_difference,
+                                           wasserstein, wasserstein_1d)
+from jax_unlearn.metrics.errors import (ERRORS, CohortErrors, cohort_error, cohort_errors,
+                                        per_example_error, r2_score, reduce_error)
+from jax_unlearn.metrics.evaluate import Evaluation, evaluate_models, resolve_settings
+from jax_unlearn.metrics.mia import (MembershipAttack, loss_values, membership_attack,
+                                     per_example_losses)
 from jax_unlearn.metrics.plots import (plot_all, plot_errors, plot_predictions,
                                        plot_relative_difference)
-from jax_unlearn.metrics.report import (COLUMNS, DEFAULT_COLUMNS, DEFAULTS, METRICS,
-                                        REQUIRED_KEYS, EvalData, Evaluation, evaluate_models,
-                                        format_value, write_markdown)
+from jax_unlearn.metrics.report import format_value, legend, write_markdown
 
 __all__ = [
-    "Relearner", "anamnesis_index", "relearn_steps", "relearn_target",
-    "activation_distance", "layer_names", "make_activation_distance_fn",
-    "model_activation_distance", "relative_difference", "wasserstein", "wasserstein_1d",
-    "ERRORS", "cohort_error", "cohort_errors", "per_example_error", "r2_score", "reduce_error",
-    "loss_values", "membership_attack", "per_example_losses",
+    "AnamnesisIndex", "Relearner", "anamnesis_index", "relearn_steps", "relearn_target",
+    "DETAIL", "HEADLINE", "HIDDEN", "HIGHER", "LOWER", "RETRAINED", "Column", "EvalData",
+    "Metric", "ModelContext", "Run", "columns", "default_columns", "defaults", "get", "names",
+    "register", "required_keys", "unregister", "DEFAULT_COLUMNS", "REQUIRED_KEYS",
+    "ActivationDistance", "Wasserstein", "activation_distance", "layer_names",
+    "make_activation_distance_fn", "model_activation_distance", "relative_difference",
+    "wasserstein", "wasserstein_1d",
+    "ERRORS", "CohortErrors", "cohort_error", "cohort_errors", "per_example_error", "r2_score",
+    "reduce_error",
+    "Evaluation", "evaluate_models", "resolve_settings",
+    "MembershipAttack", "loss_values", "membership_attack", "per_example_losses",
     "plot_all", "plot_errors", "plot_predictions", "plot_relative_difference",
-    "COLUMNS", "DEFAULT_COLUMNS", "DEFAULTS", "METRICS", "REQUIRED_KEYS", "EvalData",
-    "Evaluation", "evaluate_models", "format_value", "write_markdown",
+    "format_value", "legend", "write_markdown",
 ]

@@ -19,18 +19,24 @@ train step (unrolled), gathering each batch on device from precomputed epoch per
 same order `ArrayLoader(seed)` gives) and evaluating the forget-validation error on device after
 each; the host only reads one integer per call (the first step that reached the target). Not a
 `lax.while_loop`: XLA's CPU backend runs convolutions inside loops tens of times slower (a
-width-0.25 AllCNN step: 0.13 s plain, 7 s inside `fori_loop`, 0.09 s unrolled). It is pure: the variables it measures are never modified (the
-published code retrains the gold model in place, corrupting later values).
+width-0.25 AllCNN step: 0.13 s plain, 7 s inside `fori_loop`, 0.09 s unrolled). It is pure:
+the variables it measures are never modified (the published code retrains the gold model in
+place, corrupting later values).
+
+The "ain" metric compiles one Relearner for all models; its `finish` divides by the retrained
+model's steps, so it needs every model's steps first.
 """
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_unlearn import data as data_lib
 from jax_unlearn import parallel, train
 from jax_unlearn.errors import UserError
+from jax_unlearn.metrics import base
 
 
 def relearn_target(original_error: float, alpha: float) -> float:
@@ -63,28 +69,29 @@ class Relearner:
       after the last step); 1 counts exactly.
     steps_per_call: steps per compiled call (unrolled; compile time grows with it).
     eval_batch_size: rows per chunk when evaluating the forget-validation set.
-    mesh: data-parallel mesh (batches sharded over "data", the rest replicated).
-    shards: fixed row blocks of each relearning step (see `train.make_train_step`).
+    dp: where relearning runs (batches sharded over "data", the rest replicated) and its fixed
+      row blocks (see `train.make_train_step`).
   """
 
   def __init__(self, apply_fn: Callable, loss: Callable, *, lr: float = 1e-3,
                batch_size: int = 64, check_every: int = 1, eval_batch_size: int = 512,
-               steps_per_call: int = 4, mesh=None, shards: int | None = None):
+               steps_per_call: int = 4, dp: parallel.DataParallel | None = None):
     if min(batch_size, check_every, eval_batch_size, steps_per_call) < 1:
-      raise UserError("AIN's batch size, check interval and evaluation batch size must be >= 1, "
-                      f"got {batch_size}, {check_every}, {eval_batch_size}.",
-                      "set metrics.ain_batch_size and metrics.ain_check_every >= 1.")
-    self.loss, self.mesh = loss, mesh
+      raise UserError("AIN's batch size, check interval, evaluation batch size and steps per "
+                      f"call must be >= 1, got {batch_size}, {check_every}, {eval_batch_size}, "
+                      f"{steps_per_call}.",
+                      "set metrics.ain_batch_size, ain_check_every and ain_steps_per_call >= 1.")
+    self.loss, self.dp = loss, parallel.resolve(dp)
     self.batch_size, self.check_every = batch_size, check_every
     self.eval_batch_size, self.steps_per_call = eval_batch_size, steps_per_call
     self.tx = train.make_optimizer(lr)
-    self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, mesh,
-                                       donate=False, shards=shards)
-    self._batch_multiple = parallel.batch_multiple(mesh, shards)
-    self._predict = train.make_predict_fn(apply_fn, mesh, shards)
+    self._step = train.make_train_step(apply_fn, train.supervised_loss(loss), self.tx, self.dp,
+                                       donate=False)
+    self._batch_multiple = self.dp.batch_multiple
+    self._predict = train.make_predict_fn(apply_fn, self.dp)
     # Fixed shards make each row's prediction device-independent; the error then sums them
     # replicated, in one order, rather than per device.
-    self._sum_replicated = shards is not None and mesh is not None
+    self._sum_replicated = self.dp.shards is not None
     self._chunk = jax.jit(self._relearn_chunk, donate_argnums=0)
     self._evaluate = jax.jit(self._error)
 
@@ -101,8 +108,8 @@ class Relearner:
     if max_epochs < 1:
       raise UserError(f"AIN's max epochs must be >= 1, got {max_epochs}.",
                       "set metrics.ain_max_epochs >= 1.")
-    # The order of epoch e is the permutation ArrayLoader(seed) draws for it.
-    perms = np.stack([np.random.default_rng([seed, e]).permutation(n)
+    # The order of epoch e is the one ArrayLoader(seed) gives.
+    perms = np.stack([data_lib.epoch_order(seed, e, n)
                       for e in range(max_epochs)]).astype(np.int32)  # [E, N]
     chunk = parallel.round_up(min(self.eval_batch_size, v), self._batch_multiple)
     padded = parallel.round_up(v, chunk)
@@ -110,9 +117,7 @@ class Relearner:
     val = {k: a.reshape((padded // chunk, chunk) + a.shape[1:]) for k, a in val.items()}
     arrays = {"x": np.asarray(x), "y": np.asarray(y), "perms": perms, "val": val,
               "rng": jax.random.key(seed)}
-    if self.mesh is not None:
-      return jax.device_put(arrays, parallel.replicated(self.mesh))
-    return jax.device_put(arrays)
+    return self.dp.replicate(arrays)
 
   def error(self, variables, data: dict) -> float:
     """The mean task loss on the forget-validation set, computed as inside the loop."""
@@ -120,7 +125,7 @@ class Relearner:
 
   def steps(self, variables, data: dict, target_error: float) -> tuple[int, bool]:
     """(relearn steps, whether the cap was hit) of a copy of `variables`."""
-    state = train.create_state(self._place(variables), self.tx, self.mesh)  # a copy
+    state = train.create_state(self._place(variables), self.tx, self.dp)  # a copy
     total = self._total_steps(data)
     target = jnp.float32(target_error)
     for t0 in range(0, total, self.steps_per_call):
@@ -134,15 +139,13 @@ class Relearner:
     return epochs * math.ceil(n / min(self.batch_size, n))
 
   def _place(self, variables):
-    if self.mesh is None:
-      return variables
-    return jax.device_put(variables, parallel.replicated(self.mesh))
+    return self.dp.replicate(variables)
 
   def _error(self, variables, val: dict) -> jax.Array:
     def chunk(carry, rows):
       pred = self._predict(variables, rows["x"])  # [C, ...], sharded over the mesh
       if self._sum_replicated:
-        pred = jax.lax.with_sharding_constraint(pred, parallel.replicated(self.mesh))
+        pred = jax.lax.with_sharding_constraint(pred, self.dp.replicated)
       values = self.loss(pred, rows["y"])  # [C]
       return (carry[0] + jnp.sum(values * rows["mask"]), carry[1] + jnp.sum(rows["mask"])), None
 
@@ -185,7 +188,7 @@ def relearn_steps(apply_fn: Callable, variables, loss: Callable,
                   train_arrays: tuple[np.ndarray, np.ndarray],
                   forget_val: tuple[np.ndarray, np.ndarray], target_error: float, *,
                   lr: float = 1e-3, batch_size: int = 64, max_epochs: int = 10, seed: int = 0,
-                  mesh=None, shards: int | None = None, check_every: int = 1
+                  dp: parallel.DataParallel | None = None, check_every: int = 1
                   ) -> tuple[int, bool]:
   """(steps, hit_cap): relearn time of a copy of `variables` to reach `target_error`.
 
@@ -196,7 +199,70 @@ def relearn_steps(apply_fn: Callable, variables, loss: Callable,
   For several models use one `Relearner` directly: it compiles and transfers the data once.
   """
   relearner = Relearner(apply_fn, loss, lr=lr, batch_size=batch_size, check_every=check_every,
-                        mesh=mesh, shards=shards)
+                        dp=dp)
   data = relearner.prepare(train_arrays, forget_val, max_epochs=max_epochs, seed=seed)
   return relearner.steps(variables, data, target_error)
 
+
+def _is_count(value) -> bool:
+  return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+class AnamnesisIndex(base.Metric):
+  """AIN of every model, relearning towards one target set by the original model."""
+  name = "ain"
+  defaults = {
+      "ain_alpha": 0.05,
+      "ain_lr": 1e-3,
+      "ain_batch_size": 64,
+      "ain_max_epochs": 10,
+      "ain_check_every": 1,
+      "ain_steps_per_call": 4,  # relearning steps per compiled call (unrolled)
+  }
+  keys = ("ain", "ain_steps", "ain_hit_cap")
+  required = ("ain",)
+  columns = (base.Column("ain", "AIN", base.RETRAINED, base.HEADLINE,
+                         mark=lambda row: " (cap)" if row.get("ain_hit_cap") else "",
+                         note="AIN marked (cap) hit the relearning epoch cap (a lower bound)."),
+             base.Column("ain_steps", "AIN relearn steps", base.RETRAINED))
+
+  def check(self, settings) -> None:
+    alpha = settings["ain_alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+      raise UserError(f"metrics.ain_alpha must be a number >= 0, got {alpha!r}.",
+                      "set metrics.ain_alpha, e.g. 0.05.")
+    for key in ("ain_check_every", "ain_steps_per_call"):
+      if not _is_count(settings[key]):
+        raise UserError(f"metrics.{key} must be an integer >= 1, got {settings[key]!r}.",
+                        f"set metrics.{key} to 1 or more.")
+
+  def prepare(self, run: base.Run) -> tuple[Relearner, dict, float]:
+    s, data, forget = run.settings, run.data, run.data.forget_train
+    relearner = Relearner(run.apply_fn, run.task_loss, lr=float(s["ain_lr"]),
+                          batch_size=s["ain_batch_size"], check_every=s["ain_check_every"],
+                          eval_batch_size=run.batch_size, steps_per_call=s["ain_steps_per_call"],
+                          dp=run.dp)
+    if data.forget_val.any():
+      relearn_eval = (data.val_x[data.forget_val], data.val_y[data.forget_val])
+    else:  # e.g. a time window inside the training period: no held-out forget rows exist
+      relearn_eval = (data.train_x[forget], data.train_y[forget])
+      run.info["ain_note"] = ("no forget-validation samples: relearning is measured on the forget "
+                              "training rows")
+    arrays = relearner.prepare((data.train_x, data.train_y), relearn_eval,
+                               max_epochs=s["ain_max_epochs"], seed=run.seed)
+    run.info["ain_original_error"] = relearner.error(run.models["original"], arrays)
+    run.info["ain_target_error"] = target = relearn_target(run.info["ain_original_error"],
+                                                           float(s["ain_alpha"]))
+    return relearner, arrays, target
+
+  def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:
+    relearner, arrays, target = state
+    steps, hit_cap = relearner.steps(model.variables, arrays, target)
+    return {"ain_steps": steps, "ain_hit_cap": hit_cap}
+
+  def finish(self, state, models, results: Mapping[str, Mapping[str, Any]]
+             ) -> dict[str, dict[str, float]]:
+    reference = results["retrained"]["ain_steps"]
+    return {name: {"ain": 1.0 if name == "retrained" else
+                   anamnesis_index(res["ain_steps"], reference)}
+            for name, res in results.items()}

@@ -2,15 +2,18 @@
 
 The paper compares the distribution of the unlearned model's predictions on the forget set with
 the retrained model's (Wasserstein-1), shows the per-sample relative difference as a histogram,
-and peers report an activation distance; all three are here.
+and peers report an activation distance; all three are here, the first and the last also as
+metrics of the evaluator.
 """
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import train
+from jax_unlearn import parallel, train
+from jax_unlearn.errors import unknown_name
+from jax_unlearn.metrics import base
 
 
 def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
@@ -80,29 +83,76 @@ def layer_names(apply_fn: Callable, variables, x: np.ndarray) -> list[str]:
   return names
 
 
-def make_activation_distance_fn(apply_fn: Callable, layer: str, mesh=None,
-                                shards: int | None = None):
+def make_activation_distance_fn(apply_fn: Callable, layer: str,
+                                dp: parallel.DataParallel | None = None) -> train.PredictFn:
   """Jitted `fn((variables_a, variables_b), x) -> [B]` per-row distances at `layer`.
 
   Only the per-row distances leave the device, not the activations (which can be large).
   """
 
-  def pair_apply(pair, x, *, train):
-    acts_a = apply_fn(pair[0], x, train=train)[1]
-    acts_b = apply_fn(pair[1], x, train=train)[1]
-    return (row_distances(acts_a[layer], acts_b[layer]),)
+  def pair_distances(pair, x):
+    acts_a = apply_fn(pair[0], x, train=False)[1]
+    acts_b = apply_fn(pair[1], x, train=False)[1]
+    return row_distances(acts_a[layer], acts_b[layer])
 
-  return train.make_predict_fn(pair_apply, mesh, shards)
+  return train.make_row_fn(pair_distances, dp)
 
 
 def model_activation_distance(apply_fn: Callable, variables_a, variables_b, x: np.ndarray, *,
-                              layer: str, batch_size: int = 512, mesh=None,
-                              shards: int | None = None, distance_fn=None) -> float:
+                              layer: str, batch_size: int = 512,
+                              dp: parallel.DataParallel | None = None,
+                              distance_fn: train.PredictFn | None = None) -> float:
   """Mean L2 distance at `layer` between two models on the rows of `x`.
 
-  Pass a `distance_fn` from `make_activation_distance_fn` to reuse its compilation.
+  Pass a `distance_fn` from `make_activation_distance_fn` to reuse its compilation (it runs on
+  its own `dp`).
   """
-  distance_fn = distance_fn or make_activation_distance_fn(apply_fn, layer, mesh, shards)
-  per_row = train.predict(None, (variables_a, variables_b), x, batch_size=batch_size, mesh=mesh,
-                          shards=shards, predict_fn=distance_fn)  # [N]
+  distance_fn = distance_fn or make_activation_distance_fn(apply_fn, layer, dp)
+  per_row = train.predict(distance_fn, (variables_a, variables_b), x,
+                          batch_size=batch_size)  # [N]
   return float(np.mean(per_row.astype(np.float64)))
+
+
+class Wasserstein(base.Metric):
+  """Wasserstein-1 between the model's and the retrained model's forget-set predictions."""
+  name = "wasserstein"
+  keys = required = ("wasserstein_to_retrained",)
+  columns = (base.Column("wasserstein_to_retrained", "Wasserstein to retrained", base.LOWER,
+                         base.HEADLINE),)
+
+  def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:
+    return {"wasserstein_to_retrained": wasserstein(model.forget_pred,
+                                                    model.retrained.forget_pred)}
+
+
+class ActivationDistance(base.Metric):
+  """Mean L2 distance to the retrained model's activations on the forget-train rows.
+
+  `activation_layer` None picks the deepest activation the model exposes; a model exposing none
+  has no distance (None).
+  """
+  name = "activation_distance"
+  defaults = {"activation_layer": None}
+  keys = ("activation_distance_to_retrained",)
+  columns = (base.Column("activation_distance_to_retrained", "activation distance to retrained",
+                         base.LOWER),)
+
+  def prepare(self, run: base.Run) -> tuple[str | None, train.PredictFn | None]:
+    names = layer_names(run.apply_fn, run.models["original"], run.data.train_x)
+    layer = run.settings["activation_layer"] or (names[-1] if names else None)
+    if layer is not None and layer not in names:
+      raise unknown_name("activation layer", layer, names)
+    run.info["activation_layer"] = layer
+    if layer is None:
+      return None, None
+    return layer, make_activation_distance_fn(run.apply_fn, layer, run.dp)
+
+  def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:
+    layer, distance_fn = state
+    if layer is None:
+      return {"activation_distance_to_retrained": None}
+    data = model.data
+    return {"activation_distance_to_retrained": model_activation_distance(
+        model.run.apply_fn, model.variables, model.retrained.variables,
+        data.train_x[data.forget_train], layer=layer, batch_size=model.run.batch_size,
+        distance_fn=distance_fn)}

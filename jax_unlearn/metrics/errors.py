@@ -2,16 +2,19 @@
 
 A cohort (retain-train, forget-train, retain-test, forget-test) is a boolean mask over the rows
 of one prediction array, so every cohort of a split is reduced from the same per-example values
-and a ragged or empty cohort is exact: an empty cohort has no error (None), never NaN.
+and a ragged or empty cohort is exact: an empty cohort has no error (None), never NaN. The
+"errors" metric reports each cohort's error and R² (and a quantile model's median MAE).
 """
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from jax_unlearn import losses
 from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn.metrics import base
 
 ERRORS = ("mae", "mse", "rmse", "quantile")
+COHORTS = ("retain_train", "forget_train", "retain_test", "forget_test")
 
 
 def check_error(error: str, quantiles: Sequence[float] | None = None) -> None:
@@ -89,3 +92,36 @@ def r2_score(pred: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None, *,
   if np.any(ss_tot == 0):
     return None
   return float(np.mean(1.0 - ss_res / ss_tot))
+
+
+def _cohort_columns(suffix: str, label: str, retain: str, show: int) -> list[base.Column]:
+  """One column per cohort; on forget cohorts the retrained model's value is the goal."""
+  return [base.Column(f"{c}_{suffix}", f"{c.replace('_', ' ')} {label}",
+                      base.RETRAINED if c.startswith("forget") else retain, show)
+          for c in COHORTS]
+
+
+class CohortErrors(base.Metric):
+  """The task error and R² of each cohort; for a quantile model also its median's MAE."""
+  name = "errors"
+  keys = tuple(f"{c}_{k}" for k in ("error", "median_mae", "r2") for c in COHORTS)
+  required = tuple(f"{c}_error" for c in COHORTS)
+  columns = tuple(_cohort_columns("error", "error", base.LOWER, base.HEADLINE)
+                  + _cohort_columns("median_mae", "median MAE", base.LOWER, base.HIDDEN)
+                  + _cohort_columns("r2", "R²", base.HIGHER, base.HIDDEN))
+
+  def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:
+    data, run = model.data, model.run
+    masks = {"retain_train": ~data.forget_train, "forget_train": data.forget_train,
+             "retain_test": ~data.forget_test, "forget_test": data.forget_test}
+    splits = {"train": (model.pred_train, data.train_y), "test": (model.pred_test, data.test_y)}
+    q, out = run.quantiles, {}
+    for split, (pred, y) in splits.items():
+      cohorts = {c: m for c, m in masks.items() if c.endswith(split)}
+      out.update({f"{c}_error": v for c, v in
+                  cohort_errors(pred, y, run.error, cohorts, quantiles=q).items()})
+      if q:
+        out.update({f"{c}_median_mae": v for c, v in
+                    cohort_errors(pred, y, "mae", cohorts, quantiles=q).items()})
+      out.update({f"{c}_r2": r2_score(pred, y, m, quantiles=q) for c, m in cohorts.items()})
+    return out

@@ -4,35 +4,34 @@ The paper's attack: an RBF support vector machine (C=3, gamma="auto") learns to 
 per-sample losses of training data (members, label 1) from those of test data (non-members,
 label 0); the score of a model is the fraction of forget samples it calls "member". A model that
 truly forgot should score like the retrained model. The attack's accuracy and AUC on a held-out
-part of its own data say whether it is informative at all (0.5 means it is guessing).
+part of its own data say whether it is informative at all (0.5 means it is guessing). The "mia"
+metric runs the attack on every model with the same seed, so models differ only in their losses.
 """
-from typing import Callable
+from typing import Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
-from jax_unlearn import train
+from jax_unlearn import parallel, train
 from jax_unlearn.errors import UserError
+from jax_unlearn.metrics import base
+from jax_unlearn.metrics.base import loss_values
 
 MIA_KEYS = ("mia_forget", "mia_attack_accuracy", "mia_attack_auc")
 
 
-def loss_values(pred: np.ndarray, y: np.ndarray, loss: Callable) -> np.ndarray:
-  """Per-example `loss` of predictions [N, ...] against labels [N, ...] as float64 [N]."""
-  if len(pred) == 0:
-    return np.zeros(0)
-  return np.asarray(loss(jnp.asarray(pred), jnp.asarray(y)), np.float64)
-
-
 def per_example_losses(apply_fn: Callable, variables, x: np.ndarray, y: np.ndarray,
-                       loss: Callable, *, batch_size: int = 1024, mesh=None,
-                       shards: int | None = None, predict_fn=None) -> np.ndarray:
-  """[N] losses of a model on every row, predicted in large fixed-size jitted batches."""
-  pred = train.predict(apply_fn, variables, x, batch_size=batch_size, mesh=mesh, shards=shards,
-                       predict_fn=predict_fn)
-  return loss_values(pred, y, loss)
+                       loss: Callable, *, batch_size: int = 1024,
+                       dp: parallel.DataParallel | None = None,
+                       predict_fn: train.PredictFn | None = None) -> np.ndarray:
+  """[N] losses of a model on every row, predicted in large fixed-size jitted batches.
+
+  Pass a `predict_fn` from `train.make_predict_fn` to reuse its compilation (it runs on its own
+  `dp`).
+  """
+  predict_fn = predict_fn or train.make_predict_fn(apply_fn, dp)
+  return loss_values(train.predict(predict_fn, variables, x, batch_size=batch_size), y, loss)
 
 
 def _sample(n: int, samples: int, holdout: float, rng: np.random.Generator, what: str):
@@ -62,9 +61,7 @@ def membership_attack(member_losses: np.ndarray, nonmember_losses: np.ndarray,
     "mia_attack_auc": on the held-out members and non-members (None when holdout is 0)}.
     All None when a loss is not finite (a diverged model has no meaningful attack).
   """
-  if not 0.0 <= holdout < 1.0:
-    raise UserError(f"the attack's held-out fraction must be in [0, 1), got {holdout}.",
-                    "set metrics.mia_holdout to e.g. 0.3.")
+  _check_holdout(holdout)
   member = np.asarray(member_losses, np.float64)
   nonmember = np.asarray(nonmember_losses, np.float64)
   target = np.asarray(target_losses, np.float64)
@@ -84,3 +81,35 @@ def membership_attack(member_losses: np.ndarray, nonmember_losses: np.ndarray,
     result["mia_attack_accuracy"] = float(np.mean(attack.predict(held) == held_labels))
     result["mia_attack_auc"] = float(roc_auc_score(held_labels, attack.decision_function(held)))
   return result
+
+
+def _check_holdout(holdout) -> None:
+  if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not (
+      0.0 <= holdout < 1.0):
+    raise UserError(f"the attack's held-out fraction must be in [0, 1), got {holdout}.",
+                    "set metrics.mia_holdout to e.g. 0.3.")
+
+
+class MembershipAttack(base.Metric):
+  """The attack with retain-train rows as members, test rows as non-members, forget-train rows as
+  targets."""
+  name = "mia"
+  defaults = {"mia_samples": 2000, "mia_holdout": 0.3}
+  keys = MIA_KEYS
+  required = ("mia_forget",)
+  columns = (base.Column("mia_forget", "MIA forget", base.RETRAINED, base.HEADLINE),
+             base.Column("mia_attack_accuracy", "MIA attack accuracy", base.RETRAINED),
+             base.Column("mia_attack_auc", "MIA attack AUC", base.RETRAINED, base.DETAIL))
+
+  def check(self, settings) -> None:
+    samples = settings["mia_samples"]
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+      raise UserError(f"metrics.mia_samples must be an integer >= 2, got {samples!r}.",
+                      "raise metrics.mia_samples, e.g. to 2000.")
+    _check_holdout(settings["mia_holdout"])
+
+  def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:
+    forget, s = model.data.forget_train, model.settings
+    return membership_attack(model.train_losses[~forget], model.test_losses,
+                             model.train_losses[forget], samples=int(s["mia_samples"]),
+                             holdout=float(s["mia_holdout"]), seed=model.seed)

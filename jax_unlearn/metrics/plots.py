@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jax_unlearn import files
-from jax_unlearn.metrics import distances
-from jax_unlearn.metrics.report import COLUMNS, Evaluation
+from jax_unlearn.metrics import base, distances
+from jax_unlearn.metrics.evaluate import Evaluation
 
 REFERENCES = ("original", "retrained")
 
@@ -61,7 +61,7 @@ def plot_errors(evaluation: Evaluation, out_dir: str,
                 keys: Sequence[str] = ("forget_train_error", "retain_train_error",
                                        "forget_test_error", "retain_test_error")) -> str:
   """Bars per method for each error, with the retrained and original models as lines."""
-  results = evaluation.results
+  results, labels = evaluation.results, base.columns()
   keys = [k for k in keys if results["retrained"].get(k) is not None]
   methods = [n for n in results if n not in REFERENCES]
   fig, axes = _grid(len(keys), f"Errors ({evaluation.info.get('error', 'error')})")
@@ -72,7 +72,7 @@ def plot_errors(evaluation: Evaluation, out_dir: str,
     for ref, style in zip(REFERENCES, (":", "--")):
       if results.get(ref, {}).get(key) is not None:
         ax.axhline(results[ref][key], linestyle=style, color="black", label=ref)
-    ax.set_title(COLUMNS[key][0])
+    ax.set_title(labels[key].label if key in labels else key)
     ax.legend(loc="best", fontsize="small")
   return _save(fig, os.path.join(out_dir, "errors.png"))
 

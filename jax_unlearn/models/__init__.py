@@ -18,11 +18,6 @@ _REGISTRY = {
 }
 
 
-def register(name: str, cls) -> None:
-  """Adds a model class to the registry (used by the model modules of the zoo)."""
-  _REGISTRY[name] = cls
-
-
 def model_names() -> list[str]:
   return sorted(_REGISTRY)
 
@@ -45,6 +40,6 @@ def get_model(name: str, *, data_facts: dict | None = None, **kwargs):
   return cls(**defaults, **kwargs)
 
 
-__all__ = ["get_model", "model_names", "register", "from_linen", "from_nnx", "from_function",
+__all__ = ["get_model", "model_names", "from_linen", "from_nnx", "from_function",
            "init_linen", "split_outputs", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
            "LSTMPairRegressor", "TemporalFusionTransformer"]

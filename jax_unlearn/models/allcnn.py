@@ -12,11 +12,13 @@ class ConvBlock(nn.Module):
   kernel: int = 3
   stride: int = 1
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     x = ops.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                padding=(self.kernel - 1) // 2, use_bias=False, dtype=self.dtype)(x)
+                padding=(self.kernel - 1) // 2, use_bias=False, dtype=self.dtype,
+                kernels=self.kernels)(x)
     x = ops.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
         x, mask=row_mask(mask, x))
     return nn.relu(x)
@@ -26,12 +28,14 @@ class AllCNN(nn.Module):
   """8 conv blocks (96/192 filters times `width`), global average pool, linear head.
 
   Returns (pred [B, out_dim], acts) with acts "block1".."block8" (NHWC) and "features" [B, F].
-  `mask` [B] keeps padded rows out of the BatchNorm statistics.
+  `mask` [B] keeps padded rows out of the BatchNorm statistics. `kernels`: the convolution
+  kernels, one of `ops.KERNELS` (part of the model, so each setting is its own jitted function).
   """
   out_dim: int = 1
   width: float = 1.0
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -41,8 +45,8 @@ class AllCNN(nn.Module):
     acts = {}
     x = x.astype(self.dtype)
     for i, (features, kernel, stride) in enumerate(plan, start=1):
-      x = acts[f"block{i}"] = ConvBlock(features, kernel, stride, self.dtype)(x, train=train,
-                                                                       mask=mask)
+      x = acts[f"block{i}"] = ConvBlock(features, kernel, stride, self.dtype,
+                                        kernels=self.kernels)(x, train=train, mask=mask)
       if i in (3, 6) and self.dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = acts["features"] = jnp.mean(x, axis=(1, 2))  # [B, f2]

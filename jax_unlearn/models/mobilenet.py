@@ -48,12 +48,13 @@ class ConvBN(nn.Module):
   activation: Callable | None = None
   momentum: float = 0.99
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     x = ops.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=(self.kernel - 1) // 2, feature_group_count=self.groups, use_bias=False,
-                dtype=self.dtype)(x)
+                dtype=self.dtype, kernels=self.kernels)(x)
     x = ops.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=1e-3,
                      dtype=self.dtype)(x, mask=row_mask(mask, x))
     return x if self.activation is None else self.activation(x)
@@ -63,12 +64,14 @@ class SqueezeExcitation(nn.Module):
   """Channel gates from the pooled map: 1x1 conv -> ReLU -> 1x1 conv -> hard sigmoid."""
   squeeze: int
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     s = jnp.mean(x, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
-    s = nn.relu(ops.Conv(self.squeeze, (1, 1), dtype=self.dtype)(s))
-    s = nn.hard_sigmoid(ops.Conv(x.shape[-1], (1, 1), dtype=self.dtype)(s))
+    s = nn.relu(ops.Conv(self.squeeze, (1, 1), dtype=self.dtype, kernels=self.kernels)(s))
+    s = nn.hard_sigmoid(ops.Conv(x.shape[-1], (1, 1), dtype=self.dtype,
+                                 kernels=self.kernels)(s))
     return x * s
 
 
@@ -82,18 +85,20 @@ class InvertedResidual(nn.Module):
   stride: int
   momentum: float = 0.99
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     act = _ACTIVATIONS[self.activation]
-    conv = functools.partial(ConvBN, momentum=self.momentum, dtype=self.dtype)
+    conv = functools.partial(ConvBN, momentum=self.momentum, dtype=self.dtype,
+                             kernels=self.kernels)
     y = x
     if self.expanded != x.shape[-1]:
       y = conv(self.expanded, activation=act)(y, train=train, mask=mask)
     y = conv(self.expanded, self.kernel, self.stride, groups=self.expanded, activation=act)(
         y, train=train, mask=mask)
     if self.use_se:
-      y = SqueezeExcitation(make_divisible(self.expanded // 4), self.dtype)(y)
+      y = SqueezeExcitation(make_divisible(self.expanded // 4), self.dtype, self.kernels)(y)
     y = conv(self.features)(y, train=train, mask=mask)
     if self.stride == 1 and x.shape[-1] == self.features:
       y = y + x
@@ -105,13 +110,16 @@ class MobileNetV3(nn.Module):
 
   Returns (pred [B, out_dim], acts) with acts "stem", "stage1".."stage5" (the last block at each
   resolution, NHWC), "last_conv" (the final 1x1 conv map) and "features" (its global average
-  pool, [B, F]). `mask` [B] keeps padded rows out of the BatchNorm statistics.
+  pool, [B, F]). `mask` [B] keeps padded rows out of the BatchNorm statistics. `kernels`: the
+  convolution kernels, one of `ops.KERNELS` (part of the model, so each setting is its own
+  jitted function).
   """
   out_dim: int = 1
   width: float = 1.0
   dropout: float = 0.2
   bn_momentum: float = 0.99
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   def _channels(self, c: int) -> int:
     return make_divisible(c * self.width)
@@ -119,7 +127,8 @@ class MobileNetV3(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     channels = self._channels
-    conv = functools.partial(ConvBN, momentum=self.bn_momentum, dtype=self.dtype)
+    conv = functools.partial(ConvBN, momentum=self.bn_momentum, dtype=self.dtype,
+                             kernels=self.kernels)
     acts = {}
     x = x.astype(self.dtype)
     x = acts["stem"] = conv(channels(16), 3, 2, activation=nn.hard_swish)(x, train=train,
@@ -127,7 +136,7 @@ class MobileNetV3(nn.Module):
     stage = 0
     for i, (kernel, expanded, out, use_se, act, stride) in enumerate(LARGE_BLOCKS):
       x = InvertedResidual(kernel, channels(expanded), channels(out), use_se, act, stride,
-                           self.bn_momentum, self.dtype)(x, train=train, mask=mask)
+                           self.bn_momentum, self.dtype, self.kernels)(x, train=train, mask=mask)
       if i + 1 == len(LARGE_BLOCKS) or LARGE_BLOCKS[i + 1][5] != 1:
         stage += 1
         acts[f"stage{stage}"] = x

@@ -13,12 +13,14 @@ class BasicBlock(nn.Module):
   features: int
   stride: int = 1
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     norm = functools.partial(ops.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)
-    conv = functools.partial(ops.Conv, self.features, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(ops.Conv, self.features, use_bias=False, dtype=self.dtype,
+                             kernels=self.kernels)
     m = row_mask(mask, x)
     y = nn.relu(norm()(conv((3, 3), strides=self.stride, padding=1)(x), mask=m))
     y = norm()(conv((3, 3), padding=1)(y), mask=m)
@@ -31,18 +33,22 @@ class ResNet18(nn.Module):
   """BasicBlocks [2, 2, 2, 2] with 64/128/256/512 filters times `width`, average pool, linear head.
 
   Returns (pred [B, out_dim], acts) with acts "stem", "block1".."block8" (NHWC) and "features"
-  [B, F]. `mask` [B] keeps padded rows out of the BatchNorm statistics.
+  [B, F]. `mask` [B] keeps padded rows out of the BatchNorm statistics. `kernels`: the
+  convolution kernels, one of `ops.KERNELS` (part of the model, so each setting is its own
+  jitted function).
   """
   out_dim: int = 1
   width: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
     acts = {}
     x = x.astype(self.dtype)
     stem = max(1, int(64 * self.width))
-    x = ops.Conv(stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+    x = ops.Conv(stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                 kernels=self.kernels)(x)
     x = ops.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(
         x, mask=row_mask(mask, x))
     x = acts["stem"] = nn.relu(x)
@@ -50,8 +56,8 @@ class ResNet18(nn.Module):
       stage = i // 2
       features = max(1, int(64 * 2**stage * self.width))
       stride = 2 if stage > 0 and i % 2 == 0 else 1
-      x = acts[f"block{i + 1}"] = BasicBlock(features, stride, self.dtype)(x, train=train,
-                                                                           mask=mask)
+      x = acts[f"block{i + 1}"] = BasicBlock(features, stride, self.dtype,
+                                             kernels=self.kernels)(x, train=train, mask=mask)
     x = acts["features"] = jnp.mean(x, axis=(1, 2))  # [B, F]
     pred = nn.Dense(self.out_dim, dtype=self.dtype)(x)
     return pred.astype(jnp.float32), acts

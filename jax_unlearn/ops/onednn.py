@@ -6,8 +6,11 @@ so a JAX training step of a convnet lost to PyTorch eager although XLA fuses eve
 This module compiles `onednn_conv.cc` (forward, input gradient and kernel gradient of an NHWC
 convolution, each an XLA FFI handler) against the oneDNN of the PyPI packages
 `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`, caches the shared library and registers the
-handlers. Without a C++ compiler or those packages, `available()` is False and callers use
-XLA's convolutions; set JAX_UNLEARN_ONEDNN=0 to force that.
+handlers. `available()` is False, and nothing is compiled or loaded, when the default backend
+is not CPU (GPUs and TPUs use XLA's convolutions), when JAX_UNLEARN_ONEDNN=0 is set (to run
+without it: kernels "auto" then mean XLA's with an im2col kernel gradient, and "onednn" is an
+error; see `jax_unlearn.ops.conv`), or without a C++ compiler or those packages;
+`unavailable_reason()` says which.
 
 The library is built once per source and JAX version into $JAX_UNLEARN_CACHE (default
 ~/.cache/jax_unlearn), written to a temporary name and renamed, so concurrent first uses are
@@ -72,25 +75,44 @@ def _build(root: str, compiler: str) -> str:
   return path
 
 
-@functools.cache
+def unavailable_reason() -> str | None:
+  """Why the oneDNN handlers cannot be used in this process, or None when they are registered.
+
+  Checks the default backend and JAX_UNLEARN_ONEDNN before anything is built, so a GPU or TPU
+  process never runs the compiler.
+  """
+  backend = jax.default_backend()
+  if backend != "cpu":
+    return f"the default backend is {backend!r}, not CPU"
+  if os.environ.get("JAX_UNLEARN_ONEDNN", "1") == "0":
+    return "JAX_UNLEARN_ONEDNN=0 is set"
+  return _load()
+
+
 def available() -> bool:
   """Whether the oneDNN handlers are registered with XLA:CPU (built on the first call)."""
-  if os.environ.get("JAX_UNLEARN_ONEDNN", "1") == "0":
-    return False
+  return unavailable_reason() is None
+
+
+@functools.cache
+def _load() -> str | None:
+  """Builds (if not cached), loads and registers the handlers once; why not, or None."""
   root = _onednn_root()
+  if root is None:
+    return "the onednn-cpu-gomp and onednn-devel-cpu-gomp packages are not installed"
   compiler = shutil.which(os.environ.get("CXX", "g++"))
-  if root is None or compiler is None:
-    return False
+  if compiler is None:
+    return f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH"
   try:
     lib = ctypes.cdll.LoadLibrary(_build(root, compiler))
   except (OSError, subprocess.CalledProcessError) as e:
     detail = e.stderr[-2000:] if isinstance(e, subprocess.CalledProcessError) else str(e)
     warnings.warn(f"oneDNN convolutions unavailable, using XLA's: {detail}")
-    return False
+    return "building or loading the handlers failed (see the warning)"
   for kind, symbol in _HANDLERS.items():
     jax.ffi.register_ffi_target(_target(kind), jax.ffi.pycapsule(getattr(lib, symbol)),
                                 platform="cpu")
-  return True
+  return None
 
 
 def _call(kind: str, out_shape: tuple[int, ...], a, b, strides, padding):
@@ -109,7 +131,8 @@ def _call(kind: str, out_shape: tuple[int, ...], a, b, strides, padding):
 def make_conv(strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
   """A differentiable float32 NHWC/HWIO convolution `conv(x, w)` whose three parts are oneDNN's.
 
-  Call only after `available()` returned True, and only in CPU programs.
+  Call only after `available()` returned True, and only in CPU programs (`ops.conv` wraps it in
+  `lax.platform_dependent`).
   """
 
   def out_shape(x, w):

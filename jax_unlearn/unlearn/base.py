@@ -2,19 +2,19 @@
 
 A method is `method(ctx, original_variables, data, config) -> MethodResult`: `ctx` says how to run
 the model (any apply function, an init function for fresh models of the same architecture, the
-task's per-example loss, the run's key, the mesh, where to checkpoint), `data` the training rows
-with the forget mask and the retain-cohort validation rows, `config` the method's settings.
+task's per-example loss, the run's key, the parallel context, where to checkpoint), `data` the
+training rows with the forget mask and the retain-cohort validation rows, `config` the method's
+settings (its module's DEFAULTS over COMMON_DEFAULTS; see `settings`).
 """
 import dataclasses
-import math
 import os
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from jax_unlearn import checkpoint, train
-from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn import checkpoint, parallel, settings as settings_lib, train
+from jax_unlearn.errors import UserError
 
 # Per-purpose constants folded into the run's key: one independent stream per use.
 SEED_INIT = 1
@@ -25,9 +25,9 @@ SEED_BLINDSPOT_INIT = 5
 SEED_BLINDSPOT_TRAIN = 6
 SEED_BLINDSPOT_ORDER = 7
 
-# Settings every method understands, with their defaults.
+# Settings every method understands, with their defaults: the recipe of its training stages.
 COMMON_DEFAULTS = {"epochs": 1, "batch_size": 64, "lr": 1e-3, "clip_norm": None,
-                   "optimizer": "adam", "eval_batch_size": 512}
+                   "optimizer": "adam"}
 
 
 def _check_finite(name: str, y: np.ndarray) -> None:
@@ -94,14 +94,6 @@ class UnlearnData:
   def retain_y(self) -> np.ndarray:
     return self.y[~self.forget]
 
-  @property
-  def forget_x(self) -> np.ndarray:
-    return self.x[self.forget]
-
-  @property
-  def forget_y(self) -> np.ndarray:
-    return self.y[self.forget]
-
   def arrays(self, *, retain_only: bool = False, y: np.ndarray | None = None) -> dict:
     """Loader arrays: the retain rows, or every row with its "forget" flag (and labels `y`)."""
     if retain_only:
@@ -119,20 +111,23 @@ class Context:
     init_fn: rng -> fresh variables of the original's architecture (retraining, blindspot).
     loss: the task's per-example loss (pred, y) -> [B].
     rng: the method's key; every random choice is folded from it.
-    mesh: data-parallel mesh, or None for the default device.
-    shards: fixed row blocks of every training step, or None (see `train.make_train_step`).
+    dp: where and how to run in parallel (None: one device).
     checkpoint_dir: this method's directory; each stage checkpoints in a subdirectory, so a
-      rerun reuses finished stages and resumes unfinished ones.
+      rerun reuses finished stages (of the same fingerprint) and resumes unfinished ones.
+    identity: what determines the method's result that its stages cannot see themselves (model
+      and data configuration); each stage adds the method's settings (`train.train_model`).
     progress: progress-bar factory passed to `train.train_model`.
+    predict_batch_size: rows per prediction call (validation losses).
   """
   apply_fn: Callable
   init_fn: Callable[[jax.Array], dict]
   loss: Callable
   rng: jax.Array
-  mesh: Any = None
-  shards: int | None = None
+  dp: parallel.DataParallel | None = None
   checkpoint_dir: str | None = None
+  identity: Mapping[str, Any] | None = None
   progress: Callable | None = None
+  predict_batch_size: int = 512
 
   def key(self, purpose: int) -> jax.Array:
     return jax.random.fold_in(self.rng, purpose)
@@ -153,24 +148,9 @@ class MethodResult:
 
 
 def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
-  """The method's settings: `defaults` (over COMMON_DEFAULTS) updated by `config`.
-
-  Unknown keys raise a UserError naming the closest known one, so a typo is not ignored.
-  """
-  known = {**COMMON_DEFAULTS, **defaults}
-  given = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
-  for key in given:
-    if key not in known:
-      raise unknown_name(f"setting of method {method!r}", key, known)
-  out = {**known, **given}
-  for key in [k for k in out if k == "batch_size" or k.endswith("epochs")]:
-    if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] <= 0:
-      raise UserError(f"{method}: {key} must be a positive integer, got {out[key]!r}.",
-                      f"set {key} to 1 or more.")
-  for key in [k for k in out if k.endswith("lr")]:
-    if not isinstance(out[key], (int, float)) or not 0 < out[key] < math.inf:
-      raise UserError(f"{method}: {key} must be a positive number, got {out[key]!r}.",
-                      f"set {key} to e.g. 1e-3.")
+  """The method's settings: `defaults` (over COMMON_DEFAULTS) updated by the set values of
+  `config`; unknown keys and values out of range raise a UserError."""
+  out = settings_lib.merge({**COMMON_DEFAULTS, **defaults}, config, f"methods.{method}")
   out["clip_norm"] = out["clip_norm"] or None
   return out
 
@@ -189,31 +169,33 @@ def check_same_architecture(original: Mapping, other: Mapping, what: str) -> Non
                     "build it with the original's model settings (same init_fn).")
 
 
-def validation_loss(ctx: Context, data: UnlearnData, batch_size: int) -> Callable | None:
+def validation_loss(ctx: Context, data: UnlearnData) -> Callable | None:
   """variables -> mean task loss on the retain-cohort validation rows (None without rows)."""
   if len(data.val_x) == 0:
     return None
   return train.make_validation_loss(ctx.apply_fn, ctx.loss, data.val_x, data.val_y,
-                                    batch_size=batch_size, mesh=ctx.mesh, shards=ctx.shards)
+                                    batch_size=ctx.predict_batch_size, dp=ctx.dp)
 
 
 def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str, np.ndarray],
-        s: Mapping, *, name: str, stage: str, train_key: int, order_key: int, augment=None,
-        frozen: tuple = (), validate=None, plateau=None) -> train.TrainOutcome:
-  """`train.train_model` with the method's settings, seeds from the run's key, its stage dir.
+        recipe: train.Recipe, *, loss_settings: Mapping, name: str, stage: str, train_key: int,
+        order_key: int, augment=None, frozen: Any = None, validate=None) -> train.TrainOutcome:
+  """`train.train_model` with the method's recipe, seeds from the run's key, its stage dir.
 
-  `name` labels messages and progress; `stage` is the checkpoint subdirectory.
+  `loss_settings` are the settings the loss depends on (they enter the stage's fingerprint with
+  the recipe); `name` labels messages and progress; `stage` is the checkpoint subdirectory.
   """
+  identity = {**dict(ctx.identity or {}), "stage": stage, "settings": dict(loss_settings)}
   return train.train_model(
-      ctx.apply_fn, variables, loss_fn, arrays, epochs=s["epochs"], batch_size=s["batch_size"],
-      lr=s["lr"], rng=ctx.key(train_key), seed=ctx.seed(order_key), mesh=ctx.mesh,
-      shards=ctx.shards, frozen=frozen,
-      validate=validate, plateau=plateau, clip_norm=s["clip_norm"], optimizer=s["optimizer"],
-      augment=augment, checkpoint_dir=ctx.stage_dir(stage), progress=ctx.progress, name=name)
+      ctx.apply_fn, variables, loss_fn, arrays, recipe, rng=ctx.key(train_key),
+      seed=ctx.seed(order_key), dp=ctx.dp, frozen=frozen, validate=validate, augment=augment,
+      checkpoint_dir=ctx.stage_dir(stage), identity=identity, progress=ctx.progress, name=name)
 
 
 def record(outcome: train.TrainOutcome, **extra) -> dict:
-  rec = {"steps": int(outcome.steps), "seconds": float(outcome.seconds)}
+  """The method's JSON record: steps, seconds, whether its stages were reused, best val loss."""
+  rec = {"steps": int(outcome.steps), "seconds": float(outcome.seconds),
+         "reused": bool(outcome.reused)}
   vals = [h["val_loss"] for h in outcome.history if "val_loss" in h]
   if vals:
     rec["best_val_loss"] = float(min(vals))

@@ -100,21 +100,22 @@ def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
   return distance
 
 
-def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None,
-                    shards: int | None = None) -> int | None:
+def forget_rows_for(forget_fraction: float, batch_size: int,
+                    dp: parallel.DataParallel | None = None) -> int | None:
   """How many rows the frozen forward needs for batches drawn from a set with this forget share.
 
   The number of forget rows in a shuffled batch is hypergeometric; its mean plus 4 standard
   deviations (of the binomial, which is wider), rounded up to a multiple of 8, covers all but
   about 3e-5 of the batches, and those take the full-batch path. None when that would not save
-  at least a quarter of the frozen forward, and on a `mesh` of several devices: gathering forget
+  at least a quarter of the frozen forward, and on a mesh of several devices: gathering forget
   rows out of a sharded batch would move them between devices and leave the partitioner to
-  place the small forward, so only a single device gains. With fixed `shards` the loss sees one
-  row block at a time, on its own device, so the count is per block, on any mesh.
+  place the small forward, so only a single device gains. With fixed `dp.shards` the loss sees
+  one row block at a time, on its own device, so the count is per block, on any mesh.
   """
-  if shards is not None:
-    batch_size = parallel.round_up(batch_size, shards) // shards
-  elif mesh is not None and mesh.size > 1:
+  dp = parallel.resolve(dp)
+  if dp.shards is not None:
+    batch_size = dp.rows_per_block(batch_size)
+  elif dp.devices > 1:
     return None
   mean = forget_fraction * batch_size
   bound = mean + 4.0 * math.sqrt(batch_size * forget_fraction * (1.0 - forget_fraction))
@@ -125,7 +126,8 @@ def forget_rows_for(forget_fraction: float, batch_size: int, mesh=None,
 def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
                         beta: float = 50.0, attention: str = "features",
                         layers: Sequence[str] | None = None, forget_rows: int | None = None):
-  """The blindspot objective as a train-step loss `loss_fn(pred, acts, batch, rng, bs_vars)`.
+  """The blindspot objective as a train-step loss `loss_fn(pred, acts, batch, rng, frozen)`,
+  `frozen` being the blindspot model's variables.
 
   Args:
     apply_fn: the model contract; the frozen blindspot model runs through it in evaluation mode
@@ -165,7 +167,7 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     return losses.masked_mean(distance(pred, bs_pred, y), weight), att
 
   def loss_fn(pred, acts, batch, rng, blindspot_variables):
-    del rng
+    del rng  # the frozen pytree of the step is the blindspot model
     mask = batch["mask"].astype(jnp.float32)  # [B]
     forget = mask * batch["forget"].astype(jnp.float32)  # [B]
     retain = mask - forget  # [B]
@@ -212,9 +214,9 @@ def train_blindspot_model(ctx: base.Context, original_variables: Mapping, data: 
   """
   variables = base.fresh_variables(ctx, original_variables, base.SEED_BLINDSPOT_INIT,
                                    "blindspot model")
-  stage = {**s, "epochs": s["blindspot_epochs"], "lr": s["blindspot_lr"]}
+  recipe = train.Recipe.from_settings(s, epochs=s["blindspot_epochs"], lr=s["blindspot_lr"])
   return base.fit(ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-                  stage, name="blindspot model", stage="blindspot_model",
+                  recipe, loss_settings={}, name="blindspot model", stage="blindspot_model",
                   train_key=base.SEED_BLINDSPOT_TRAIN, order_key=base.SEED_BLINDSPOT_ORDER,
                   augment=data.augment)
 
@@ -232,19 +234,22 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     The unlearned variables; the record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
-  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.mesh,
-                         ctx.shards)
+  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.dp)
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
                                 attention=s["attention"], layers=s["layers"], forget_rows=rows)
-  steps, seconds = 0, 0.0
+  steps, seconds, reused = 0, 0.0, True
   if blindspot_variables is None:
     partial = train_blindspot_model(ctx, original_variables, data, s)
     blindspot_variables, steps, seconds = partial.variables, partial.steps, partial.seconds
+    reused = partial.reused
   base.check_same_architecture(original_variables, blindspot_variables, "blindspot model")
-  outcome = base.fit(ctx, original_variables, loss_fn, data.arrays(), s, name="blindspot",
+  loss_settings = {k: s[k] for k in ("beta", "attention", "layers")}
+  outcome = base.fit(ctx, original_variables, loss_fn, data.arrays(),
+                     train.Recipe.from_settings(s), loss_settings=loss_settings, name="blindspot",
                      stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
-                     augment=data.augment, frozen=(blindspot_variables,))
+                     augment=data.augment, frozen=blindspot_variables)
   rec = base.record(outcome, blindspot_steps=int(steps), blindspot_seconds=float(seconds))
+  rec["reused"] = rec["reused"] and reused
   rec["steps"] += rec["blindspot_steps"]
   rec["seconds"] += rec["blindspot_seconds"]
   return base.MethodResult(outcome.variables, rec)

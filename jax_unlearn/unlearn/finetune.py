@@ -15,7 +15,7 @@ def finetune(ctx: base.Context, original_variables: Mapping, data: base.UnlearnD
   """The original trained on the retain rows; the final variables are returned."""
   s = base.settings("finetune", config, DEFAULTS)
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True), s,
-      name="finetune", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
-      augment=data.augment)
+      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
+      train.Recipe.from_settings(s), loss_settings={}, name="finetune", stage="unlearn",
+      train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER, augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(outcome))

@@ -18,7 +18,7 @@ DEFAULTS = {"epochs": 1, "lr": 1e-3}
 def label_moments(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Mean and standard deviation of labels per output dimension (over axis 0).
 
-  The standard deviation is the unbiased one (ddof=1), as torch.std in the published code.
+  The standard deviation is the unbiased one (ddof=1, the sample standard deviation).
   """
   y = np.asarray(y, np.float64)
   return y.mean(axis=0), y.std(axis=0, ddof=1 if len(y) > 1 else 0)
@@ -41,8 +41,8 @@ def gaussian(ctx: base.Context, original_variables: Mapping, data: base.UnlearnD
   mean, std = label_moments(data.y)
   y = gaussian_labels(data.y, data.forget, ctx.key(base.SEED_LABELS))
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(y=y), s,
-      name="gaussian", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
-      augment=data.augment)
+      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(y=y),
+      train.Recipe.from_settings(s), loss_settings={}, name="gaussian", stage="unlearn",
+      train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER, augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(
       outcome, label_mean=mean.ravel().tolist(), label_std=std.ravel().tolist()))

@@ -17,8 +17,8 @@ def retrained(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
   s = base.settings("retrained", config, DEFAULTS)
   variables = base.fresh_variables(ctx, original_variables, base.SEED_INIT, "retrained model")
   outcome = base.fit(
-      ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True), s,
-      name="retrained", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
-      augment=data.augment, validate=base.validation_loss(ctx, data, s["eval_batch_size"]),
-      plateau=train.Plateau(factor=s["plateau_factor"], patience=s["plateau_patience"]))
+      ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
+      train.Recipe.from_settings(s), loss_settings={}, name="retrained", stage="unlearn",
+      train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER, augment=data.augment,
+      validate=base.validation_loss(ctx, data))
   return base.MethodResult(outcome.variables, base.record(outcome))

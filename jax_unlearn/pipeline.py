@@ -1,10 +1,13 @@
 """The experiment pipeline: original -> retrained -> each method -> evaluate -> report.
 
 `run_experiment(config, workdir)` is importable and tested; `jax-unlearn run` is a thin entry
-point over it. Every training stage checkpoints into `workdir/checkpoints/<model>/<stage>`, so a
-rerun reuses finished stages and resumes unfinished ones.
+point over it. Each stage is a function of an `Experiment` (what the stages share). Every
+training stage checkpoints into `workdir/checkpoints/<model>/<stage>` with the fingerprint of what
+determines it, so a rerun reuses finished stages of the same settings, resumes unfinished ones,
+and recomputes those whose settings (or whose parent stages) changed.
 """
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -14,16 +17,15 @@ import shutil
 import sys
 import time
 from importlib import metadata
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.configs.base import shrink_for_smoke
 from jax_unlearn import data as data_lib
-from jax_unlearn import config_io, files, losses, metrics, parallel, train, unlearn
+from jax_unlearn import config_io, configs, files, losses, metrics, ops, parallel, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, init_linen
 
@@ -50,26 +52,15 @@ jax.monitoring.register_event_listener(_on_event)
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy",
              "scikit-learn", "jax-unlearn")
-ERROR_KEYS = ("retain_train_error", "forget_train_error", "retain_test_error", "forget_test_error")
 
 
-def _check_config(c: ml_collections.ConfigDict) -> None:
-  """Rejects values out of range before any work starts."""
-  stages = {"train": c.train, **{f"methods.{k}": v for k, v in c.methods.items()}}
-  for where, s in stages.items():
-    for key in ("epochs", "blindspot_epochs"):
-      if key in s and (not isinstance(s[key], int) or s[key] <= 0):
-        raise UserError(f"config {where}.{key} must be a positive integer, got {s[key]!r}.",
-                        f"set --config.{where}.{key}=1 or more.")
-    for key in ("lr", "blindspot_lr"):
-      if key in s and not (isinstance(s[key], (int, float)) and s[key] > 0):
-        raise UserError(f"config {where}.{key} must be positive, got {s[key]!r}.",
-                        f"set --config.{where}.{key} to e.g. 1e-3.")
-  if c.train.batch_size <= 0:
-    raise UserError(f"config train.batch_size must be positive, got {c.train.batch_size}.",
-                    "set --config.train.batch_size=64, for example.")
+def check_config(c: ml_collections.ConfigDict) -> None:
+  """Rejects unknown names and values out of range before any work starts."""
+  train.Recipe.from_settings(unlearn.get_method("retrained").settings(c.train.to_dict()))
   for name in c.methods:
-    unlearn.get_method(name)
+    configs.method_settings(c, name)
+  metrics.resolve_settings(c.metrics)
+  ops.check_kernels(c.kernels)
 
 
 def _setup_workdir(workdir: str) -> None:
@@ -137,10 +128,20 @@ def _progress(stage: str, quiet: bool):
   return wrap
 
 
-def _load(c: ml_collections.ConfigDict):
-  ds = data_lib.load_dataset(c.data.name, seed=c.seed, **c.data.kwargs.to_dict())
-  masks = data_lib.make_forget_masks(ds, c.forget.to_dict())
-  return ds, masks
+def prepare_config(config: ml_collections.ConfigDict,
+                   overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+  """A checked copy of `config` with the command-line overrides applied.
+
+  `overrides` are (field, text) pairs (`--config.a.b=v`), applied after the smoke shrink too, so a
+  value the user typed wins over the smoke sizes.
+  """
+  c = ml_collections.ConfigDict(config.to_dict())
+  _apply_overrides(c, overrides)
+  if c.smoke:
+    configs.shrink_for_smoke(c)
+    _apply_overrides(c, overrides)
+  check_config(c)
+  return c
 
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
@@ -148,20 +149,18 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
                    fresh: bool = False) -> dict:
   """Runs the whole pipeline for `config` and writes results into `workdir`; returns results.
 
-  `overrides` are (field, text) pairs from the command line (`--config.a.b=v`), applied after
-  the smoke shrink too, so a value the user typed wins over the smoke sizes. `fresh` deletes
-  earlier checkpoints, once the data and the model have passed their checks.
+  `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  c = ml_collections.ConfigDict(config.to_dict())
-  _apply_overrides(c, overrides)
-  if c.smoke:
-    shrink_for_smoke(c)
-    _apply_overrides(c, overrides)
-  _check_config(c)
+  c = prepare_config(config, overrides)
   _setup_workdir(workdir)
   handler = _setup_logging(workdir)
   try:
-    return _run(c, workdir, quiet, fresh)
+    t_start, compiles_before = time.perf_counter(), dict(COMPILES)
+    e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
+    original = train_original(e)
+    models, records = run_methods(e, original)
+    evaluation, eval_data = evaluate(e, models)
+    return report(e, evaluation, eval_data, records, t_start, compiles_before)
   finally:
     log.removeHandler(handler)
     handler.close()
@@ -196,22 +195,44 @@ def _check_model_input(name: str, apply_fn, init_fn, x: np.ndarray, out_dim: int
         "not fit the model.", hint)
 
 
-def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -> dict:
-  t_start, compiles_before = time.perf_counter(), dict(COMPILES)
-  mesh = parallel.make_mesh(c.devices or None)
-  shards = c.batch_shards or None
-  parallel.batch_multiple(mesh, shards)  # a clear error now, not inside the first step
-  log.info("experiment %s on %d device(s): %s", c.experiment, mesh.devices.size,
-           jax.devices()[0].device_kind)
-  seconds = {}
+@dataclasses.dataclass
+class Experiment:
+  """What the stages share: the config, the data and its forget masks, the model, the keys."""
+  c: ml_collections.ConfigDict
+  workdir: str
+  quiet: bool
+  dp: parallel.DataParallel
+  ds: data_lib.Dataset
+  masks: data_lib.ForgetMasks
+  per_example: losses.LossFn
+  apply_fn: Callable
+  init_fn: Callable
+  augment: Callable | None
+  root: jax.Array
+  # What determines every stage beyond what the training loop sees itself (see train.loop).
+  identity: dict
+  seconds: dict = dataclasses.field(default_factory=dict)
+  reused: list = dataclasses.field(default_factory=list)  # stages taken from their checkpoints
 
+  @property
+  def checkpoints(self) -> str:
+    return os.path.join(self.workdir, "checkpoints", self.c.model.name)
+
+
+
+def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
+                    fresh: bool = False) -> Experiment:
+  """Stage 0: the parallel context, the data and forget masks, the model; every check that can
+  fail before training."""
+  dp = parallel.DataParallel.create(c.devices or None, c.batch_shards or None)
+  log.info("experiment %s on %d device(s): %s", c.experiment, dp.devices,
+           jax.devices()[0].device_kind)
   t = time.perf_counter()
-  ds, masks = _load(c)
-  seconds["data"] = time.perf_counter() - t
+  ds = data_lib.load_dataset(c.data.name, seed=c.seed, **c.data.kwargs.to_dict())
+  masks = data_lib.make_forget_masks(ds, c.forget.to_dict())
+  seconds = {"data": time.perf_counter() - t}
   task = ds.task
-  n = {"train": len(ds.train), "retain": int((~masks.train).sum()),
-       "forget": int(masks.train.sum()), "test_retain": int((~masks.test).sum()),
-       "test_forget": int(masks.test.sum())}
+  n = masks.counts()
   log.info("data %s: %s (%.1fs)", ds.name, n, seconds["data"])
   if c.train.batch_size > n["retain"]:  # checked now, not after hours of original training
     raise UserError(
@@ -221,7 +242,7 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
 
   loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
   per_example = losses.get_loss(task.loss, **loss_kwargs)
-  facts = {**task.extra, "out_dim": ds.train.y.shape[1]}
+  facts = {**task.extra, "out_dim": ds.train.y.shape[1], "kernels": c.kernels}
   if task.quantiles:
     facts["quantiles"] = tuple(task.quantiles)
   model_kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
@@ -233,85 +254,104 @@ def _run(c: ml_collections.ConfigDict, workdir: str, quiet: bool, fresh: bool) -
     return init_linen(module, key, sample_x)
 
   _check_model_input(c.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
-  root = jax.random.key(c.seed)
   if fresh:
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  ckpt_root = os.path.join(workdir, "checkpoints", c.model.name)
   augment = None
   if c.data.augment and task.kind == "image":  # flips only where they keep the label
     augment = data_lib.make_augment(flip=task.extra.get("flip_preserves_label", True))
+  # The training loop fingerprints the arrays, keys and starting variables it sees; validation
+  # rows, augmentation and the model's definition come from these settings.
+  identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(), "model": module.__repr__(),
+              "kernels": c.kernels}
+  return Experiment(c, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn, augment,
+                    jax.random.key(c.seed), identity, seconds)
 
-  # 1. The original model on all training data, the paper's recipe.
+
+def train_original(e: Experiment) -> train.TrainOutcome:
+  """Stage 1: the original model on all training data, the paper's recipe."""
   t = time.perf_counter()
-  tr = c.train
-  original = train.train_model(
-      apply_fn, init_fn(jax.random.fold_in(root, 0)), train.supervised_loss(per_example),
-      {"x": ds.train.x, "y": ds.train.y}, epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
-      rng=jax.random.fold_in(root, 1), seed=c.seed, mesh=mesh, shards=shards,
-      validate=train.make_validation_loss(apply_fn, per_example, ds.val.x, ds.val.y,
-                                          batch_size=c.metrics.predict_batch_size, mesh=mesh,
-                                          shards=shards),
-      plateau=train.Plateau(factor=tr.plateau_factor, patience=tr.plateau_patience),
-      clip_norm=tr.clip_norm or None, optimizer=tr.optimizer, augment=augment,
-      checkpoint_dir=os.path.join(ckpt_root, "original"),
-      progress=_progress("original", quiet), name="original")
-  seconds["original"] = time.perf_counter() - t
-  _summary("original", original, seconds["original"])
+  ds, c = e.ds, e.c
+  outcome = train.train_model(
+      e.apply_fn, e.init_fn(jax.random.fold_in(e.root, 0)), train.supervised_loss(e.per_example),
+      {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(c.train),
+      rng=jax.random.fold_in(e.root, 1), seed=c.seed, dp=e.dp,
+      validate=train.make_validation_loss(e.apply_fn, e.per_example, ds.val.x, ds.val.y,
+                                          batch_size=c.metrics.predict_batch_size, dp=e.dp),
+      augment=e.augment, checkpoint_dir=os.path.join(e.checkpoints, "original"),
+      identity={**e.identity, "stage": "original"}, progress=_progress("original", e.quiet),
+      name="original")
+  e.seconds["original"] = time.perf_counter() - t
+  if outcome.reused:
+    e.reused.append("original")
+  _summary("original", outcome, e.seconds["original"])
+  return outcome
 
-  # 2. The retrained (gold) model and 3. each unlearning method.
+
+def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict]:
+  """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method.
+
+  Returns (name -> variables, with "original" first; name -> the method's record).
+  """
+  ds, masks, c = e.ds, e.masks, e.c
   udata = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
                               val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
-                              augment=augment)
-  models = {"original": original.variables}
-  records = {}
-  stages = {"retrained": ml_collections.ConfigDict({
-      "epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.lr,
-      "plateau_factor": tr.plateau_factor, "plateau_patience": tr.plateau_patience,
-      "clip_norm": tr.clip_norm or None})}
-  for name in c.methods:
-    stages[name] = ml_collections.ConfigDict(
-        {"batch_size": tr.batch_size, "clip_norm": tr.clip_norm or None,
-         **c.methods[name].to_dict()})
+                              augment=e.augment)
+  models, records = {"original": original.variables}, {}
+  stages = {"retrained": unlearn.get_method("retrained").settings(c.train.to_dict())}
+  stages.update({name: configs.method_settings(c, name) for name in c.methods})
   for i, (name, settings) in enumerate(stages.items()):
     t = time.perf_counter()
-    ctx = unlearn.Context(apply_fn=apply_fn, init_fn=init_fn, loss=per_example,
-                          rng=jax.random.fold_in(root, 100 + i), mesh=mesh, shards=shards,
-                          checkpoint_dir=os.path.join(ckpt_root, name),
-                          progress=_progress(name, quiet))
+    ctx = unlearn.Context(apply_fn=e.apply_fn, init_fn=e.init_fn, loss=e.per_example,
+                          rng=jax.random.fold_in(e.root, 100 + i), dp=e.dp,
+                          checkpoint_dir=os.path.join(e.checkpoints, name),
+                          identity={**e.identity, "method": name},
+                          progress=_progress(name, e.quiet))
     result = unlearn.run_method(name, ctx, original.variables, udata, settings)
-    seconds[name] = time.perf_counter() - t
+    e.seconds[name] = time.perf_counter() - t
     models[name] = result.variables
     records[name] = result.record
-    log.info("%-10s done in %.1fs (%s)", name, seconds[name],
+    if result.record.get("reused"):
+      e.reused.append(name)
+    log.info("%-10s done in %.1fs (%s)", name, e.seconds[name],
              ", ".join(f"{k}={v}" for k, v in result.record.items() if k != "seconds"))
+  return models, records
 
-  # 4. Every model evaluated with the shared metrics.
+
+def evaluate(e: Experiment, models: dict) -> tuple[metrics.Evaluation, metrics.EvalData]:
+  """Stage 4: every model evaluated with the configured metrics."""
   t = time.perf_counter()
+  ds, masks, task = e.ds, e.masks, e.ds.task
   eval_data = metrics.EvalData(
       train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
       forget_val=masks.val)
   evaluation = metrics.evaluate_models(
-      apply_fn, models, eval_data, task_loss=per_example, error=task.error,
-      quantiles=tuple(task.quantiles) if task.quantiles else None, config=c.metrics,
-      seed=c.seed, mesh=mesh, shards=shards)
-  seconds["metrics"] = time.perf_counter() - t
-  seconds["metrics_per_model"] = dict(evaluation.seconds)
+      e.apply_fn, models, eval_data, task_loss=e.per_example, error=task.error,
+      quantiles=tuple(task.quantiles) if task.quantiles else None, config=e.c.metrics,
+      seed=e.c.seed, dp=e.dp)
+  e.seconds["metrics"] = time.perf_counter() - t
+  e.seconds["metrics_per_model"] = dict(evaluation.seconds)
+  return evaluation, eval_data
+
+
+def report(e: Experiment, evaluation: metrics.Evaluation, eval_data: metrics.EvalData,
+           records: dict, t_start: float, compiles_before: dict) -> dict:
+  """Stage 5: results.json, results.md, config.json and plots; returns the results."""
+  c, seconds = e.c, e.seconds
   seconds["total"] = time.perf_counter() - t_start
   seconds["compile"] = COMPILES["seconds"] - compiles_before["seconds"]
   compiles = COMPILES["count"] - compiles_before["count"]
   cache_hits = COMPILES["cache_hits"] - compiles_before["cache_hits"]
-
   results = {
-      "experiment": c.experiment, "error": task.error, "seed": c.seed, "n": n,
-      "devices": [str(d) for d in mesh.devices.flat], "versions": _versions(),
-      "models": _finite(evaluation.results), "seconds": seconds,
+      "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed, "n": e.masks.counts(),
+      "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
+      "versions": _versions(), "models": _finite(evaluation.results), "seconds": seconds,
       "records": _finite(records), "compiles": compiles - cache_hits,
-      "compile_cache_hits": cache_hits, "config": c.to_dict(),
+      "compile_cache_hits": cache_hits, "reused": list(e.reused), "config": c.to_dict(),
   }
-  _write_outputs(workdir, results, evaluation, eval_data, c)
+  _write_outputs(e.workdir, results, evaluation, eval_data, c)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
-  log.info("results in %s (%.1fs in all)", workdir, seconds["total"])
+  log.info("results in %s (%.1fs in all)", e.workdir, seconds["total"])
   return results
 
 

@@ -1,0 +1,171 @@
+"""Throughput benchmark of the jitted steps users run, with a PyTorch eager peer in the same run.
+
+  python -m experiments.bench --models allcnn --batch-sizes 64 --out runs/bench
+  jax-unlearn bench --models allcnn,resnet18 --dtype bfloat16 --devices 4
+  jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
+
+Cases, per model and batch size (random inputs of the model's data contract, L1 loss, or the
+quantile loss for the forecasting model):
+  train      the original training step (library `make_train_step`, Adam); fine-tuning and
+             Gaussian fine-tuning run this same compiled program on other labels, so this row
+             is their time too
+  blindspot  the Blindspot unlearning step: student forward + backward, frozen blindspot
+             forward, output and attention-transfer losses (library `make_blindspot_loss`,
+             configured as the method does: 25 % forget rows, frozen forward on those only)
+  predict    batched evaluation-mode prediction (library `make_predict_fn`)
+
+Each case reports compile seconds, the step time (median, quartiles, min/max over `--steps`
+timed steps after `--warmup`), samples/s, FLOPs per step (XLA's cost analysis of the step
+lowered with XLA's own convolutions: compiled programs' analyses miss library calls such as
+cuDNN's and oneDNN's), achieved FLOP/s and MFU against the device's peak (a table for
+accelerators; on CPU the best matmul rate measured in the same run), the compiled program's
+memory (arguments + temporaries + outputs, per program on every backend) and the process's
+peak memory so far (GPU/TPU allocator peak, CPU peak RSS). Convolutional models run with the
+`--kernels` setting; what it resolves to (`ops.kernels_info`) is in bench.md's header and in
+every row of bench.jsonl under "kernels".
+
+The PyTorch peer (experiments/bench/torch_peer.py) runs the same architecture, losses and Adam
+on the same batch. Before timing, its weights are copied from ours and both must produce the
+same loss on two consecutive steps (the second checks the gradients and the optimizer update
+too), else the case is reported as a guard failure and not compared. Then our step and the
+peer's alternate, one each per round with the order flipped every round, so machine noise (other
+processes, clock changes) hits both alike; "ours/torch" is the peer's median time over ours
+(> 1: we are faster).
+
+  measure     compile clock, interleaved timing, device peaks, memory, FLOPs
+  cases       models, batches, our steps and the peer's, the guard, one model's rows
+  report      bench.md, and the whole pipeline as configured against paper style
+  torch_peer  the PyTorch twins of the models and steps
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import jax
+
+from experiments.bench import measure, report
+from experiments.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
+                                     bench_model, build_model, configure_torch, guard_tolerance,
+                                     jax_case, relative_error, setup_model, torch_case)
+from experiments.bench.measure import device_info, peak_flops
+from experiments.bench.report import markdown, pipeline_comparison, pipeline_markdown
+from jax_unlearn import config_io, ops
+from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn.files import write_text
+
+__all__ = ["CASES", "MODELS", "ModelSpec", "Options", "bench_model", "build_model",
+           "device_info", "guard_tolerance", "jax_case", "main", "markdown", "parse_args",
+           "peak_flops", "pipeline_comparison", "pipeline_markdown", "relative_error",
+           "setup_model", "torch_case"]
+
+
+def _csv(text: str) -> list[str]:
+  return [t for t in text.split(",") if t]
+
+
+def parse_args(argv: Sequence[str] | None):
+  p = argparse.ArgumentParser(prog="jax-unlearn bench", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--models", default="allcnn,resnet18,lstm,tft",
+                 help=f"comma-separated, from {', '.join(MODELS)}")
+  p.add_argument("--cases", default=",".join(CASES),
+                 help=f"comma-separated, from {', '.join(CASES)}")
+  p.add_argument("--batch-sizes", default=None,
+                 help="comma-separated; default 64,256 on CPU and 256,1024 on accelerators")
+  p.add_argument("--steps", type=int, default=20, help="timed steps per case (>= 20 for reports)")
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--devices", type=int, default=1,
+                 help="also run data-parallel over N devices and report scaling from 1 to N")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype of both sides (parameters and Adam stay float32)")
+  p.add_argument("--kernels", choices=ops.KERNELS, default="auto",
+                 help="convolution kernels of the convolutional models (see jax_unlearn.ops)")
+  p.add_argument("--device-kind", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
+  p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--shards", type=int, default=0,
+                 help="also time each step with this many fixed batch shards (batch_shards), "
+                      "interleaved with the plain step; reports the time ratio")
+  p.add_argument("--out", default="runs/bench", help="directory for bench.jsonl and bench.md")
+  p.add_argument("--pipeline", nargs="?", const="demo", default=None, metavar="CONFIG",
+                 help="also time a whole experiment (a shipped config's name or a path; default "
+                      "demo) as configured and with the published code's per-row metric loops; "
+                      "written to pipeline.json")
+  return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the benchmark; 0 on success, 1 if a correctness guard failed, 2 on bad input."""
+  args = parse_args(argv)
+  try:
+    return _main(args)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _torch(info, use: bool) -> tuple[bool, str | None, float | None]:
+  """(whether the peer runs, torch's version, its CPU matmul rate) after setting it up."""
+  if not use:
+    return False, None, None
+  try:
+    import torch
+  except ImportError:
+    print("PyTorch is not installed (pip install torch); benchmarking JAX only.")
+    return False, None, None
+  configure_torch(info)
+  rate = None
+  if info["backend"] == "cpu":
+    from experiments.bench import torch_peer
+    rate = torch_peer.gemm_flops_per_s()
+  return True, torch.__version__, rate
+
+
+def _main(args) -> int:
+  models, cases = _csv(args.models), _csv(args.cases)
+  for m in models:
+    if m not in MODELS:
+      raise unknown_name("model", m, MODELS)
+  for c in cases:
+    if c not in CASES:
+      raise unknown_name("benchmark case", c, CASES)
+  if args.pipeline is not None:
+    config_io.find_config(args.pipeline)  # names the shipped configs if it is none of them
+  if args.steps < 1 or args.warmup < 0 or args.shards < 0:
+    raise UserError("--steps must be >= 1, --warmup and --shards >= 0.",
+                    "e.g. --steps 20 --warmup 3 --shards 4.")
+  info = measure.device_info(args.device_kind)
+  if args.devices > info["device_count"]:
+    raise UserError(f"--devices {args.devices} but {info['device_count']} are available.",
+                    "on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N.")
+  kernels = ops.kernels_info(args.kernels)  # fails here if the setting cannot run
+  sizes = ([int(b) for b in _csv(args.batch_sizes)] if args.batch_sizes
+           else list(DEFAULT_BATCH_SIZES.get(info["backend"], (64, 256))))
+  use_torch, torch_version, torch_rate = _torch(info, not args.no_torch)
+  peak, source = measure.peak_flops(info, args.dtype, torch_rate)
+  opts = Options(args.steps, args.warmup, args.dtype, args.devices, use_torch, args.seed,
+                 args.shards, args.kernels)
+  print(f"{info['device_kind']} ({info['backend']}, {info['device_count']} devices), {args.dtype}; "
+        f"{report.kernels_line(kernels)}; peak {report.fmt(peak, '.1f', 1e-9)} GFLOP/s ({source})")
+  rows = []
+  for m in models:
+    for b in sizes:
+      rows += bench_model(m, MODELS[m], b, opts, info, peak, cases=cases)
+  header = {**info, "dtype": args.dtype, "jax": jax.__version__, "torch": torch_version,
+            "kernels": kernels, "peak_flops_per_s": peak, "peak_source": source,
+            "steps": args.steps, "warmup": args.warmup}
+  md = markdown(rows, header)
+  files = {"bench.jsonl": "".join(json.dumps(r) + "\n" for r in rows)}
+  if args.pipeline is not None:
+    pipeline = pipeline_comparison(args.pipeline, args.out)
+    files["pipeline.json"] = json.dumps(pipeline, indent=1) + "\n"
+    md += pipeline_markdown(pipeline)
+  files["bench.md"] = md
+  os.makedirs(args.out, exist_ok=True)
+  for fname, text in files.items():
+    write_text(os.path.join(args.out, fname), text)
+  print()
+  print(md)
+  return 1 if any(r.get("guard_ok") is False for r in rows) else 0

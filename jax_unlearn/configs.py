@@ -1,0 +1,93 @@
+"""The base experiment config, built from the defaults of the modules that own them, and the
+smoke shrink.
+
+Every method, metric and the forget specification owns its settings and their defaults
+(`unlearn.get_method(name).defaults`, `metrics.defaults()`, `data.forget_defaults()`); the config
+is assembled from them, so a setting has one default and every setting a module accepts can be
+overridden from the command line. Experiment files in `experiments/configs/` start from
+`base_config()` and change what differs.
+"""
+import ml_collections
+
+from jax_unlearn import data, metrics, unlearn
+
+# The paper's original-training batch; methods inherit it (their batch_size None).
+TRAIN_BATCH_SIZE = 256
+# Methods run by default, in this order (retrained always runs first).
+METHODS = ("finetune", "gaussian", "blindspot")
+# Method settings that default to the original training's (None in a method's config).
+INHERITED = ("batch_size", "clip_norm")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "base"
+  c.seed = 0
+  # Shrinks data, model and epochs to a seconds-long run of the same code paths (tests, CI).
+  c.smoke = False
+  c.devices = 0  # 0 = all local devices of all hosts
+  # 0: each device's rows form one block, XLA sums the gradients (fastest; results differ between
+  # device counts by float rounding, which training amplifies). N: every batch is cut into N fixed
+  # blocks summed in a fixed order, so any device count dividing N gives the same numbers
+  # (BatchNorm statistics per block). See train.make_train_step.
+  c.batch_shards = 0
+  # Convolution kernels, one of ops.KERNELS ("auto": the fastest this process can run; see
+  # jax_unlearn.ops); recorded in results.json under "kernels".
+  c.kernels = "auto"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "rotdigits"
+  c.data.kwargs = ml_collections.ConfigDict()
+  c.data.augment = False
+
+  c.forget = ml_collections.ConfigDict(data.forget_defaults())
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "allcnn"
+  c.model.kwargs = ml_collections.ConfigDict()
+
+  # The original and the retrained model: the retrained method's settings (the paper's recipe).
+  c.train = ml_collections.ConfigDict(
+      {**unlearn.get_method("retrained").defaults, "batch_size": TRAIN_BATCH_SIZE})
+
+  # Unlearning methods to run, each with all its settings (retrained always runs).
+  c.methods = ml_collections.ConfigDict()
+  for name in METHODS:
+    c.methods[name] = ml_collections.ConfigDict(
+        {**unlearn.get_method(name).defaults, **dict.fromkeys(INHERITED)})
+
+  c.metrics = ml_collections.ConfigDict(metrics.defaults())
+  c.plots = True
+  return c
+
+
+def method_settings(c: ml_collections.ConfigDict, name: str) -> dict:
+  """A method's settings from the config, inherited ones filled from `train`, checked."""
+  given = c.methods[name].to_dict()
+  for key in INHERITED:
+    if given.get(key) is None:
+      given[key] = c.train[key]
+  return unlearn.get_method(name).settings(given)
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
+  """In place: tiny data, model and epochs, so a whole pipeline runs in seconds on a CPU."""
+  c.data.kwargs.max_samples = 240
+  c.train.epochs = 2
+  c.train.batch_size = 32
+  for name in c.methods:
+    m = c.methods[name]
+    m.epochs = 1
+    if "blindspot_epochs" in m:
+      m.blindspot_epochs = 1
+  if c.model.name in ("allcnn", "resnet18", "mobilenet"):
+    c.model.kwargs.width = 0.05 if c.model.name == "allcnn" else 0.125
+  if c.model.name == "tft":  # compile time grows with the window and the width
+    c.model.kwargs.hidden = 8
+    c.data.kwargs.encoder_length = 24
+    c.data.kwargs.horizon = 6
+  c.metrics.mia_samples = 60
+  c.metrics.ain_max_epochs = 1
+  c.metrics.ain_batch_size = 32
+  c.metrics.ain_steps_per_call = 1
+  c.metrics.predict_batch_size = 64

@@ -1,0 +1,280 @@
+"""What a metric is, what it is handed, and the registry that makes the evaluator open.
+
+A metric declares its name, its own settings with their defaults, the result keys it reports
+and the table columns that show them; the evaluator (`evaluate.evaluate_models`) calls its hooks:
+
+  prepare(run)                      once, before any model: shared state (compiled functions,
+                                    targets), returned and handed back to the other hooks
+  evaluate(state, model)            per model: a dict of results from its `ModelContext`
+  finish(state, models, results)    once, over all models: results that need every model
+                                    (AIN divides by the retrained model's steps)
+
+Every `ModelContext` stays alive until `finish`, with the model's predictions and per-sample
+losses on both splits, so a metric over many models (e.g. an attack calibrated on all of them)
+reads per-sample values rather than a summary. `register` adds a metric of your own; built-in
+metrics are registered by `builtin`.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from jax_unlearn import parallel, train
+from jax_unlearn.errors import UserError, unknown_name
+
+LOWER, HIGHER, RETRAINED = "↓", "↑", "≈ retrained"
+# Where a column appears in the default table: not at all, in the headline group, or after it.
+HIDDEN, HEADLINE, DETAIL = 0, 1, 2
+# The evaluator's own settings; metrics add theirs (their `defaults`).
+EVALUATOR_DEFAULTS = {"which": None, "predict_batch_size": 1024}
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One table column: a result key, its label, and which direction is better.
+
+  `mark(row) -> str` appends to the cell (e.g. " (cap)"); `note` explains it in the legend.
+  """
+  key: str
+  label: str
+  direction: str = ""
+  show: int = HIDDEN
+  mark: Callable[[Mapping[str, Any]], str] | None = None
+  note: str | None = None
+
+
+@dataclasses.dataclass
+class EvalData:
+  """The splits every metric reads; `forget_*` are boolean row masks of their split.
+
+  Labels are [N, D] float32; the test and validation forget cohorts may be empty.
+  """
+  train_x: np.ndarray
+  train_y: np.ndarray
+  forget_train: np.ndarray  # [N] bool
+  test_x: np.ndarray
+  test_y: np.ndarray
+  forget_test: np.ndarray  # [M] bool
+  val_x: np.ndarray
+  val_y: np.ndarray
+  forget_val: np.ndarray  # [V] bool
+
+  def __post_init__(self):
+    for split in ("train", "test", "val"):
+      x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+      forget = np.asarray(getattr(self, f"forget_{split}"))
+      if not len(x) == len(y) == len(forget):
+        raise UserError(f"the {split} split has {len(x)} inputs, {len(y)} labels and "
+                        f"{len(forget)} forget flags.", "give one label and flag per sample.")
+      if forget.dtype != bool:
+        raise UserError(f"forget_{split} must be a boolean mask, got {forget.dtype}.",
+                        f"pass forget_{split}=flags.astype(bool).")
+      if not np.all(np.isfinite(y)):
+        raise UserError(f"the {split} labels contain NaN or infinite values.",
+                        "clean or drop those samples.")
+      setattr(self, f"forget_{split}", forget)
+    if len(self.train_x) == 0 or len(self.test_x) == 0:
+      raise UserError(f"evaluation needs training and test samples, got {len(self.train_x)} and "
+                      f"{len(self.test_x)}.", "check the data splits.")
+    if not self.forget_train.any():
+      raise UserError("the forget set is empty.", "check the forget specification.")
+    if self.forget_train.all():
+      raise UserError("the forget set is the whole training set; nothing is retained.",
+                      "forget a subset of the training data.")
+
+
+@dataclasses.dataclass
+class Run:
+  """What every model of one evaluation shares; `prepare` reads it, `info` collects settings
+  every model shares (e.g. AIN's target) for `Evaluation.info`."""
+  apply_fn: Callable
+  models: Mapping[str, Any]  # name -> variables, "original" and "retrained" included
+  data: EvalData
+  task_loss: Callable  # per-example loss(pred, y) -> [B]
+  error: str
+  quantiles: Sequence[float] | None
+  settings: Mapping[str, Any]  # every setting, resolved and checked
+  seed: int
+  dp: parallel.DataParallel
+  predict_fn: train.PredictFn  # the model's predictions, compiled once for every model
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def batch_size(self) -> int:
+    """Rows per prediction call: one compiled shape for every split and model."""
+    return self.settings["predict_batch_size"]
+
+
+def loss_values(pred: np.ndarray, y: np.ndarray, loss: Callable) -> np.ndarray:
+  """Per-example `loss` of predictions [N, ...] against labels [N, ...] as float64 [N]."""
+  if len(pred) == 0:
+    return np.zeros(0)
+  return np.asarray(loss(jnp.asarray(pred), jnp.asarray(y)), np.float64)
+
+
+@dataclasses.dataclass(eq=False)
+class ModelContext:
+  """One model's view for `evaluate` and `finish`, from one prediction per split.
+
+  Attributes:
+    name, variables: the model.
+    pred_train, pred_test: [N, ...] and [M, ...] predictions as the model outputs them (a quantile
+      model's [.., Q] included).
+    forget_pred: [F, D] point predictions on the forget-train rows.
+    run: what every model shares (data, settings, task loss, seed, ...).
+    retrained: the retrained model's context (itself for the retrained model); the evaluator
+      measures the retrained model first.
+  """
+  name: str
+  variables: Any = dataclasses.field(repr=False)
+  pred_train: np.ndarray = dataclasses.field(repr=False)
+  pred_test: np.ndarray = dataclasses.field(repr=False)
+  forget_pred: np.ndarray = dataclasses.field(repr=False)
+  run: Run = dataclasses.field(repr=False)
+  retrained: "ModelContext | None" = dataclasses.field(default=None, repr=False)
+
+  @property
+  def data(self) -> EvalData:
+    return self.run.data
+
+  @property
+  def settings(self) -> Mapping[str, Any]:
+    return self.run.settings
+
+  @property
+  def seed(self) -> int:
+    return self.run.seed
+
+  @property
+  def task_loss(self) -> Callable:
+    return self.run.task_loss
+
+  @functools.cached_property
+  def train_losses(self) -> np.ndarray:
+    """[N] float64 task loss per training row, computed once for every metric that reads it."""
+    return loss_values(self.pred_train, self.run.data.train_y, self.run.task_loss)
+
+  @functools.cached_property
+  def test_losses(self) -> np.ndarray:
+    """[M] float64 task loss per test row."""
+    return loss_values(self.pred_test, self.run.data.test_y, self.run.task_loss)
+
+
+class Metric:
+  """A metric of the evaluator; subclass it, set the class attributes, override the hooks.
+
+  Attributes:
+    name: the name `which` selects it by.
+    defaults: its own settings (one flat namespace with every other metric's, e.g. "mia_samples")
+      with their defaults.
+    keys: every result key it may report.
+    required: keys every model's results hold even when the metric is not selected (None then).
+    columns: its table columns.
+  A metric object holds no state of an evaluation (that is what `prepare` returns), so one
+  registered object serves every evaluation.
+  """
+  name: str = ""
+  defaults: Mapping[str, Any] = {}
+  keys: tuple[str, ...] = ()
+  required: tuple[str, ...] = ()
+  columns: tuple[Column, ...] = ()
+
+  def check(self, settings: Mapping[str, Any]) -> None:
+    """Raises a UserError for a bad value of one of its settings (beyond `settings.merge`)."""
+
+  def prepare(self, run: Run) -> Any:
+    """Shared state for every model (compiled functions, targets); None by default."""
+    return None
+
+  def evaluate(self, state: Any, model: ModelContext) -> Mapping[str, Any]:
+    """This model's results (keys of `keys`)."""
+    raise NotImplementedError
+
+  def finish(self, state: Any, models: Mapping[str, ModelContext],
+             results: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    """model name -> further results, computed over all models; none by default."""
+    del state, models, results
+    return {}
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def _clashes(metric: Metric, other: Metric) -> set[str]:
+  return ((set(metric.defaults) & set(other.defaults)) | (set(metric.keys) & set(other.keys))
+          | ({c.key for c in metric.columns} & {c.key for c in other.columns}))
+
+
+def register(metric: Metric, *, replace: bool = False) -> Metric:
+  """Adds `metric` (after those registered before, which fixes its place in results and tables).
+
+  Its settings, result keys and columns must not clash with another metric's: they share one
+  namespace. `replace=True` swaps a metric of the same name in place.
+  """
+  name = metric.name
+  if not isinstance(name, str) or not name.isidentifier():
+    raise UserError(f"a metric needs a name that is an identifier, got {name!r}.",
+                    "set the class attribute `name`, e.g. name = 'my_metric'.")
+  if name in _REGISTRY and not replace:
+    raise UserError(f"a metric named {name!r} is already registered.",
+                    "choose another name, or pass replace=True.")
+  unreported = (set(metric.required) | {c.key for c in metric.columns}) - set(metric.keys)
+  if unreported:
+    raise UserError(f"metric {name!r} requires or shows keys it does not report: "
+                    f"{', '.join(sorted(unreported))}.", "list every such key in `keys` too.")
+  own = set(EVALUATOR_DEFAULTS) & set(metric.defaults)
+  for other in _REGISTRY.values():
+    if other.name != name:
+      own |= _clashes(metric, other)
+  if own:
+    raise UserError(f"metric {name!r} reuses names of another metric or the evaluator: "
+                    f"{', '.join(sorted(own))}.", f"prefix them with {name + '_'!r}.")
+  _REGISTRY[name] = metric
+  return metric
+
+
+def unregister(name: str) -> Metric:
+  """Removes the metric `name` and returns it."""
+  return _REGISTRY.pop(get(name).name)
+
+
+def get(name: str) -> Metric:
+  if name not in _REGISTRY:
+    raise unknown_name("metric", name, _REGISTRY)
+  return _REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+  """Every registered metric, in registration (= evaluation and table) order."""
+  return tuple(_REGISTRY)
+
+
+def registered() -> tuple[Metric, ...]:
+  return tuple(_REGISTRY.values())
+
+
+def defaults() -> dict[str, Any]:
+  """Every setting of the evaluator (`which`: every registered metric; `predict_batch_size`) and
+  of every registered metric, with its default: metric configs are built from this."""
+  out = dict(EVALUATOR_DEFAULTS, which=names())
+  for metric in _REGISTRY.values():
+    out.update(metric.defaults)
+  return out
+
+
+def required_keys() -> tuple[str, ...]:
+  """Keys every model's results hold, in registration order."""
+  return tuple(k for m in _REGISTRY.values() for k in m.required)
+
+
+def columns() -> dict[str, Column]:
+  """result key -> its column, for every registered metric."""
+  return {c.key: c for m in _REGISTRY.values() for c in m.columns}
+
+
+def default_columns() -> tuple[str, ...]:
+  """Keys of the default table: headline columns, then detail columns, each in registry order."""
+  shown = [c for c in columns().values() if c.show != HIDDEN]
+  return tuple(c.key for c in sorted(shown, key=lambda c: c.show))

@@ -1,0 +1,356 @@
+"""The training loop: `fit` runs epochs of the one step; `train_model` adds checkpoints, resume,
+reuse of a finished stage, and its fingerprint.
+
+A stage's fingerprint covers everything that determines its result: the recipe, the data order
+seed and key, the arrays it trains on, the variables it starts from, the frozen arguments, the
+fixed batch blocks, and what the caller adds (`identity`: loss settings, model and data
+configuration). A checkpoint whose fingerprint differs is discarded and the stage recomputed,
+with the changed entries in the log; so a stage that starts from a recomputed one is recomputed
+too, as its starting variables differ.
+"""
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_unlearn import parallel, settings
+from jax_unlearn.errors import UserError
+from jax_unlearn.train.step import (LossFn, TrainState, create_state, learning_rate,
+                                    make_optimizer, make_train_step, set_learning_rate)
+
+log = logging.getLogger("jax_unlearn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How a model is trained: the settings every training stage shares.
+
+  `plateau_factor` None keeps the learning rate constant; otherwise it is multiplied by the
+  factor after `plateau_patience` epochs without improvement of the validation loss.
+  """
+  epochs: int
+  batch_size: int
+  lr: float
+  optimizer: str = "adam"
+  clip_norm: float | None = None
+  plateau_factor: float | None = None
+  plateau_patience: int = 10
+
+  def __post_init__(self):
+    settings.check_ranges(dataclasses.asdict(self), "train")
+
+  @classmethod
+  def from_settings(cls, s: Mapping[str, Any], **changes) -> "Recipe":
+    """The recipe fields of a method's (or the config's) settings, with `changes` applied."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in {**s, **changes}.items() if k in names}
+    values["clip_norm"] = values.get("clip_norm") or None
+    return cls(**values)
+
+  def optimizer_fn(self):
+    return make_optimizer(self.lr, clip_norm=self.clip_norm, name=self.optimizer)
+
+  def plateau(self) -> "Plateau | None":
+    if self.plateau_factor is None:
+      return None
+    return Plateau(factor=self.plateau_factor, patience=self.plateau_patience)
+
+
+@dataclasses.dataclass
+class Plateau:
+  """Reduce-on-plateau on a validation loss, as torch's ReduceLROnPlateau(mode="min").
+
+  After `patience` epochs without a relative improvement of `threshold`, the learning rate is
+  multiplied by `factor` (not below `min_lr`). Host-side state, saved with checkpoints.
+  """
+  factor: float = 0.1
+  patience: int = 10
+  threshold: float = 1e-4
+  min_lr: float = 0.0
+  best: float = math.inf
+  bad_epochs: int = 0
+
+  def update(self, value: float, lr: float) -> float:
+    if value < self.best * (1.0 - self.threshold):
+      self.best, self.bad_epochs = value, 0
+    else:
+      self.bad_epochs += 1
+    if self.bad_epochs > self.patience:
+      self.bad_epochs = 0
+      return max(lr * self.factor, self.min_lr)
+    return lr
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: TrainState
+  best_variables: dict | None
+  history: list
+  steps: int
+  seconds: float
+  interrupted_at: tuple[int, int] | None = None  # (epoch, batches done in it) when stopped early
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss."""
+
+
+@dataclasses.dataclass
+class Resume:
+  """Where a resumed run starts: its epoch, the batches of that epoch already done, and the best
+  validation loss with its variables so far."""
+  epoch: int = 0
+  batch: int = 0
+  best_val: float = math.inf
+  best_variables: dict | None = None
+
+
+def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
+        *, epochs: int, rng: jax.Array, dp: parallel.DataParallel | None = None,
+        frozen: Any = None, validate: Callable[[dict], float] | None = None,
+        plateau: Plateau | None = None, resume: Resume | None = None,
+        on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        progress: Callable | None = None, name: str = "train") -> FitResult:
+  """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
+
+  Args:
+    batches: epoch -> iterable of host batches (numpy dicts of a fixed padded size), so that the
+      data order is a function of (seed, epoch) and a resumed epoch sees the same batches.
+    frozen: the step's frozen pytree (already placed, e.g. `dp.replicate(...)`).
+    validate: variables -> validation loss, called after every epoch; the best-validation
+      variables are kept and the plateau schedule (if any) follows it.
+    resume: where a resumed run starts (see `Resume`).
+    on_epoch_end: called with (epoch, state, record) after each epoch, e.g. to checkpoint; the
+      record holds "best_val" and the FitResult-to-be's best variables under "best_variables".
+    should_stop: polled after every step (e.g. a Ctrl-C flag); when true, fit returns at once
+      with `interrupted_at` set, the state consistent for a checkpoint.
+    progress: optional callable (iterable, epoch, epochs, batches_per_epoch) -> iterable, e.g. a
+      progress bar.
+  Returns:
+    FitResult with the final state, the best-validation variables (None without `validate`),
+    one history record per epoch, the number of steps and seconds spent.
+  """
+  if epochs < 0:
+    raise UserError(f"epochs must be >= 0, got {epochs}.", "set a positive number of epochs.")
+  dp = parallel.resolve(dp)
+  resume = resume or Resume()
+  history, best_val, best_vars = [], resume.best_val, resume.best_variables
+  t0, steps = time.perf_counter(), 0
+  for epoch in range(resume.epoch, epochs):
+    loss_sum, n_batches = 0.0, 0
+    skip = resume.batch if epoch == resume.epoch else 0
+    it: Iterator = itertools.islice(batches(epoch), skip, None)
+    if progress is not None:
+      total = len(batches) - skip if hasattr(batches, "__len__") else None
+      it = progress(it, epoch, epochs, total)
+    pending = []
+    for batch in it:
+      state, metrics = step_fn(state, dp.put_batch(batch), rng, frozen)
+      pending.append(metrics["loss"])
+      steps += 1
+      n_batches += 1
+      if should_stop is not None and should_stop():
+        return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
+                         interrupted_at=(epoch, skip + n_batches))
+    if pending:
+      values = np.asarray(jax.device_get(pending), np.float64)
+      if not np.all(np.isfinite(values)):
+        bad = int(np.argmin(np.isfinite(values)))
+        raise NonFiniteLossError(
+            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad + 1}. "
+            "Lower the learning rate (train.lr) or enable gradient clipping (train.clip_norm).")
+      loss_sum = float(values.sum())
+    record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_batches, 1)}
+    if validate is not None:
+      record["val_loss"] = val = float(validate(state.variables))
+      if val < best_val:
+        best_val, best_vars = val, jax.tree_util.tree_map(jnp.copy, state.variables)
+      if plateau is not None:
+        new_lr = plateau.update(val, learning_rate(state))
+        if new_lr != learning_rate(state):
+          state = set_learning_rate(state, new_lr)
+      record["lr"] = learning_rate(state)
+      record["best_val"] = best_val
+    history.append(record)
+    if on_epoch_end is not None:
+      on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
+  return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+  """What a (possibly resumed or reused) training run produced."""
+  variables: dict
+  steps: int
+  seconds: float
+  history: list
+  resumed_from_epoch: int = 0
+  reused: bool = False
+  fingerprint: str = ""  # of everything that determined it, the epochs included
+
+
+class _StopFlag:
+  """Ctrl-C during training sets a flag (the step in flight finishes, a checkpoint is written);
+  a second Ctrl-C interrupts at once. Installed only in the main thread."""
+
+  def __init__(self):
+    self.stop = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.stop:
+      raise KeyboardInterrupt
+    self.stop = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+  def __call__(self) -> bool:
+    return self.stop
+
+
+def _digest(tree: Any) -> str:
+  """A short hash of a pytree's structure and values (host copies of device arrays)."""
+  h = hashlib.sha256()
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  h.update(str(treedef).encode())
+  for leaf in jax.device_get(leaves):
+    a = np.ascontiguousarray(leaf)
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+  return h.hexdigest()[:16]
+
+
+def fingerprint(identity: Mapping[str, Any]) -> str:
+  """A short hash of a JSON-able description of a stage."""
+  text = json.dumps(identity, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """"path: old -> new" for every entry in which two stage descriptions differ."""
+  if isinstance(old, Mapping) and isinstance(new, Mapping):
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+      path = f"{prefix}.{key}" if prefix else str(key)
+      out += changes(old.get(key, "(unset)"), new.get(key, "(unset)"), path)
+    return out
+  if json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str):
+    return []
+  return [f"{prefix or 'value'}: {old} -> {new}"]
+
+
+def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
+                arrays: Mapping[str, np.ndarray], recipe: Recipe, *, rng: jax.Array,
+                seed: int = 0, dp: parallel.DataParallel | None = None, frozen: Any = None,
+                validate: Callable[[dict], float] | None = None, augment=None,
+                checkpoint_dir: str | None = None, identity: Mapping[str, Any] | None = None,
+                progress: Callable | None = None, name: str = "train") -> "TrainOutcome":
+  """Trains `variables` with `loss_fn` on `arrays` by `recipe`, checkpointing every epoch.
+
+  With `checkpoint_dir`, a run of the same fingerprint (see the module docstring; `identity`
+  describes what this function cannot see, such as the loss's settings) that reached
+  `recipe.epochs` is reused as is, an unfinished one resumes where it stopped (state, data
+  position, plateau schedule, best validation), so a killed job loses at most one epoch; a
+  checkpoint of another fingerprint, or one trained for more epochs, is discarded. More epochs
+  than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
+  raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
+  else the final ones.
+  """
+  from jax_unlearn.checkpoint import Checkpointer
+  from jax_unlearn.data.loader import ArrayLoader
+
+  dp = parallel.resolve(dp)
+  n = len(arrays["x"])
+  if recipe.batch_size > n:
+    raise UserError(f"{name}: batch size {recipe.batch_size} is larger than the {n} samples it "
+                    "trains on.", f"set a batch size <= {n}.")
+  # What determines the result, but the number of epochs (a longer run continues a shorter one).
+  stage = {"recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
+           "seed": int(seed), "rng": np.asarray(jax.random.key_data(rng)).tolist(),
+           "shards": dp.shards, "arrays": _digest(dict(arrays)),
+           "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
+           **dict(identity or {})}
+  stage_key = fingerprint(stage)
+  result_fingerprint = fingerprint({**stage, "epochs": recipe.epochs})
+  tx = recipe.optimizer_fn()
+  state = create_state(variables, tx, dp)
+  step_fn = make_train_step(apply_fn, loss_fn, tx, dp)
+  frozen = dp.replicate(frozen)
+  loader = ArrayLoader(arrays, recipe.batch_size, seed=seed, dp=dp, augment=augment)
+  plateau = recipe.plateau()
+  ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
+  meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
+          "seconds": 0.0}
+  resume = Resume()
+  if ckpt is not None and ckpt.latest_step() is not None:
+    old = ckpt.read_meta()
+    why = changes(old.get("stage", {}), stage) if old.get("stage_key") != stage_key else []
+    if not why and old.get("epoch", 0) > recipe.epochs:
+      why = [f"epochs: {old['epoch']} -> {recipe.epochs}"]
+    if why:
+      log.info("%s: recomputing, its settings changed (%s)", name, "; ".join(why))
+      ckpt.delete_all()
+    else:
+      tree, meta = ckpt.restore({"state": state, "best": state.variables})
+      if meta["epoch"] >= recipe.epochs:
+        ckpt.close()
+        return TrainOutcome(tree["best"], meta["steps"], meta["seconds"], meta["history"],
+                            meta["epoch"], reused=True, fingerprint=result_fingerprint)
+      state = tree["state"]
+      resume = Resume(meta["epoch"], meta["batch"], meta["best_val"],
+                      tree["best"] if meta["best_val"] < math.inf else None)
+      if plateau is not None and meta.get("plateau"):
+        plateau = Plateau(**meta["plateau"])
+      log.info("%s: resuming from epoch %d, batch %d (step %d)", name, meta["epoch"] + 1,
+               meta["batch"], int(state.step))
+  history = list(meta["history"])
+  t0, start_step = time.perf_counter(), int(state.step)
+
+  def save(st, best_val, best, epoch, batch):
+    if ckpt is None:
+      return
+    record = {"epoch": epoch, "batch": batch, "best_val": best_val,
+              "plateau": dataclasses.asdict(plateau) if plateau else None, "history": history,
+              "steps": meta["steps"] + int(st.step) - start_step,
+              "seconds": meta["seconds"] + time.perf_counter() - t0,
+              "stage_key": stage_key, "stage": stage}
+    ckpt.save(int(st.step), {"state": st, "best": best or st.variables}, record, force=True)
+
+  def on_epoch_end(epoch, st, record):
+    history.append({k: v for k, v in record.items() if k != "best_variables"})
+    save(st, record.get("best_val", math.inf), record["best_variables"], epoch + 1, 0)
+
+  try:
+    with _StopFlag() as stop:
+      result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=dp, frozen=frozen,
+                   validate=validate, plateau=plateau, resume=resume,
+                   on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name)
+    if result.interrupted_at is not None:
+      best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]
+      save(result.state, best_val, result.best_variables, *result.interrupted_at)
+      raise KeyboardInterrupt(f"{name} interrupted at epoch {result.interrupted_at[0] + 1}, "
+                              f"step {int(result.state.step)}; checkpoint saved")
+  finally:
+    if ckpt is not None:
+      ckpt.close()
+  final = result.best_variables if result.best_variables is not None else result.state.variables
+  return TrainOutcome(final, meta["steps"] + result.steps, meta["seconds"] + result.seconds,
+                      history, meta["epoch"], fingerprint=result_fingerprint)

@@ -1,0 +1,86 @@
+"""Batched, jitted predictions (and any row-wise function of a model) over a `DataParallel`."""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from jax_unlearn import losses, parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictFn:
+  """A jitted row-wise `fn(variables, x) -> [B, ...]` and the `DataParallel` it runs on.
+
+  `predict` feeds it fixed-size padded batches, so it compiles once for every call.
+  """
+  jitted: Callable
+  dp: parallel.DataParallel
+
+  def __call__(self, variables, x):
+    return self.jitted(variables, x)
+
+
+def make_row_fn(fn: Callable, dp: parallel.DataParallel | None = None) -> PredictFn:
+  """Jitted row-wise `fn(variables, x) -> [B, ...]`, rows sharded over `dp`.
+
+  With `dp.shards`, rows go through `fn` in that many fixed blocks (see `_rows_in_blocks`), so a
+  row's value is bitwise the same on any device count dividing `shards`.
+  """
+  dp = parallel.resolve(dp)
+  if dp.shards is not None:
+    fn = _rows_in_blocks(fn, dp)
+  return PredictFn(dp.jit_rows(fn), dp)
+
+
+def make_predict_fn(apply_fn: Callable, dp: parallel.DataParallel | None = None) -> PredictFn:
+  """Jitted `predict(variables, x) -> pred` of the model contract in evaluation mode."""
+  return make_row_fn(lambda variables, x: apply_fn(variables, x, train=False)[0], dp)
+
+
+def _rows_in_blocks(fn: Callable, dp: parallel.DataParallel) -> Callable:
+  """A row-wise `fn(variables, x) -> [B, ...]` computed on `dp.shards` fixed row blocks of x.
+
+  Each device runs the one per-block program on its blocks in turn, so a row's value does not
+  depend on how many rows a device holds (kernels pick their algorithm by batch size).
+  """
+  per_device = dp.blocks_per_device
+
+  def local(variables, x):
+    out = jax.lax.map(lambda block: fn(variables, block),
+                      x.reshape((per_device, -1) + x.shape[1:]))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+
+  return jax.shard_map(local, mesh=dp.mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
+                       out_specs=P(parallel.DATA_AXIS), check_vma=False)
+
+
+def predict(predict_fn: PredictFn, variables, x: np.ndarray, *,
+            batch_size: int = 512) -> np.ndarray:
+  """`predict_fn` on every row of `x` (numpy), in fixed-size padded batches (one compilation)."""
+  dp = predict_fn.dp
+  n = len(x)
+  size = dp.padded(min(batch_size, max(n, 1)))
+  outs = []
+  for start in range(0, n, size):
+    chunk = {"x": x[start:start + size]}
+    rows = len(chunk["x"])
+    chunk = parallel.pad_batch(chunk, size)
+    xb = dp.put_batch({"x": chunk["x"][dp.host_rows(size)]})["x"]
+    outs.append(np.asarray(jax.device_get(predict_fn(variables, xb)))[:rows])
+  return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def make_validation_loss(apply_fn: Callable, per_example: losses.LossFn, x: np.ndarray,
+                         y: np.ndarray, *, batch_size: int = 512,
+                         dp: parallel.DataParallel | None = None):
+  """variables -> mean per-example loss on (x, y): the validation loss for `fit` and plateaus."""
+  predict_fn = make_predict_fn(apply_fn, dp)
+
+  def validate(variables) -> float:
+    pred = predict(predict_fn, variables, x, batch_size=batch_size)
+    return float(np.mean(np.asarray(per_example(jnp.asarray(pred), jnp.asarray(y)), np.float64)))
+
+  return validate
