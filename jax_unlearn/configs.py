@@ -9,7 +9,7 @@ overridden from the command line. Experiment files in `experiments/configs/` sta
 """
 import ml_collections
 
-from jax_unlearn import data, metrics, unlearn
+from jax_unlearn import data, metrics, settings, unlearn
 
 # The paper's original-training batch; methods inherit it (their batch_size None).
 TRAIN_BATCH_SIZE = 256
@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.metrics = ml_collections.ConfigDict(metrics.defaults())
   c.plots = True
   return c
+
+
+def train_settings(c: ml_collections.ConfigDict) -> dict:
+  """The original (and retrained) model's settings, checked as `train.*`."""
+  return settings.merge(unlearn.get_method("retrained").defaults, c.train, "train")
 
 
 def method_settings(c: ml_collections.ConfigDict, name: str) -> dict:

@@ -56,7 +56,7 @@ VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "nump
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """Rejects unknown names and values out of range before any work starts."""
-  train.Recipe.from_settings(unlearn.get_method("retrained").settings(c.train.to_dict()))
+  train.Recipe.from_settings(configs.train_settings(c))
   for name in c.methods:
     configs.method_settings(c, name)
   metrics.resolve_settings(c.metrics)
@@ -273,7 +273,7 @@ def train_original(e: Experiment) -> train.TrainOutcome:
   ds, c = e.ds, e.c
   outcome = train.train_model(
       e.apply_fn, e.init_fn(jax.random.fold_in(e.root, 0)), train.supervised_loss(e.per_example),
-      {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(c.train),
+      {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(configs.train_settings(c)),
       rng=jax.random.fold_in(e.root, 1), seed=c.seed, dp=e.dp,
       validate=train.make_validation_loss(e.apply_fn, e.per_example, ds.val.x, ds.val.y,
                                           batch_size=c.metrics.predict_batch_size, dp=e.dp),
@@ -297,7 +297,7 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
                               val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
                               augment=e.augment)
   models, records = {"original": original.variables}, {}
-  stages = {"retrained": unlearn.get_method("retrained").settings(c.train.to_dict())}
+  stages = {"retrained": configs.train_settings(c)}
   stages.update({name: configs.method_settings(c, name) for name in c.methods})
   for i, (name, settings) in enumerate(stages.items()):
     t = time.perf_counter()

@@ -21,11 +21,22 @@ def test_every_config_loads_and_names_its_run_command(path):
   c = config_io.load_config(path)
   assert isinstance(c, ml_collections.ConfigDict)
   assert c.experiment and c.data.name and c.model.name
+  # The command its docstring shows parses and runs this very config.
   import importlib.util
+  import shlex
+  from jax_unlearn import cli
   spec = importlib.util.spec_from_file_location("cfg", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  assert "jax-unlearn" in (module.__doc__ or ""), "the docstring shows the command that runs it"
+  text = (module.__doc__ or "").replace("\\\n", " ")
+  commands = [line.strip() for line in text.splitlines() if "jax-unlearn run" in line]
+  assert commands, "the docstring shows the command that runs it"
+  argv = shlex.split(commands[0].split("jax-unlearn", 1)[1])
+  args, rest = cli._parser().parse_known_args(argv)
+  assert os.path.samefile(config_io.find_config(args.config), path)
+  config = config_io.load_config(args.config)
+  for key, value in config_io.parse_overrides(rest):
+    config_io.apply_override(config, key, value)
 
 
 def _demo():
@@ -58,8 +69,18 @@ def test_override_of_wrong_type_is_rejected():
 
 
 def test_missing_config_file_and_bad_arguments():
-  with pytest.raises(UserError, match="does not exist"):
+  with pytest.raises(UserError, match="'nope.py' is neither a file nor a shipped config"):
     config_io.load_config("nope.py")
+  with pytest.raises(UserError) as e:
+    config_io.load_config("dmeo")
+  assert "did you mean 'demo'?" in e.value.hint and "rotdigits_allcnn" in e.value.hint
+
+
+def test_shipped_configs_load_by_name_and_by_path():
+  names = config_io.shipped_configs()
+  assert {"demo", "rotdigits_allcnn", "stsb_lstm"} <= set(names)
+  by_path = config_io.load_config(os.path.join(config_io.CONFIG_DIR, "demo.py"))
+  assert config_io.load_config("demo").to_dict() == by_path.to_dict()
   with pytest.raises(UserError, match="unexpected argument"):
     config_io.parse_overrides(["--epochs=3"])
 

