@@ -158,9 +158,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     t_start, compiles_before = time.perf_counter(), dict(COMPILES)
     e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     original = train_original(e)
-    models, records = run_methods(e, original)
-    evaluation, eval_data = evaluate(e, models)
-    return report(e, evaluation, eval_data, records, t_start, compiles_before)
+    models, records, auxiliary = run_methods(e, original)
+    evaluation, aux_results, eval_data = evaluate(e, models, auxiliary)
+    return report(e, evaluation, aux_results, eval_data, records, t_start, compiles_before)
   finally:
     log.removeHandler(handler)
     handler.close()
@@ -219,7 +219,6 @@ class Experiment:
     return os.path.join(self.workdir, "checkpoints", self.c.model.name)
 
 
-
 def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
                     fresh: bool = False) -> Experiment:
   """Stage 0: the parallel context, the data and forget masks, the model; every check that can
@@ -260,9 +259,9 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   if c.data.augment and task.kind == "image":  # flips only where they keep the label
     augment = data_lib.make_augment(flip=task.extra.get("flip_preserves_label", True))
   # The training loop fingerprints the arrays, keys and starting variables it sees; validation
-  # rows, augmentation and the model's definition come from these settings.
-  identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(), "model": module.__repr__(),
-              "kernels": c.kernels}
+  # rows, augmentation and the model's definition (kernels included) come from these settings.
+  identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(),
+              "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts}}
   return Experiment(c, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn, augment,
                     jax.random.key(c.seed), identity, seconds)
 
@@ -287,16 +286,17 @@ def train_original(e: Experiment) -> train.TrainOutcome:
   return outcome
 
 
-def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict]:
+def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
   """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method.
 
-  Returns (name -> variables, with "original" first; name -> the method's record).
+  Returns (name -> variables, with "original" first; name -> the method's record; name -> the
+  variables of models the methods built on the way, e.g. "blindspot_model").
   """
   ds, masks, c = e.ds, e.masks, e.c
   udata = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
                               val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
                               augment=e.augment)
-  models, records = {"original": original.variables}, {}
+  models, records, auxiliary = {"original": original.variables}, {}, {}
   stages = {"retrained": configs.train_settings(c)}
   stages.update({name: configs.method_settings(c, name) for name in c.methods})
   for i, (name, settings) in enumerate(stages.items()):
@@ -310,32 +310,53 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
     e.seconds[name] = time.perf_counter() - t
     models[name] = result.variables
     records[name] = result.record
+    auxiliary.update(result.auxiliary)
     if result.record.get("reused"):
       e.reused.append(name)
     log.info("%-10s done in %.1fs (%s)", name, e.seconds[name],
              ", ".join(f"{k}={v}" for k, v in result.record.items() if k != "seconds"))
-  return models, records
+  return models, records, auxiliary
 
 
-def evaluate(e: Experiment, models: dict) -> tuple[metrics.Evaluation, metrics.EvalData]:
-  """Stage 4: every model evaluated with the configured metrics."""
+# What the models the methods build on the way are evaluated with: how well they predict.
+AUXILIARY_METRICS = ("errors", "wasserstein")
+AUXILIARY_COLUMNS = ("retain_train_error", "forget_train_error", "retain_test_error",
+                     "forget_test_error", "wasserstein_to_retrained")
+
+
+def evaluate(e: Experiment, models: dict, auxiliary: dict
+             ) -> tuple[metrics.Evaluation, dict, metrics.EvalData]:
+  """Stage 4: every model evaluated with the configured metrics; the auxiliary models (the
+  blindspot model) with their errors and Wasserstein distance to the retrained model.
+
+  Returns (the evaluation, name -> the auxiliary models' results, the evaluation data).
+  """
   t = time.perf_counter()
   ds, masks, task = e.ds, e.masks, e.ds.task
   eval_data = metrics.EvalData(
       train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
       forget_val=masks.val)
-  evaluation = metrics.evaluate_models(
-      e.apply_fn, models, eval_data, task_loss=e.per_example, error=task.error,
-      quantiles=tuple(task.quantiles) if task.quantiles else None, config=e.c.metrics,
-      seed=e.c.seed, dp=e.dp)
+  common = dict(task_loss=e.per_example, error=task.error,
+                quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.c.seed,
+                dp=e.dp)
+  evaluation = metrics.evaluate_models(e.apply_fn, models, eval_data, config=e.c.metrics,
+                                       **common)
+  aux = {}
+  if auxiliary:
+    references = {k: models[k] for k in ("original", "retrained")}
+    settings = {**e.c.metrics.to_dict(), "which": AUXILIARY_METRICS}
+    found = metrics.evaluate_models(e.apply_fn, {**references, **auxiliary}, eval_data,
+                                    config=settings, **common).results
+    aux = {name: {k: v for k, v in found[name].items() if v is not None} for name in auxiliary}
   e.seconds["metrics"] = time.perf_counter() - t
   e.seconds["metrics_per_model"] = dict(evaluation.seconds)
-  return evaluation, eval_data
+  return evaluation, aux, eval_data
 
 
-def report(e: Experiment, evaluation: metrics.Evaluation, eval_data: metrics.EvalData,
-           records: dict, t_start: float, compiles_before: dict) -> dict:
+def report(e: Experiment, evaluation: metrics.Evaluation, auxiliary: dict,
+           eval_data: metrics.EvalData, records: dict, t_start: float,
+           compiles_before: dict) -> dict:
   """Stage 5: results.json, results.md, config.json and plots; returns the results."""
   c, seconds = e.c, e.seconds
   seconds["total"] = time.perf_counter() - t_start
@@ -345,7 +366,8 @@ def report(e: Experiment, evaluation: metrics.Evaluation, eval_data: metrics.Eva
   results = {
       "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed, "n": e.masks.counts(),
       "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
-      "versions": _versions(), "models": _finite(evaluation.results), "seconds": seconds,
+      "versions": _versions(), "models": _finite(evaluation.results),
+      "auxiliary": _finite(auxiliary), "seconds": seconds,
       "records": _finite(records), "compiles": compiles - cache_hits,
       "compile_cache_hits": cache_hits, "reused": list(e.reused), "config": c.to_dict(),
   }
@@ -383,6 +405,10 @@ def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
   files.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   files.write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
   table = metrics.write_markdown(results["models"], None)
+  if results["auxiliary"]:
+    table += ("\n## Models built on the way\n\nThe blindspot model is the partially trained "
+              "model Blindspot unlearning distils from on the forget rows.\n\n"
+              + metrics.write_markdown(results["auxiliary"], None, columns=AUXILIARY_COLUMNS))
   header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "
             f"n = {results['n']}\n\n")
   timing = "\n\nseconds: " + ", ".join(

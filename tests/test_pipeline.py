@@ -33,13 +33,17 @@ def check_outputs(workdir, results):
     for key in ("retain_train_error", "forget_train_error", "retain_test_error",
                 "wasserstein_to_retrained", "mia_forget", "ain"):
       assert isinstance(m[key], float) and np.isfinite(m[key]), (name, key, m[key])
+  aux = results["auxiliary"]["blindspot_model"]  # the partially trained model, evaluated too
+  assert set(results["auxiliary"]) == {"blindspot_model"}
+  assert all(np.isfinite(aux[k]) for k in ("retain_test_error", "wasserstein_to_retrained"))
+  assert "ain" not in aux and "mia_forget" not in aux
   assert results["models"]["retrained"]["ain"] == 1.0
   assert results["models"]["retrained"]["wasserstein_to_retrained"] == 0.0
   n = results["n"]
   assert n["retain"] + n["forget"] == n["train"] and n["forget"] > 0 and n["retain"] > 0
   assert set(results["seconds"]) >= set(MODELS) | {"metrics", "data", "total"}
   table = open(os.path.join(workdir, "results.md")).read()
-  assert all(f"| {m} |" in table for m in MODELS)
+  assert all(f"| {m} |" in table for m in MODELS + ("blindspot_model",))
   assert len(glob.glob(os.path.join(workdir, "plots", "*.png"))) >= 3
   for stage in MODELS:
     assert os.path.isdir(os.path.join(workdir, "checkpoints", results["config"]["model"]["name"],

@@ -214,3 +214,21 @@ def test_bad_settings_are_user_errors(problem, config, message):
   ctx = Context(APPLY, _init, losses.mse, jax.random.key(0))
   with pytest.raises(UserError, match=message):
     run_method("blindspot", ctx, original, data, config)
+
+
+@pytest.mark.parametrize("name, config", [
+    ("finetune", {"epochs": 3, "keep_best": True}),
+    ("gaussian", {"epochs": 3, "keep_best": True}),
+    ("blindspot", {"epochs": 2, "blindspot_epochs": 2, "keep_best": True,
+                   "blindspot_keep_best": True}),
+])
+def test_keep_best_returns_the_best_validation_epoch(problem, name, config):
+  data, original, _ = problem
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(4))
+  result = run_method(name, ctx, original, data, {"batch_size": 64, **config})
+  validate = train.make_validation_loss(APPLY, losses.mse, data.val_x, data.val_y)
+  assert validate(result.variables) == pytest.approx(result.record["best_val_loss"], rel=1e-6)
+  if name == "blindspot":  # the blindspot model is the best of its epochs too, and reported
+    assert "blindspot_model" in result.auxiliary
+  final = run_method(name, ctx, original, data, {"batch_size": 64, **config, "keep_best": False})
+  assert "best_val_loss" not in final.record

@@ -238,6 +238,13 @@ def _digest(tree: Any) -> str:
   return h.hexdigest()[:16]
 
 
+def _key_values(rng: jax.Array) -> list:
+  """The numbers of a typed key (`jax.random.key`) or a raw one (`jax.random.PRNGKey`)."""
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  return np.asarray(rng).tolist()
+
+
 def fingerprint(identity: Mapping[str, Any]) -> str:
   """A short hash of a JSON-able description of a stage."""
   text = json.dumps(identity, sort_keys=True, default=str)
@@ -284,7 +291,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
   stage = {"recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
-           "seed": int(seed), "rng": np.asarray(jax.random.key_data(rng)).tolist(),
+           "seed": int(seed), "rng": _key_values(rng),
            "shards": dp.shards, "arrays": _digest(dict(arrays)),
            "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
            **dict(identity or {})}

@@ -142,9 +142,14 @@ class Context:
 
 @dataclasses.dataclass
 class MethodResult:
-  """Unlearned variables and a JSON-able record ("steps", "seconds" and method entries)."""
+  """Unlearned variables and a JSON-able record ("steps", "seconds" and method entries).
+
+  `auxiliary`: models the method built on the way (e.g. the blindspot model), by name, so the
+  evaluation can report them too.
+  """
   variables: dict
   record: dict
+  auxiliary: dict = dataclasses.field(default_factory=dict)
 
 
 def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
@@ -169,9 +174,10 @@ def check_same_architecture(original: Mapping, other: Mapping, what: str) -> Non
                     "build it with the original's model settings (same init_fn).")
 
 
-def validation_loss(ctx: Context, data: UnlearnData) -> Callable | None:
-  """variables -> mean task loss on the retain-cohort validation rows (None without rows)."""
-  if len(data.val_x) == 0:
+def validation_loss(ctx: Context, data: UnlearnData, keep_best: bool = True) -> Callable | None:
+  """variables -> mean task loss on the retain-cohort validation rows, for the best-checkpoint
+  selection of a stage (None without rows, or when the stage keeps its final variables)."""
+  if len(data.val_x) == 0 or not keep_best:
     return None
   return train.make_validation_loss(ctx.apply_fn, ctx.loss, data.val_x, data.val_y,
                                     batch_size=ctx.predict_batch_size, dp=ctx.dp)
@@ -185,7 +191,8 @@ def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str
   `loss_settings` are the settings the loss depends on (they enter the stage's fingerprint with
   the recipe); `name` labels messages and progress; `stage` is the checkpoint subdirectory.
   """
-  identity = {**dict(ctx.identity or {}), "stage": stage, "settings": dict(loss_settings)}
+  identity = {**dict(ctx.identity or {}), "stage": stage, "settings": dict(loss_settings),
+              "validated": validate is not None}
   return train.train_model(
       ctx.apply_fn, variables, loss_fn, arrays, recipe, rng=ctx.key(train_key),
       seed=ctx.seed(order_key), dp=ctx.dp, frozen=frozen, validate=validate, augment=augment,
