@@ -9,7 +9,7 @@ overridden from the command line. Experiment files in `experiments/configs/` sta
 """
 import ml_collections
 
-from jax_unlearn import data, metrics, settings, unlearn
+from jax_unlearn import data, metrics, models, settings, unlearn
 
 # The paper's original-training batch; methods inherit it (their batch_size None).
 TRAIN_BATCH_SIZE = 256
@@ -38,13 +38,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "rotdigits"
   c.data.kwargs = ml_collections.ConfigDict()
-  c.data.augment = False
+  # "none", "ours" (4-pixel crop of the mean + flip) or "published" (16 black pixels + flip);
+  # see data.augment_for.
+  c.data.augment = "none"
 
   c.forget = ml_collections.ConfigDict(data.forget_defaults())
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "allcnn"
   c.model.kwargs = ml_collections.ConfigDict()
+  c.model.init = models.DEFAULT_INIT  # "flax" or "torch" (the published code's defaults)
 
   # The original and the retrained model: the retrained method's settings (the paper's recipe).
   c.train = ml_collections.ConfigDict(

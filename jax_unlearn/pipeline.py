@@ -25,9 +25,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jax_unlearn import data as data_lib
-from jax_unlearn import config_io, configs, files, losses, metrics, ops, parallel, train, unlearn
+from jax_unlearn import (config_io, configs, files, losses, metrics, ops, parallel, published,
+                         train, unlearn)
 from jax_unlearn.errors import UserError
-from jax_unlearn.models import from_linen, get_model, init_linen
+from jax_unlearn.models import from_linen, get_model, initialize
 
 log = logging.getLogger("jax_unlearn")
 
@@ -232,7 +233,7 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   seconds = {"data": time.perf_counter() - t}
   task = ds.task
   n = masks.counts()
-  log.info("data %s: %s (%.1fs)", ds.name, n, seconds["data"])
+  log.info("data %s (%s): %s (%.1fs)", ds.name, task.label, n, seconds["data"])
   if c.train.batch_size > n["retain"]:  # checked now, not after hours of original training
     raise UserError(
         f"config train.batch_size {c.train.batch_size} is larger than the training data: "
@@ -250,18 +251,17 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   sample_x = ds.train.x[:2]
 
   def init_fn(key):
-    return init_linen(module, key, sample_x)
+    return initialize(module, key, sample_x, init=c.model.init)
 
   _check_model_input(c.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
   if fresh:
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  augment = None
-  if c.data.augment and task.kind == "image":  # flips only where they keep the label
-    augment = data_lib.make_augment(flip=task.extra.get("flip_preserves_label", True))
+  augment = data_lib.augment_for(task, c.data.augment)  # images only; flips keep the label
   # The training loop fingerprints the arrays, keys and starting variables it sees; validation
   # rows, augmentation and the model's definition (kernels included) come from these settings.
   identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(),
-              "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts}}
+              "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts,
+                        "init": c.model.init}}
   return Experiment(c, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn, augment,
                     jax.random.key(c.seed), identity, seconds)
 
@@ -322,6 +322,7 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
 AUXILIARY_METRICS = ("errors", "wasserstein")
 AUXILIARY_COLUMNS = ("retain_train_error", "forget_train_error", "retain_test_error",
                      "forget_test_error", "wasserstein_to_retrained")
+PUBLISHED_COLUMNS = ("retain_test_error", "forget_test_error", "wasserstein_to_retrained")
 
 
 def evaluate(e: Experiment, models: dict, auxiliary: dict
@@ -341,7 +342,7 @@ def evaluate(e: Experiment, models: dict, auxiliary: dict
                 quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.c.seed,
                 dp=e.dp)
   evaluation = metrics.evaluate_models(e.apply_fn, models, eval_data, config=e.c.metrics,
-                                       **common)
+                                       augment=e.augment, **common)
   aux = {}
   if auxiliary:
     references = {k: models[k] for k in ("original", "retrained")}
@@ -364,7 +365,8 @@ def report(e: Experiment, evaluation: metrics.Evaluation, auxiliary: dict,
   compiles = COMPILES["count"] - compiles_before["count"]
   cache_hits = COMPILES["cache_hits"] - compiles_before["cache_hits"]
   results = {
-      "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed, "n": e.masks.counts(),
+      "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed,
+      "dataset": {"name": e.ds.name, "label": e.ds.task.label}, "n": e.masks.counts(),
       "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
       "versions": _versions(), "models": _finite(evaluation.results),
       "auxiliary": _finite(auxiliary), "seconds": seconds,
@@ -409,7 +411,13 @@ def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
     table += ("\n## Models built on the way\n\nThe blindspot model is the partially trained "
               "model Blindspot unlearning distils from on the forget rows.\n\n"
               + metrics.write_markdown(results["auxiliary"], None, columns=AUXILIARY_COLUMNS))
-  header = (f"# {results['experiment']}\n\nerror: {results['error']}, seed {results['seed']}, "
+  paper = published.rows_for(results["experiment"])
+  if paper is not None:
+    table += (f"\n## Published\n\nThe paper's numbers for this experiment ({paper['source']}; "
+              f"error: {paper['error']}), beside which a run of it is read.\n\n"
+              + metrics.write_markdown(paper["rows"], None, columns=PUBLISHED_COLUMNS))
+  header = (f"# {results['experiment']}\n\ndata: {results['dataset']['name']} "
+            f"({results['dataset']['label']}); error: {results['error']}, seed {results['seed']}, "
             f"n = {results['n']}\n\n")
   timing = "\n\nseconds: " + ", ".join(
       f"{k} {v:.1f}" for k, v in results["seconds"].items() if isinstance(v, float)) + "\n"

@@ -291,3 +291,11 @@ def test_forget_rows_cover_the_likely_share_of_a_batch():
   assert forget_rows_for(0.25, 64, parallel.DataParallel.create(1)) == 32
   # A sharded batch: the whole path.
   assert forget_rows_for(0.25, 64, parallel.DataParallel.create(4)) is None
+
+
+def test_reference_map_of_a_sequence_averages_over_time_as_published():
+  act = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])  # [B=1, T=2, F=2]
+  # Squares [[1, 4], [9, 16]], mean over time [5, 10], L2-normalised.
+  np.testing.assert_allclose(attention_map(act, "reference"), [[5 / 125**0.5, 10 / 125**0.5]],
+                             rtol=1e-6)
+  assert attention_map(act, "features").shape == (1, 4)  # flattened squares, unaveraged

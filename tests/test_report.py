@@ -180,8 +180,9 @@ def test_defaults_list_every_setting_of_the_evaluator_and_the_builtin_metrics():
   assert metrics.defaults() == {
       "which": ("errors", "wasserstein", "activation_distance", "mia", "ain"),
       "predict_batch_size": 1024, "activation_layer": None, "mia_samples": 2000,
-      "mia_holdout": 0.3, "ain_alpha": 0.05, "ain_lr": 1e-3, "ain_batch_size": 64,
-      "ain_max_epochs": 10, "ain_check_every": 1, "ain_steps_per_call": 4}
+      "mia_holdout": 0.3, "mia_members": "retain", "mia_target_samples": None,
+      "ain_alpha": 0.05, "ain_lr": 1e-3, "ain_batch_size": 64, "ain_max_epochs": 10,
+      "ain_check_every": 1, "ain_steps_per_call": 4}
 
 
 def test_bad_inputs_name_the_problem():

@@ -8,7 +8,7 @@ import importlib
 import inspect
 from typing import Any, Callable
 
-from jax_unlearn.data.augment import augment_images, make_augment
+from jax_unlearn.data.augment import augment_for, augment_images, make_augment
 from jax_unlearn.data.base import (Dataset, Split, Task, moments, split_indices, standardise,
                                    subsample, validate_dataset)
 from jax_unlearn.data.forget import KINDS as FORGET_KINDS
@@ -81,8 +81,8 @@ def load_dataset(name: str, *, seed: int = 0, max_samples: int | None = None,
 
 
 __all__ = [
-    "ArrayLoader", "Dataset", "FORGET_KINDS", "ForgetMasks", "Split", "Task", "augment_images",
-    "dataset_names", "epoch_order", "forget_defaults", "label_values", "load_dataset",
-    "make_augment", "make_forget_masks", "moments", "register_dataset", "split_indices",
-    "standardise", "subsample", "validate_dataset",
+    "ArrayLoader", "Dataset", "FORGET_KINDS", "ForgetMasks", "Split", "Task", "augment_for",
+    "augment_images", "dataset_names", "epoch_order", "forget_defaults", "label_values",
+    "load_dataset", "make_augment", "make_forget_masks", "moments", "register_dataset",
+    "split_indices", "standardise", "subsample", "validate_dataset",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jax_unlearn.data.base import SPLITS, Dataset, Split, as_str, make_dataset
-from jax_unlearn.data.images import normalise_images
+from jax_unlearn.data.images import black_pixel, black_value, normalise_images
 from jax_unlearn.errors import UserError
 
 _GET_CSV = ("The CSV comes with the imbalanced-regression benchmark "
@@ -149,12 +149,13 @@ def _load(cls, name: str, *, path: str | None, image_size: int, data_dir: str | 
     records.append(source.__getitems__(range(len(source))))
   people, ids = np.unique([cls.person(as_str(r["path"])) for rs in records for r in rs],
                           return_inverse=True)
-  xs = normalise_images(*(np.stack([r["image"] for r in rs]) for rs in records))
+  *xs, black = normalise_images(*(np.stack([r["image"] for r in rs]) for rs in records),
+                                black_pixel(3))
   groups = np.split(ids.astype(np.int64), np.cumsum([len(rs) for rs in records])[:-1])
   splits = [Split(x, np.array([[r["age"]] for r in rs], np.float32), g)
             for x, rs, g in zip(xs, records, groups)]
   return make_dataset(name, *splits, loss="l1", error="mae", kind="image", label="age (years)",
-                      num_ids=len(people), flip_preserves_label=True)
+                      num_ids=len(people), flip_preserves_label=True, black=black_value(black))
 
 
 def agedb(*, path: str | None = None, seed: int = 0, image_size: int = 32,

@@ -15,6 +15,17 @@ def normalise_images(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]
   return standardise(train, *others, axis=(0, 1, 2))
 
 
+def black_pixel(channels: int) -> np.ndarray:
+  """A raw black image [1, 1, 1, C]: normalised along with the splits, it gives the value the
+  published augmentation pads with (torchvision pads raw pixels with 0, before Normalize)."""
+  return np.zeros((1, 1, 1, channels), np.float32)
+
+
+def black_value(normalised: np.ndarray) -> tuple[float, ...]:
+  """The normalised `black_pixel` as task.extra["black"]: one float per channel."""
+  return tuple(float(v) for v in np.asarray(normalised).reshape(-1))
+
+
 def rotdigits(*, seed: int = 0, image_size: int = 32,
               fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Dataset:
   """The 1,797 digits upsampled to `image_size`, rotated by U[-60, 60] degrees (the label;
@@ -51,9 +62,10 @@ def rotdigits(*, seed: int = 0, image_size: int = 32,
   x = np.clip(big, 0.0, 1.0)[..., None]  # [N, S, S, 1]
   parts = split_indices(len(x), fractions, rng)
   # Normalised before the channel repeat (three identical channels share the statistics).
-  xs = normalise_images(*(x[p] for p in parts))
+  *xs, black = normalise_images(*(x[p] for p in parts), black_pixel(1))
   splits = [Split(np.repeat(xi, 3, axis=-1), angles[p, None], digits.target[p].astype(np.int64))
             for xi, p in zip(xs, parts)]
   # A horizontal flip turns angle a into -a, so flip augmentation must stay off here.
   return make_dataset("rotdigits", *splits, loss="l1", error="mae", kind="image",
-                      label="rotation angle (degrees)", num_ids=10, flip_preserves_label=False)
+                      label="rotation angle (degrees)", num_ids=10, flip_preserves_label=False,
+                      black=black_value(np.repeat(black, 3, axis=-1)))

