@@ -29,6 +29,12 @@ import copy
 
 ERROR_KEYS = ("retain_test_error", "forget_test_error", "wasserstein_to_retrained")
 
+# utils.fit_one_cycle, which trains the original and the retrained model in both notebooks:
+# Adam lr 0.01, 100 epochs, batches of 256, ReduceLROnPlateau(factor 0.1, patience 10) on the
+# validation loss, the best epoch saved and loaded (as the library's `train.*` always does).
+TRAIN_RECIPE = {"optimizer": "adam", "epochs": 100, "batch_size": 256, "lr": 0.01,
+                "plateau_factor": 0.1, "plateau_patience": 10}
+
 PUBLISHED = {
     "agedb_allcnn": {
         "error": "mae",

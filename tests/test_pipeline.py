@@ -156,3 +156,17 @@ def test_user_npz(tmp_path):
   c = load("npz_mlp", **{"data.kwargs.path": str(tmp_path / "mine.npz")})
   results = pipeline.run_experiment(c, str(tmp_path / "run"), quiet=True)
   check_outputs(str(tmp_path / "run"), results)
+
+
+def test_model_init_switch_reaches_the_models(tmp_path):
+  """`model.init=torch` draws every stage's fresh variables by PyTorch's rules."""
+  import jax
+  from jax_unlearn import models
+  c = pipeline.prepare_config(load("diabetes_mlp"), [("model.init", "torch")])
+  e = pipeline.load_experiment(c, str(tmp_path), quiet=True)
+  kernel = e.init_fn(jax.random.key(0))["params"]["Dense_0"]["kernel"]  # [F, 64]
+  bound = 1 / np.sqrt(kernel.shape[0])
+  assert float(np.abs(kernel).max()) <= bound and e.identity["model"]["init"] == "torch"
+  module = models.get_model("mlp", out_dim=e.ds.train.y.shape[1], **c.model.kwargs.to_dict())
+  flax = models.initialize(module, jax.random.key(0), e.ds.train.x[:2], init="flax")
+  assert not np.allclose(kernel, flax["params"]["Dense_0"]["kernel"])

@@ -16,6 +16,7 @@ AgeDB must be downloaded by hand (see README, "Real datasets"); then:
   jax-unlearn run --config experiments/configs/agedb_allcnn.py \
       --config.data.kwargs.path=/data/agedb --workdir runs/agedb_allcnn
 """
+from jax_unlearn import published
 from jax_unlearn.configs import base_config
 
 MODEL = "allcnn"
@@ -37,16 +38,13 @@ def get_config(model: str = MODEL):
   c.model.name = model
   c.model.kwargs.width = 1.0  # AllCNN(filters_percentage=1.), no dropout
   c.model.init = "torch"  # PyTorch's default initialisation of the published modules
+  if model in ("resnet18", "mobilenet"):  # torchvision's stem and head, as published
+    c.model.kwargs.variant = "torchvision"
 
   # fit_one_cycle: Adam lr 0.01, 100 epochs, batches of 256, ReduceLROnPlateau(factor 0.1,
   # patience 10) on the validation loss; the best epoch is saved and loaded for the original and
   # the retrained (gold) model.
-  c.train.optimizer = "adam"
-  c.train.epochs = 100
-  c.train.batch_size = 256
-  c.train.lr = 0.01
-  c.train.plateau_factor = 0.1
-  c.train.plateau_patience = 10
+  c.train.update(published.TRAIN_RECIPE)
 
   # Finetune: fit_one_cycle(5 epochs, lr 0.001) on the retain rows; the model is evaluated as it
   # ends (the best epoch is saved but not loaded).

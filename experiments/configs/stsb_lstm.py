@@ -23,6 +23,7 @@ Needs network access once for tfds "glue/stsb"; then:
 
   jax-unlearn run --config experiments/configs/stsb_lstm.py --workdir runs/stsb
 """
+from jax_unlearn import published
 from jax_unlearn.configs import base_config
 
 
@@ -52,12 +53,7 @@ def get_config(dataset: str = "stsb"):
   # fit_one_cycle: Adam lr 0.01, 100 epochs, batches of 256, ReduceLROnPlateau(factor 0.1,
   # patience 10) on the validation loss; the best epoch is loaded for the original and the
   # retrained (gold) model.
-  c.train.optimizer = "adam"
-  c.train.epochs = 100
-  c.train.batch_size = 256
-  c.train.lr = 0.01
-  c.train.plateau_factor = 0.1
-  c.train.plateau_patience = 10
+  c.train.update(published.TRAIN_RECIPE)
 
   # Finetune and Gaussian-Amnesiac: fit_one_finetune_cycle(5 epochs, lr 0.001), the best epoch
   # on the retain-cohort validation rows loaded.
