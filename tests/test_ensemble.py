@@ -1,0 +1,167 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_unlearn import losses, train
+from jax_unlearn.data import ArrayLoader
+from jax_unlearn.errors import UserError
+from jax_unlearn.models import MLP, from_linen, get_model, init_linen
+from jax_unlearn.train import ensemble
+
+SEEDS = (0, 1, 2)
+
+
+def _data(shape=(3,), n=40):
+  r = np.random.default_rng(0)
+  x = r.normal(size=(n,) + shape).astype(np.float32)
+  y = r.normal(size=(n, 1)).astype(np.float32)
+  return {"x": x, "y": y}
+
+
+def _setup(arrays, model=None, k=len(SEEDS)):
+  model = model or MLP(hidden=(16,))
+  variables = [init_linen(model, jax.random.key(10 + i), arrays["x"][:2]) for i in range(k)]
+  # 0.01: at larger rates the conv net's training amplifies float rounding (1e-7 -> 1e-3 in 6
+  # steps), between any two programs that sum in different orders.
+  return from_linen(model), variables, train.make_optimizer(0.01)
+
+
+def _rngs(k):
+  return jax.vmap(jax.random.key)(jnp.arange(k))  # [K] keys: member k gets key k
+
+
+def _ensemble(arrays, model=None, seeds=SEEDS, chunk=None, epochs=2, loss_fn=None):
+  apply_fn, variables, tx = _setup(arrays, model, len(seeds))
+  loss_fn = loss_fn or train.supervised_loss(losses.mse)
+  step = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, chunk=chunk)
+  state = ensemble.create_ensemble_state(variables, tx)
+  batches = ensemble.ensemble_batches(arrays, 16, seeds)
+  return ensemble.fit_ensemble(state, step, batches, epochs=epochs, rngs=_rngs(len(seeds)))
+
+
+def _single(arrays, model, k, epochs=2):
+  apply_fn, variables, tx = _setup(arrays, model, len(SEEDS))
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx)
+  state = train.create_state(variables[k], tx)
+  loader = ArrayLoader(arrays, 16, seed=SEEDS[k])
+  return train.fit(state, step, loader, epochs=epochs, rng=jax.random.key(k))
+
+
+def _close(a, b):
+  chex.assert_trees_all_close(jax.device_get(a), jax.device_get(b), rtol=1e-5, atol=1e-6)
+
+
+def test_stack_and_member():
+  trees = [{"a": jnp.full((2,), i), "b": (jnp.asarray(i),)} for i in range(3)]
+  stacked = ensemble.stack(trees)
+  assert stacked["a"].shape == (3, 2) and stacked["b"][0].shape == (3,)
+  for i, tree in enumerate(trees):
+    _close(ensemble.member(stacked, i), tree)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "allcnn"])
+def test_member_equals_single_run(model_name):
+  """Each member trains as the same model alone would: same init, order seed and rng key."""
+  if model_name == "allcnn":
+    arrays, model = _data((8, 8, 1)), get_model("allcnn", width=0.05)
+  else:
+    arrays, model = _data(), MLP(hidden=(16,))
+  state, history = _ensemble(arrays, model)
+  assert history.shape == (2, len(SEEDS))
+  assert state.step.shape == (len(SEEDS),) and int(state.step[0]) == 2 * 3
+  for k in range(len(SEEDS)):
+    single = _single(arrays, model, k)
+    _close(ensemble.member(state.params, k), single.state.params)
+    _close(ensemble.member(state.batch_stats, k), single.state.batch_stats)
+    _close(ensemble.member(state.opt_state, k), single.state.opt_state)
+    np.testing.assert_allclose(history[:, k], [h["train_loss"] for h in single.history],
+                               rtol=1e-5)
+  if model_name == "allcnn":
+    assert jax.tree_util.tree_leaves(state.batch_stats)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_chunked_equals_unchunked(chunk):
+  arrays = _data()
+  whole, whole_history = _ensemble(arrays)
+  chunked, chunked_history = _ensemble(arrays, chunk=chunk)
+  _close(chunked.params, whole.params)
+  _close(chunked.opt_state, whole.opt_state)
+  np.testing.assert_allclose(chunked_history, whole_history, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_one_trace_for_all_members_and_steps(chunk):
+  chex.clear_trace_counter()  # the counter is per function body, shared by the parameters
+  base = train.supervised_loss(losses.mse)
+
+  @chex.assert_max_traces(n=1)
+  def loss_fn(pred, acts, batch, rng, frozen):
+    return base(pred, acts, batch, rng, frozen)
+
+  state, history = _ensemble(_data(), chunk=chunk, loss_fn=loss_fn)
+  assert np.all(np.isfinite(history)) and int(state.step[0]) == 6
+
+
+def test_seeds_make_different_members():
+  """Same init for all members: only the data order (seed) and rng key tell them apart."""
+  arrays = _data()
+  apply_fn, variables, tx = _setup(arrays)
+  step = ensemble.make_ensemble_step(apply_fn, train.supervised_loss(losses.mse), tx)
+  state = ensemble.create_ensemble_state([variables[0]] * 2, tx)
+  batches = ensemble.ensemble_batches(arrays, 16, (0, 1))
+  first = next(iter(batches(0)))
+  assert first["x"].shape == (2, 16, 3) and first["mask"].shape == (2, 16)
+  assert not np.array_equal(first["x"][0], first["x"][1])
+  state, _ = ensemble.fit_ensemble(state, step, batches, epochs=1, rngs=_rngs(2))
+  a, b = (ensemble.member(state.params, k)["Dense_0"]["kernel"] for k in range(2))
+  assert not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_batches_match_loaders_with_padding():
+  arrays = _data()
+  batches = ensemble.ensemble_batches(arrays, 16, SEEDS)
+  assert len(batches) == 3
+  for k, seed in enumerate(SEEDS):
+    for stacked, own in zip(batches(1), ArrayLoader(arrays, 16, seed=seed)(1)):
+      for key in own:
+        np.testing.assert_array_equal(stacked[key][k], own[key])
+  last = list(batches(0))[-1]
+  assert last["mask"].sum(axis=1).tolist() == [8.0] * len(SEEDS)  # 40 rows: 16 + 16 + 8
+
+
+def test_single_member_ensemble():
+  arrays = _data()
+  state, history = _ensemble(arrays, seeds=(SEEDS[0],))
+  assert history.shape == (2, 1)
+  _close(ensemble.member(state.params, 0), _single(arrays, None, 0).state.params)
+
+
+def test_bad_chunk_is_a_user_error():
+  arrays = _data()
+  with pytest.raises(UserError, match="chunks of 2"):
+    _ensemble(arrays, chunk=2, epochs=1)
+  apply_fn, _, tx = _setup(arrays)
+  for chunk in (0, -1, 1.5, True):
+    with pytest.raises(UserError, match="chunk"):
+      ensemble.make_ensemble_step(apply_fn, train.supervised_loss(losses.mse), tx, chunk=chunk)
+
+
+def test_frozen_has_a_leading_member_axis():
+  """Each member gets its own slice of `frozen`: here a per-member weight of the loss."""
+  arrays = _data()
+  apply_fn, variables, tx = _setup(arrays)
+  base = train.supervised_loss(losses.mse)
+
+  def loss_fn(pred, acts, batch, rng, frozen):
+    loss, metrics = base(pred, acts, batch, rng, frozen)
+    return loss * frozen, metrics
+
+  step = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, donate=False)
+  state = ensemble.create_ensemble_state([variables[0]] * 2, tx)
+  batch = next(iter(ensemble.ensemble_batches(arrays, 16, (0, 0))(0)))
+  _, metrics = step(state, batch, _rngs(2), jnp.asarray([1.0, 2.0]))  # [K]
+  assert metrics["loss"].shape == (2,)
+  np.testing.assert_allclose(metrics["loss"][1], 2 * metrics["loss"][0], rtol=1e-6)
