@@ -58,6 +58,10 @@ def load_config(name_or_path: str, *args) -> ml_collections.ConfigDict:
   return module.get_config(*args)
 
 
+# Fields whose value is a count or a list.
+COUNT_OR_LIST = ("seeds",)
+
+
 def _parse(text: str, old):
   try:
     value = ast.literal_eval(text)
@@ -98,8 +102,10 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
         return
       raise UserError(f"unknown config field {dotted!r}.", hint)
     if i == len(keys) - 1:
+      # `seeds` holds a count or a list of seeds (see configs.member_seeds).
+      old = [] if dotted in COUNT_OR_LIST and isinstance(_parse(text, None), list) else node[key]
       with node.ignore_type():
-        node[key] = _parse(text, node[key])
+        node[key] = _parse(text, old)
       return
     node = node[key]
 

@@ -10,6 +10,7 @@ overridden from the command line. Experiment files in `experiments/configs/` sta
 import ml_collections
 
 from jax_unlearn import data, metrics, models, settings, unlearn
+from jax_unlearn.errors import UserError
 
 # The paper's original-training batch; methods inherit it (their batch_size None).
 TRAIN_BATCH_SIZE = 256
@@ -22,7 +23,12 @@ INHERITED = ("batch_size", "clip_norm")
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "base"
-  c.seed = 0
+  c.seed = 0  # the data split and forget cohort; with one model, its init and data order too
+  # Models per stage: a count n (members seed, seed + 1, ..., seed + n - 1) or a list of seeds.
+  # Every stage then trains all members at once (train.ensemble) and every metric is reported
+  # with its mean, spread and 95% interval over them (see member_seeds). A list on the command
+  # line: --config.seeds=[0,4,7]; in a config file: `with c.ignore_type(): c.seeds = [0, 4, 7]`.
+  c.seeds = 1
   # Shrinks data, model and epochs to a seconds-long run of the same code paths (tests, CI).
   c.smoke = False
   c.devices = 0  # 0 = all local devices of all hosts
@@ -62,6 +68,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.metrics = ml_collections.ConfigDict(metrics.defaults())
   c.plots = True
   return c
+
+
+def member_seeds(c: ml_collections.ConfigDict) -> list[int]:
+  """The seeds of a stage's models: `c.seeds` models from `c.seed` on, or the listed seeds."""
+  given = c.seeds
+  if isinstance(given, (list, tuple)):
+    seeds = list(given)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                            for s in seeds) or len(set(seeds)) != len(seeds):
+      raise UserError(f"config seeds {given!r} must be distinct non-negative integers.",
+                      "pass e.g. --config.seeds=[0,1,2] or a count, --config.seeds=3.")
+    return seeds
+  if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+    raise UserError(f"config seeds must be a positive count or a list of seeds, got {given!r}.",
+                    "pass e.g. --config.seeds=3 or --config.seeds=[0,1,2].")
+  return [int(c.seed) + i for i in range(given)]
 
 
 def train_settings(c: ml_collections.ConfigDict) -> dict:

@@ -4,6 +4,9 @@ Batches are sharded over the mesh axis "data"; states and frozen models are repl
 code runs on 1 device (a mesh of one), N local devices, or several hosts after
 `initialize_distributed`. Every function of the library that places, steps or predicts takes a
 `DataParallel` (`dp=None` means one device), so no caller branches on "is there a mesh".
+
+An ensemble of K models (`train.ensemble`) is placed by `Members` instead: whole members on the
+devices of a "model" mesh axis, K / d per device, with nothing exchanged between them.
 """
 import dataclasses
 import functools
@@ -16,6 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jax_unlearn.errors import UserError
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
@@ -114,6 +118,11 @@ class DataParallel:
   def replicate(self, tree: Any) -> Any:
     return jax.device_put(tree, self.replicated)
 
+  def members(self, count: int) -> "Members":
+    """Where an ensemble of `count` models trains: this process's devices of the mesh."""
+    local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+    return Members.create(count, local)
+
   def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     """Places this host's rows of a global batch on its devices, sharded over "data".
 
@@ -134,6 +143,44 @@ class DataParallel:
     """jit a row-wise `fn(variables, x) -> [B, ...]`: rows sharded, variables replicated."""
     return jax.jit(fn, in_shardings=(self.replicated, self.data_sharded),
                    out_shardings=self.data_sharded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+  """The devices an ensemble's members are spread over: a 1-D mesh with axis "model".
+
+  Every leaf of an ensemble state, batch, key array or frozen pytree has a leading member axis,
+  sharded over the mesh; each device trains its members whole (no batch split, no gradient
+  exchange), so a member computes the same on any number of devices.
+  """
+  mesh: jax.sharding.Mesh
+
+  @classmethod
+  def create(cls, count: int, devices=None) -> "Members":
+    """Over the most devices (of `devices`, this process's by default) that divide `count`."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+      raise UserError(f"an ensemble needs a positive member count, got {count!r}.",
+                      "pass one or more seeds.")
+    d = max(n for n in range(1, min(len(devices), count) + 1) if count % n == 0)
+    return cls(jax.make_mesh((d,), (MODEL_AXIS,), devices=devices[:d],
+                             axis_types=(jax.sharding.AxisType.Auto,)))
+
+  @property
+  def devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def sharded(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P(MODEL_AXIS))
+
+  def put(self, tree: Any) -> Any:
+    """`tree` (leaves with a leading member axis) sharded over "model"; None stays None."""
+    return None if tree is None else jax.device_put(tree, self.sharded)
+
+  def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """A [K, B, ...] batch of every member, each member's rows on its device."""
+    return self.put(dict(batch))
 
 
 @functools.cache

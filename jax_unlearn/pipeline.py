@@ -20,6 +20,7 @@ from importlib import metadata
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -57,6 +58,7 @@ VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "nump
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """Rejects unknown names and values out of range before any work starts."""
+  configs.member_seeds(c)
   train.Recipe.from_settings(configs.train_settings(c))
   for name in c.methods:
     configs.method_settings(c, name)
@@ -160,8 +162,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     original = train_original(e)
     models, records, auxiliary = run_methods(e, original)
-    evaluation, aux_results, eval_data = evaluate(e, models, auxiliary)
-    return report(e, evaluation, aux_results, eval_data, records, t_start, compiles_before)
+    evaluations, aux_results, eval_data = evaluate(e, models, auxiliary)
+    return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before)
   finally:
     log.removeHandler(handler)
     handler.close()
@@ -198,7 +200,11 @@ def _check_model_input(name: str, apply_fn, init_fn, x: np.ndarray, out_dim: int
 
 @dataclasses.dataclass
 class Experiment:
-  """What the stages share: the config, the data and its forget masks, the model, the keys."""
+  """What the stages share: the config, the data and its forget masks, the model, the keys.
+
+  With several seeds every stage is an ensemble (`members` = K): `root` holds one key per seed,
+  variables carry a leading member axis, and member k is the model one run of seed k trains.
+  """
   c: ml_collections.ConfigDict
   workdir: str
   quiet: bool
@@ -210,6 +216,7 @@ class Experiment:
   init_fn: Callable
   augment: Callable | None
   root: jax.Array
+  seeds: list
   # What determines every stage beyond what the training loop sees itself (see train.loop).
   identity: dict
   seconds: dict = dataclasses.field(default_factory=dict)
@@ -218,6 +225,27 @@ class Experiment:
   @property
   def checkpoints(self) -> str:
     return os.path.join(self.workdir, "checkpoints", self.c.model.name)
+
+  @property
+  def members(self) -> int | None:
+    """None for one model per stage, else the member count K."""
+    return None if len(self.seeds) == 1 else len(self.seeds)
+
+  def key(self, purpose: int) -> jax.Array:
+    """The stage key of `purpose`, one per member for an ensemble."""
+    if self.members is None:
+      return jax.random.fold_in(self.root, purpose)
+    return jax.vmap(lambda k: jax.random.fold_in(k, purpose))(self.root)
+
+  def order_seed(self):
+    """The data-order seed of a stage trained on the config's recipe (one per member)."""
+    return self.seeds[0] if self.members is None else list(self.seeds)
+
+  def fresh(self, purpose: int) -> dict:
+    """Fresh variables (stacked over the members of an ensemble, each from its own key)."""
+    if self.members is None:
+      return self.init_fn(self.key(purpose))
+    return train.ensemble.stack([self.init_fn(k) for k in self.key(purpose)])
 
 
 def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
@@ -262,8 +290,14 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(),
               "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts,
                         "init": c.model.init}}
+  seeds = configs.member_seeds(c)
+  root = (jax.random.key(seeds[0]) if len(seeds) == 1
+          else jnp.stack([jax.random.key(s) for s in seeds]))
+  if len(seeds) > 1:
+    log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
+             seeds, dp.members(len(seeds)).devices)
   return Experiment(c, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn, augment,
-                    jax.random.key(c.seed), identity, seconds)
+                    root, seeds, identity, seconds)
 
 
 def train_original(e: Experiment) -> train.TrainOutcome:
@@ -271,9 +305,9 @@ def train_original(e: Experiment) -> train.TrainOutcome:
   t = time.perf_counter()
   ds, c = e.ds, e.c
   outcome = train.train_model(
-      e.apply_fn, e.init_fn(jax.random.fold_in(e.root, 0)), train.supervised_loss(e.per_example),
+      e.apply_fn, e.fresh(0), train.supervised_loss(e.per_example),
       {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(configs.train_settings(c)),
-      rng=jax.random.fold_in(e.root, 1), seed=c.seed, dp=e.dp,
+      rng=e.key(1), seed=e.order_seed(), dp=e.dp,
       validate=train.make_validation_loss(e.apply_fn, e.per_example, ds.val.x, ds.val.y,
                                           batch_size=c.metrics.predict_batch_size, dp=e.dp),
       augment=e.augment, checkpoint_dir=os.path.join(e.checkpoints, "original"),
@@ -302,10 +336,10 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
   for i, (name, settings) in enumerate(stages.items()):
     t = time.perf_counter()
     ctx = unlearn.Context(apply_fn=e.apply_fn, init_fn=e.init_fn, loss=e.per_example,
-                          rng=jax.random.fold_in(e.root, 100 + i), dp=e.dp,
+                          rng=e.key(100 + i), dp=e.dp,
                           checkpoint_dir=os.path.join(e.checkpoints, name),
                           identity={**e.identity, "method": name},
-                          progress=_progress(name, e.quiet))
+                          progress=_progress(name, e.quiet), members=e.members)
     result = unlearn.run_method(name, ctx, original.variables, udata, settings)
     e.seconds[name] = time.perf_counter() - t
     models[name] = result.variables
@@ -326,11 +360,17 @@ PUBLISHED_COLUMNS = ("retain_test_error", "forget_test_error", "wasserstein_to_r
 
 
 def evaluate(e: Experiment, models: dict, auxiliary: dict
-             ) -> tuple[metrics.Evaluation, dict, metrics.EvalData]:
+             ) -> tuple[list[metrics.Evaluation], list[dict], metrics.EvalData]:
   """Stage 4: every model evaluated with the configured metrics; the auxiliary models (the
   blindspot model) with their errors and Wasserstein distance to the retrained model.
 
-  Returns (the evaluation, name -> the auxiliary models' results, the evaluation data).
+  With several seeds each member is evaluated as one run of its seed would be, and the noise
+  floor joins as a model: the retrained model of the next seed, against this seed's retrained
+  model (`metrics.spread.FLOOR`), with every configured metric but AIN (another retrained model
+  relearns as the retrained one does, up to the cap; a relearning per seed for a known answer).
+
+  Returns (one evaluation per seed, one dict name -> the auxiliary models' results per seed,
+  the evaluation data).
   """
   t = time.perf_counter()
   ds, masks, task = e.ds, e.masks, e.ds.task
@@ -338,42 +378,88 @@ def evaluate(e: Experiment, models: dict, auxiliary: dict
       train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
       forget_val=masks.val)
-  common = dict(task_loss=e.per_example, error=task.error,
-                quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.c.seed,
-                dp=e.dp)
-  evaluation = metrics.evaluate_models(e.apply_fn, models, eval_data, config=e.c.metrics,
-                                       augment=e.augment, **common)
-  aux = {}
-  if auxiliary:
-    references = {k: models[k] for k in ("original", "retrained")}
-    settings = {**e.c.metrics.to_dict(), "which": AUXILIARY_METRICS}
-    found = metrics.evaluate_models(e.apply_fn, {**references, **auxiliary}, eval_data,
-                                    config=settings, **common).results
-    aux = {name: {k: v for k, v in found[name].items() if v is not None} for name in auxiliary}
+  evaluations, aux = [], []
+  k_all = e.members or 1
+  for k in range(k_all):
+    floor = {}
+    if e.members is None:
+      these, extra = models, auxiliary
+    else:
+      pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
+      these = {name: pick(v) for name, v in models.items()}
+      floor = {metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)}
+      extra = {name: pick(v) for name, v in auxiliary.items()}
+    common = dict(task_loss=e.per_example, error=task.error,
+                  quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.seeds[k],
+                  dp=e.dp)
+    evaluation = metrics.evaluate_models(e.apply_fn, these, eval_data, config=e.c.metrics,
+                                         augment=e.augment, **common)
+    found = {}
+    if extra or floor:
+      # One more evaluation for the floor (its metrics but AIN) and the auxiliary models (errors
+      # and distances only); the references come again, as every evaluation needs them.
+      which = [m for m in metrics.resolve_settings(e.c.metrics)["which"] if m != "ain"]
+      which = list(dict.fromkeys(which + list(AUXILIARY_METRICS)))
+      references = {n: these[n] for n in ("original", "retrained")}
+      found = metrics.evaluate_models(
+          e.apply_fn, {**references, **floor, **extra}, eval_data, augment=e.augment,
+          config={**e.c.metrics.to_dict(), "which": which}, **common).results
+      allowed = {key for m in AUXILIARY_METRICS for key in metrics.get(m).keys}
+      for name in floor:  # beside the retrained model, in the main table
+        evaluation.results = {**{n: evaluation.results[n] for n in ("original", "retrained")},
+                              name: found[name], **evaluation.results}
+      found = {name: {key: v for key, v in found[name].items() if v is not None and key in allowed}
+               for name in extra}
+    evaluations.append(evaluation)
+    aux.append(found)
+    if e.members is not None:
+      log.info("metrics of seed %d (%d/%d) done", e.seeds[k], k + 1, k_all)
   e.seconds["metrics"] = time.perf_counter() - t
-  e.seconds["metrics_per_model"] = dict(evaluation.seconds)
-  return evaluation, aux, eval_data
+  e.seconds["metrics_per_model"] = dict(evaluations[0].seconds)
+  return evaluations, aux, eval_data
 
 
-def report(e: Experiment, evaluation: metrics.Evaluation, auxiliary: dict,
+# Keys the paired comparisons between methods cover.
+COMPARED = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained", "mia_forget",
+            "ain")
+
+
+def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list[dict],
            eval_data: metrics.EvalData, records: dict, t_start: float,
            compiles_before: dict) -> dict:
-  """Stage 5: results.json, results.md, config.json and plots; returns the results."""
+  """Stage 5: results.json, results.md, config.json and plots; returns the results.
+
+  One seed: each result is a number. Several: each is {"mean", "std", "ci95", "values"} over
+  seeds, with the noise floor's row, each method against that floor (`noise_floor`) and the
+  paired comparisons of the methods (`comparisons`).
+  """
   c, seconds = e.c, e.seconds
   seconds["total"] = time.perf_counter() - t_start
   seconds["compile"] = COMPILES["seconds"] - compiles_before["seconds"]
   compiles = COMPILES["count"] - compiles_before["count"]
   cache_hits = COMPILES["cache_hits"] - compiles_before["cache_hits"]
+  per_seed = [_finite(ev.results) for ev in evaluations]
+  spread = {}
+  if e.members is None:
+    models, aux = per_seed[0], _finite(auxiliary[0])
+  else:
+    models = metrics.spread.aggregate(per_seed)
+    aux = metrics.spread.aggregate([_finite(a) for a in auxiliary]) if auxiliary[0] else {}
+    methods = [n for n in models if n not in ("original", "retrained", metrics.spread.FLOOR)]
+    keys = [k for k in COMPARED if any(r.get(k) is not None for s in per_seed for r in s.values())]
+    spread = {"noise_floor": _finite(metrics.spread.noise_floor(per_seed, methods)),
+              "comparisons": _finite(metrics.spread.compare(
+                  per_seed, ["original", *methods], keys))}
   results = {
       "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed,
-      "dataset": {"name": e.ds.name, "label": e.ds.task.label}, "n": e.masks.counts(),
+      "seeds": list(e.seeds), "dataset": {"name": e.ds.name, "label": e.ds.task.label},
+      "n": e.masks.counts(),
       "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
-      "versions": _versions(), "models": _finite(evaluation.results),
-      "auxiliary": _finite(auxiliary), "seconds": seconds,
-      "records": _finite(records), "compiles": compiles - cache_hits,
+      "versions": _versions(), "models": models, "auxiliary": aux, **spread,
+      "seconds": seconds, "records": _finite(records), "compiles": compiles - cache_hits,
       "compile_cache_hits": cache_hits, "reused": list(e.reused), "config": c.to_dict(),
   }
-  _write_outputs(e.workdir, results, evaluation, eval_data, c)
+  _write_outputs(e.workdir, results, evaluations, per_seed, eval_data, c)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
   log.info("results in %s (%.1fs in all)", e.workdir, seconds["total"])
   return results
@@ -383,8 +469,9 @@ def _summary(stage, outcome, secs):
   last = outcome.history[-1] if outcome.history else {}
   how = "reused checkpoint" if outcome.reused else (
       f"resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else "")
+  mean = lambda key: float(np.mean(last.get(key, math.nan)))  # over the members  # noqa: E731
   log.info("%-10s %d steps, train loss %.4g, val loss %.4g, %.1fs %s", stage, outcome.steps,
-           last.get("train_loss", math.nan), last.get("best_val", math.nan), secs, how)
+           mean("train_loss"), mean("best_val"), secs, how)
 
 
 def _finite(tree):
@@ -400,29 +487,45 @@ def _finite(tree):
   return tree
 
 
-def _write_outputs(workdir, results, evaluation, eval_data, c) -> None:
+def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> None:
   if jax.process_index() != 0:
     return
+  several = len(results["seeds"]) > 1
   # Written with the results, so a failed later run leaves the config of the results on disk.
   files.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   files.write_text(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
-  table = metrics.write_markdown(results["models"], None)
+  table = metrics.write_markdown(results["models"], None, interval=several)
+  if several:
+    table += ("\n## The noise floor\n\nHow far each method's model is from the retrained model, "
+              f"minus how far another seed's retrained model is (the row {metrics.spread.FLOOR!r})"
+              ", paired by seed.\n\n" + metrics.write_floor(results["noise_floor"]))
+    table += ("\n## Paired comparisons\n\nDifferences between models over the same seeds "
+              "(first minus second).\n\n" + metrics.write_comparisons(results["comparisons"]))
   if results["auxiliary"]:
     table += ("\n## Models built on the way\n\nThe blindspot model is the partially trained "
               "model Blindspot unlearning distils from on the forget rows.\n\n"
-              + metrics.write_markdown(results["auxiliary"], None, columns=AUXILIARY_COLUMNS))
+              + metrics.write_markdown(results["auxiliary"], None, columns=AUXILIARY_COLUMNS,
+                                       interval=several))
   paper = published.rows_for(results["experiment"])
   if paper is not None:
     table += (f"\n## Published\n\nThe paper's numbers for this experiment ({paper['source']}; "
               f"error: {paper['error']}), beside which a run of it is read.\n\n"
               + metrics.write_markdown(paper["rows"], None, columns=PUBLISHED_COLUMNS))
+  seeds = (f"seeds {', '.join(map(str, results['seeds']))} (mean ± std over seeds [95% "
+           "interval of the mean])" if several else f"seed {results['seed']}")
   header = (f"# {results['experiment']}\n\ndata: {results['dataset']['name']} "
-            f"({results['dataset']['label']}); error: {results['error']}, seed {results['seed']}, "
+            f"({results['dataset']['label']}); error: {results['error']}, {seeds}, "
             f"n = {results['n']}\n\n")
   timing = "\n\nseconds: " + ", ".join(
       f"{k} {v:.1f}" for k, v in results["seconds"].items() if isinstance(v, float)) + "\n"
   files.write_text(os.path.join(workdir, "results.md"), header + table + timing)
   if c.plots:
-    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-    metrics.plot_all(evaluation, eval_data.train_y[eval_data.forget_train],
-                     os.path.join(workdir, "plots"))
+    out = os.path.join(workdir, "plots")
+    os.makedirs(out, exist_ok=True)
+    labels = eval_data.train_y[eval_data.forget_train]
+    if several:  # the spread as points; the histograms and scatter of the first seed
+      metrics.plot_seeds(per_seed, out)
+      metrics.plot_relative_difference(evaluations[0], labels, out)
+      metrics.plot_predictions(evaluations[0], labels, out)
+    else:
+      metrics.plot_all(evaluations[0], labels, out)

@@ -178,3 +178,69 @@ def test_the_package_runs_as_a_module():
                         capture_output=True, text=True, timeout=60)
   assert done.returncode == 0, done.stderr
   assert "--kernels" in done.stdout and "--pipeline" in done.stdout
+
+
+ENSEMBLE_FIELDS = ("model", "case", "members", "batch_size", "kernels", "compile_s", "steps",
+                   "ensemble_step_s", "sequential_step_s", "single_step_s", "speedup",
+                   "ensemble_samples_per_s", "sequential_samples_per_s", "flops_per_step",
+                   "ensemble_mfu", "sequential_mfu", "program_bytes", "single_program_bytes",
+                   "program_bytes_vs_one", "peak_bytes")
+TINY_ENSEMBLE = {"mlp": bench.ModelSpec({"hidden": (8,)}, (3,), (1,))}
+
+
+def test_ensemble_rows_are_computed_from_their_own_times(monkeypatch):
+  from experiments.bench import ensembles
+  assert ensembles.member_counts("mlp", 16) == [1, 4, 16, 64]  # the cheap model also at 4 K
+  assert ensembles.member_counts("allcnn", 16) == [1, 4, 16]
+  monkeypatch.setattr(ensembles, "CHEAP", ())  # K = 1, 2 only
+  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)  # exactly the rounds asked for
+  rows = ensembles.bench_ensembles(2, specs=TINY_ENSEMBLE, models=("mlp",), batch_size=4,
+                                   steps=2, warmup=0, info=_info(), peak=1e9, log=lambda _: None)
+  assert [r["members"] for r in rows] == [1, 2]
+  for r in rows:
+    assert all(k in r for k in ENSEMBLE_FIELDS), sorted(set(ENSEMBLE_FIELDS) - set(r))
+    k = r["members"]
+    assert r["steps"] == 2 and r["ensemble_step_s"] > 0 and r["sequential_step_s"] > 0
+    np.testing.assert_allclose(r["speedup"], r["sequential_step_s"] / r["ensemble_step_s"])
+    np.testing.assert_allclose(r["single_step_s"], r["sequential_step_s"] / k)
+    np.testing.assert_allclose(r["ensemble_samples_per_s"], k * 4 / r["ensemble_step_s"])
+    np.testing.assert_allclose(r["sequential_samples_per_s"], k * 4 / r["sequential_step_s"])
+    np.testing.assert_allclose(r["ensemble_mfu"], r["flops_per_step"] / r["ensemble_step_s"] / 1e9)
+    assert r["program_bytes"] > 0 and r["single_program_bytes"] > 0
+  one, two = rows
+  np.testing.assert_allclose(two["flops_per_step"], 2 * one["flops_per_step"])
+  np.testing.assert_allclose(two["program_bytes_vs_one"],
+                             two["program_bytes"] / one["program_bytes"])
+  # At the largest K, a budget of one member's memory makes choose_chunk pick chunks of 1.
+  assert "chunked_step_s" not in one
+  assert two["chunk_small_budget"] == 1 and two["budget_bytes"] > 0
+  assert two["chunk_for_budget"] is None  # a tiny MLP fits the machine's memory
+  np.testing.assert_allclose(two["chunked_time_ratio"],
+                             two["chunked_step_s"] / two["unchunked_step_s"])
+  assert two["chunked_steps"] == 1 and two["chunked_bytes_ratio"] > 0
+  md = ensembles.markdown(rows)
+  assert md.count("| mlp |") == 2 and "chunks of 1" in md
+
+
+def test_main_adds_the_ensemble_rows(tmp_path, monkeypatch):
+  from experiments.bench import ensembles
+  monkeypatch.setattr(ensembles, "ENSEMBLE_MODELS", TINY_ENSEMBLE)
+  monkeypatch.setattr(ensembles, "ENSEMBLE_BATCH", 4)
+  monkeypatch.setattr(ensembles, "CHEAP", ())
+  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
+  code = bench.main(["--models", "", "--no-torch", "--ensemble", "2", "--ensemble-models", "mlp",
+                     "--ensemble-steps", "1", "--device-kind", "cpu", "--out", str(tmp_path)])
+  assert code == 0
+  rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+  assert [(r["case"], r["members"]) for r in rows] == [("ensemble", 1), ("ensemble", 2)]
+  assert all(r["steps"] == 1 and r["peak_flops_per_s"] > 0 for r in rows)
+  assert "## Ensembles" in (tmp_path / "bench.md").read_text()
+  assert bench.main(["--ensemble", "2", "--ensemble-models", "mpl", "--out", str(tmp_path)]) == 2
+
+
+def test_quick_steps_get_more_rounds(monkeypatch):
+  from experiments.bench import ensembles
+  monkeypatch.setattr(ensembles, "MAX_ROUNDS", 50)
+  assert ensembles.rounds([lambda: None], 3) == 50  # microseconds: up to the cap
+  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
+  assert ensembles.rounds([lambda: None], 3) == 3

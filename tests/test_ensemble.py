@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_unlearn import losses, train
+from jax_unlearn import losses, parallel, train
 from jax_unlearn.data import ArrayLoader
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import MLP, from_linen, get_model, init_linen
@@ -32,13 +32,20 @@ def _rngs(k):
   return jax.vmap(jax.random.key)(jnp.arange(k))  # [K] keys: member k gets key k
 
 
-def _ensemble(arrays, model=None, seeds=SEEDS, chunk=None, epochs=2, loss_fn=None):
+def _history(result):
+  return np.asarray([h["train_loss"] for h in result.history]).reshape(len(result.history), -1)
+
+
+def _ensemble(arrays, model=None, seeds=SEEDS, chunk=None, epochs=2, loss_fn=None, devices=1):
   apply_fn, variables, tx = _setup(arrays, model, len(seeds))
   loss_fn = loss_fn or train.supervised_loss(losses.mse)
-  step = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, chunk=chunk)
-  state = ensemble.create_ensemble_state(variables, tx)
+  members = parallel.Members.create(len(seeds), jax.devices()[:devices])
+  step = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, chunk=chunk, members=members)
+  state = ensemble.create_ensemble_state(variables, tx, members)
   batches = ensemble.ensemble_batches(arrays, 16, seeds)
-  return ensemble.fit_ensemble(state, step, batches, epochs=epochs, rngs=_rngs(len(seeds)))
+  result = train.fit(state, step, batches, epochs=epochs, rng=members.put(_rngs(len(seeds))),
+                     dp=members)
+  return result.state, _history(result)
 
 
 def _single(arrays, model, k, epochs=2):
@@ -115,7 +122,8 @@ def test_seeds_make_different_members():
   first = next(iter(batches(0)))
   assert first["x"].shape == (2, 16, 3) and first["mask"].shape == (2, 16)
   assert not np.array_equal(first["x"][0], first["x"][1])
-  state, _ = ensemble.fit_ensemble(state, step, batches, epochs=1, rngs=_rngs(2))
+  state = train.fit(state, step, batches, epochs=1, rng=_rngs(2),
+                    dp=parallel.Members.create(1)).state
   a, b = (ensemble.member(state.params, k)["Dense_0"]["kernel"] for k in range(2))
   assert not np.allclose(np.asarray(a), np.asarray(b))
 
@@ -165,3 +173,96 @@ def test_frozen_has_a_leading_member_axis():
   _, metrics = step(state, batch, _rngs(2), jnp.asarray([1.0, 2.0]))  # [K]
   assert metrics["loss"].shape == (2,)
   np.testing.assert_allclose(metrics["loss"][1], 2 * metrics["loss"][0], rtol=1e-6)
+
+
+def test_members_on_four_devices_equal_one_device():
+  """Four members, one per device of the "model" axis: each computes what it does alone."""
+  arrays, seeds = _data(), (0, 1, 2, 3)
+  one, one_history = _ensemble(arrays, seeds=seeds, devices=1)
+  four, four_history = _ensemble(arrays, seeds=seeds, devices=4)
+  assert four.params["Dense_0"]["kernel"].sharding.num_devices == 4
+  _close(four.params, one.params)
+  np.testing.assert_allclose(four_history, one_history, rtol=1e-5)
+  members = parallel.Members.create(6, jax.devices()[:4])
+  assert members.devices == 3  # the most devices dividing the member count
+
+
+def _train_model(arrays, seeds, tmp_path=None, epochs=2, validate=False, plateau=False, **kw):
+  first = arrays if isinstance(arrays, dict) else arrays[0]
+  apply_fn, variables, _ = _setup(first, None, len(seeds))
+  loss = train.supervised_loss(losses.mse)
+  recipe = train.Recipe(epochs=epochs, batch_size=16, lr=0.01,
+                        plateau_factor=0.5 if plateau else None, plateau_patience=0)
+  val = (train.make_validation_loss(apply_fn, losses.mse, first["x"][:8], first["y"][:8])
+         if validate else None)
+  return train.train_model(apply_fn, ensemble.stack(variables), loss, arrays, recipe,
+                           rng=_rngs(len(seeds)), seed=seeds, dp=parallel.DataParallel.create(),
+                           validate=val,
+                           checkpoint_dir=str(tmp_path / "ckpt") if tmp_path else None, **kw)
+
+
+def test_train_model_trains_members_as_single_runs():
+  """train_model with one seed per member: member k = train_model of seed k, key k alone."""
+  arrays = _data()
+  out = _train_model(arrays, SEEDS, validate=True, plateau=True)
+  assert np.asarray(out.history[-1]["train_loss"]).shape == (len(SEEDS),)
+  apply_fn, variables, _ = _setup(arrays, None, len(SEEDS))
+  for k, seed in enumerate(SEEDS):
+    recipe = train.Recipe(epochs=2, batch_size=16, lr=0.01, plateau_factor=0.5,
+                          plateau_patience=0)
+    val = train.make_validation_loss(apply_fn, losses.mse, arrays["x"][:8], arrays["y"][:8])
+    single = train.train_model(apply_fn, variables[k], train.supervised_loss(losses.mse), arrays,
+                               recipe, rng=jax.random.key(k), seed=seed, validate=val)
+    _close(ensemble.member(out.variables, k), single.variables)
+    for h_ens, h_one in zip(out.history, single.history):
+      np.testing.assert_allclose(h_ens["val_loss"][k], h_one["val_loss"], rtol=1e-5)
+      assert h_ens["lr"][k] == pytest.approx(h_one["lr"])
+
+
+def test_train_model_ensemble_resumes_and_reuses(tmp_path):
+  arrays = _data()
+  whole = _train_model(arrays, SEEDS, epochs=3, validate=True)
+  _train_model(arrays, SEEDS, tmp_path, epochs=1, validate=True)
+  resumed = _train_model(arrays, SEEDS, tmp_path, epochs=3, validate=True)
+  assert resumed.resumed_from_epoch == 1 and not resumed.reused
+  _close(resumed.variables, whole.variables)
+  again = _train_model(arrays, SEEDS, tmp_path, epochs=3, validate=True)
+  assert again.reused
+  _close(again.variables, whole.variables)
+  other = _train_model(arrays, (0, 1, 5), tmp_path, epochs=3, validate=True)
+  assert not other.reused and other.resumed_from_epoch == 0  # another member seed: recomputed
+
+
+def test_train_model_takes_arrays_per_member():
+  arrays = _data()
+  shifted = {**arrays, "y": arrays["y"] + 100.0}
+  out = _train_model([arrays, shifted, arrays], SEEDS)
+  loss = np.asarray(out.history[0]["train_loss"])
+  assert loss[1] > 100 * max(loss[0], loss[2])
+  with pytest.raises(UserError, match="one per member"):
+    _train_model([arrays, arrays], SEEDS)
+
+
+def test_choose_chunk():
+  assert ensemble.choose_chunk(16, 10, 160) is None
+  assert ensemble.choose_chunk(16, 10, 100) == 8  # the largest divisor of 16 with 10 * c <= 100
+  assert ensemble.choose_chunk(12, 10, 50) == 4
+  assert ensemble.choose_chunk(7, 10, 50) == 1
+  assert ensemble.choose_chunk(4, 100, 50) == 1
+  with pytest.raises(UserError):
+    ensemble.choose_chunk(0, 10, 100)
+
+
+def test_members_with_fixed_blocks_equal_single_runs_on_four_devices():
+  """With batch shards a member's BatchNorm sees the blocks a single model's sees on a mesh."""
+  arrays, model = _data((8, 8, 1)), get_model("allcnn", width=0.05)
+  apply_fn, variables, _ = _setup(arrays, model, 2)
+  recipe = train.Recipe(epochs=1, batch_size=16, lr=0.01)
+  loss = train.supervised_loss(losses.mse)
+  dp = parallel.DataParallel.create(4, 4)
+  out = train.train_model(apply_fn, ensemble.stack(variables), loss, arrays, recipe, rng=_rngs(2),
+                          seed=[0, 1], dp=dp)
+  for k in range(2):
+    single = train.train_model(apply_fn, variables[k], loss, arrays, recipe,
+                               rng=jax.random.key(k), seed=k, dp=dp)
+    _close(ensemble.member(out.variables, k), single.variables)

@@ -232,3 +232,26 @@ def test_keep_best_returns_the_best_validation_epoch(problem, name, config):
     assert "blindspot_model" in result.auxiliary
   final = run_method(name, ctx, original, data, {"batch_size": 64, **config, "keep_best": False})
   assert "best_val_loss" not in final.record
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_ensemble_member_equals_the_single_run_of_its_key(problem, name):
+  """Every method on K = 2 members at once: member k is the method's run with key k alone."""
+  data, original, _ = problem
+  keys = [jax.random.key(7), jax.random.key(8)]
+  settings = {"epochs": 1, "batch_size": 32, "blindspot_epochs": 1} if name == "blindspot" else (
+      {"epochs": 1, "batch_size": 32})
+  ctx = Context(APPLY, _init, losses.mse, jnp.stack(keys), members=2)
+  stacked = train.ensemble.stack([original, original])
+  out = run_method(name, ctx, stacked, data, settings)
+  assert train.ensemble.size(out.variables) == 2
+  for k, key in enumerate(keys):
+    single = run_method(name, Context(APPLY, _init, losses.mse, key), original, data, settings)
+    chex.assert_trees_all_close(jax.device_get(train.ensemble.member(out.variables, k)),
+                                jax.device_get(single.variables), rtol=1e-4, atol=1e-5)
+    for aux, value in out.auxiliary.items():
+      chex.assert_trees_all_close(jax.device_get(train.ensemble.member(value, k)),
+                                  jax.device_get(single.auxiliary[aux]), rtol=1e-4, atol=1e-5)
+  a, b = (train.ensemble.member(out.variables, k) for k in range(2))
+  assert not np.allclose(np.asarray(a["params"]["Dense_0"]["kernel"]),
+                         np.asarray(b["params"]["Dense_0"]["kernel"]))

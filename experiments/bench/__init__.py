@@ -3,6 +3,7 @@
   python -m experiments.bench --models allcnn --batch-sizes 64 --out runs/bench
   jax-unlearn bench --models allcnn,resnet18 --dtype bfloat16 --devices 4
   jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
+  jax-unlearn bench --models "" --no-torch --ensemble 16  # only the ensemble rows
 
 Cases, per model and batch size (random inputs of the model's data contract, L1 loss, or the
 quantile loss for the forecasting model):
@@ -24,6 +25,13 @@ peak memory so far (GPU/TPU allocator peak, CPU peak RSS). Convolutional models 
 `--kernels` setting; what it resolves to (`ops.kernels_info`) is in bench.md's header and in
 every row of bench.jsonl under "kernels".
 
+With `--ensemble K`, rows of K small models (an MLP on tabular rows, AllCNN width 0.25 on
+32x32x1 images, batch 64, XLA's convolutions plus one row with the default kernels) trained
+by one vmapped ensemble step against K calls of the single-model step, interleaved, at K = 1, 4,
+16, ... up to K (the MLP also at 4 K): step times, the speedup, models x samples/s, MFU, the
+compiled programs' memory against one member, and the chunk size `ensemble.choose_chunk` picks
+for the device's memory and for a small budget (timed against the unchunked step).
+
 The PyTorch peer (experiments/bench/torch_peer.py) runs the same architecture, losses and Adam
 on the same batch. Before timing, its weights are copied from ours and both must produce the
 same loss on two consecutive steps (the second checks the gradients and the optimizer update
@@ -34,6 +42,7 @@ processes, clock changes) hits both alike; "ours/torch" is the peer's median tim
 
   measure     compile clock, interleaved timing, device peaks, memory, FLOPs
   cases       models, batches, our steps and the peer's, the guard, one model's rows
+  ensembles   K models in one vmapped step against K single steps, memory and chunking
   report      bench.md, and the whole pipeline as configured against paper style
   torch_peer  the PyTorch twins of the models and steps
 """
@@ -45,7 +54,7 @@ from typing import Sequence
 
 import jax
 
-from experiments.bench import measure, report
+from experiments.bench import ensembles, measure, report
 from experiments.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
                                      bench_model, build_model, configure_torch, guard_tolerance,
                                      jax_case, relative_error, setup_model, torch_case)
@@ -88,6 +97,13 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--shards", type=int, default=0,
                  help="also time each step with this many fixed batch shards (batch_shards), "
                       "interleaved with the plain step; reports the time ratio")
+  p.add_argument("--ensemble", type=int, default=0, metavar="K",
+                 help="also time K-member ensembles (vmapped) against K single steps; e.g. 16 "
+                      "on CPU (about 15 minutes on 2 cores), 64 on a GPU; 0: not")
+  p.add_argument("--ensemble-models", default=",".join(ensembles.ENSEMBLE_MODELS),
+                 help=f"comma-separated, from {', '.join(ensembles.ENSEMBLE_MODELS)}")
+  p.add_argument("--ensemble-steps", type=int, default=5,
+                 help="timed rounds of the ensemble rows (each round runs every variant once)")
   p.add_argument("--out", default="runs/bench", help="directory for bench.jsonl and bench.md")
   p.add_argument("--pipeline", nargs="?", const="demo", default=None, metavar="CONFIG",
                  help="also time a whole experiment (a shipped config's name or a path; default "
@@ -131,6 +147,13 @@ def _main(args) -> int:
   for c in cases:
     if c not in CASES:
       raise unknown_name("benchmark case", c, CASES)
+  ensemble_models = _csv(args.ensemble_models) if args.ensemble else []
+  for m in ensemble_models:
+    if m not in ensembles.ENSEMBLE_MODELS:
+      raise unknown_name("ensemble model", m, ensembles.ENSEMBLE_MODELS)
+  if args.ensemble < 0 or args.ensemble_steps < 1:
+    raise UserError("--ensemble must be >= 0 and --ensemble-steps >= 1.",
+                    "e.g. --ensemble 16 --ensemble-steps 5.")
   if args.pipeline is not None:
     config_io.find_config(args.pipeline)  # names the shipped configs if it is none of them
   if args.steps < 1 or args.warmup < 0 or args.shards < 0:
@@ -157,6 +180,13 @@ def _main(args) -> int:
             "kernels": kernels, "peak_flops_per_s": peak, "peak_source": source,
             "steps": args.steps, "warmup": args.warmup}
   md = markdown(rows, header)
+  if ensemble_models:
+    ens_rows = ensembles.bench_ensembles(
+        args.ensemble, models=ensemble_models, batch_size=ensembles.ENSEMBLE_BATCH,
+        steps=args.ensemble_steps,
+        warmup=min(args.warmup, 1), dtype=args.dtype, info=info, peak=peak, seed=args.seed)
+    rows += ens_rows
+    md += ensembles.markdown(ens_rows)
   files = {"bench.jsonl": "".join(json.dumps(r) + "\n" for r in rows)}
   if args.pipeline is not None:
     pipeline = pipeline_comparison(args.pipeline, args.out)

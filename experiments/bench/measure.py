@@ -1,4 +1,5 @@
 """Timing and accounting: compile seconds, interleaved step times, peaks, memory, FLOPs."""
+import os
 import resource
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -170,10 +171,28 @@ def model_flops(jitted, args: tuple) -> float:
 
 def program_stats(jitted, args: tuple) -> dict[str, Any]:
   """Model FLOPs and the compiled program's memory (per device for SPMD programs)."""
-  compiled = jitted.lower(*args).compile()
-  mem = compiled.memory_analysis()
-  program = None
-  if mem is not None:
-    program = int(mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
-                  - mem.alias_size_in_bytes)
-  return {"flops": model_flops(jitted, args) or None, "program_bytes": program}
+  return {"flops": model_flops(jitted, args) or None, "program_bytes": program_bytes(jitted, args)}
+
+
+def program_bytes(jitted, args: tuple) -> int | None:
+  """The compiled program's memory: arguments + temporaries + outputs, less donated buffers."""
+  mem = jitted.lower(*args).compile().memory_analysis()
+  if mem is None:
+    return None
+  return int(mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
+             - mem.alias_size_in_bytes)
+
+
+def memory_budget() -> tuple[int, str]:
+  """(bytes a step may use on the first device, where the figure comes from): the allocator's
+  limit on accelerators, the memory available now on CPU."""
+  dev = jax.devices()[0]
+  stats = dev.memory_stats() if jax.default_backend() != "cpu" else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), f"{dev.device_kind} allocator limit"
+  try:
+    import psutil
+    return int(psutil.virtual_memory().available), "available RAM (psutil)"
+  except ImportError:
+    pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(pages), "available RAM (sysconf)"

@@ -8,9 +8,10 @@ of your own joins `evaluate_models` and the table with `register(MyMetric())`.
   base       the Metric protocol, its contexts (Run, ModelContext, EvalData), the registry
   builtin    the paper's metrics, registered in their fixed order
   evaluate   evaluate_models and the settings it resolves
-  report     the markdown table
+  report     the markdown tables: results, paired comparisons, the noise floor
+  spread     the spread over seeds: summaries, paired differences, the noise floor
   errors, distances, mia, ain   the metrics' functions, each module with its Metric
-  plots      the paper's figures
+  plots      the paper's figures, and every seed's results side by side
 """
 from jax_unlearn.metrics.ain import (AnamnesisIndex, Relearner, anamnesis_index, relearn_steps,
                                      relearn_target)
@@ -29,8 +30,11 @@ from jax_unlearn.metrics.evaluate import Evaluation, evaluate_models, resolve_se
 from jax_unlearn.metrics.mia import (MembershipAttack, loss_values, membership_attack,
                                      per_example_losses)
 from jax_unlearn.metrics.plots import (plot_all, plot_errors, plot_predictions,
-                                       plot_relative_difference)
-from jax_unlearn.metrics.report import format_value, legend, write_markdown
+                                       plot_relative_difference, plot_seeds)
+from jax_unlearn.metrics.report import (format_value, legend, write_comparisons, write_floor,
+                                        write_markdown)
+from jax_unlearn.metrics.spread import (aggregate, compare, noise_floor, paired_difference,
+                                        summarize)
 
 __all__ = [
     "AnamnesisIndex", "Relearner", "anamnesis_index", "relearn_steps", "relearn_target",
@@ -44,6 +48,7 @@ __all__ = [
     "reduce_error",
     "Evaluation", "evaluate_models", "resolve_settings",
     "MembershipAttack", "loss_values", "membership_attack", "per_example_losses",
-    "plot_all", "plot_errors", "plot_predictions", "plot_relative_difference",
-    "format_value", "legend", "write_markdown",
+    "plot_all", "plot_errors", "plot_predictions", "plot_relative_difference", "plot_seeds",
+    "format_value", "legend", "write_comparisons", "write_floor", "write_markdown",
+    "aggregate", "compare", "noise_floor", "paired_difference", "summarize",
 ]

@@ -1,11 +1,12 @@
-"""The paper's figures as PNG files: relative differences, errors per method, predictions.
+"""The paper's figures as PNG files: relative differences, errors per method, predictions, and
+the results of every seed.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no global state, no display) and
 written atomically, so a plot on disk is always complete.
 """
 import math
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,6 +17,7 @@ from jax_unlearn.metrics import base, distances
 from jax_unlearn.metrics.evaluate import Evaluation
 
 REFERENCES = ("original", "retrained")
+SEED_KEYS = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained", "mia_forget")
 
 
 def _grid(n: int, title: str) -> tuple[Figure, list]:
@@ -90,6 +92,47 @@ def plot_predictions(evaluation: Evaluation, labels_forget: np.ndarray, out_dir:
     ax.set_xlabel("label")
     ax.set_ylabel("prediction")
   return _save(fig, os.path.join(out_dir, "predictions.png"))
+
+
+def _finite(value) -> float | None:
+  if value is None or isinstance(value, (bool, np.bool_)):
+    return None
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def plot_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: str,
+               keys: Sequence[str] = SEED_KEYS) -> str:
+  """One dot per seed for each model, with a tick at the mean: the spread a bar would hide.
+
+  One panel per key of `keys` that some model has a number for; `per_seed` holds one
+  `Evaluation.results` per seed. Dots are spread sideways by seed index (the same every run).
+  """
+  per_seed = list(per_seed)
+  models = list(dict.fromkeys(m for results in per_seed for m in results))
+  values = {key: [[_finite((results.get(m) or {}).get(key)) for results in per_seed]
+                  for m in models] for key in keys}  # key -> [models][seeds]
+  keys = [k for k in keys if any(v is not None for row in values[k] for v in row)]
+  labels = base.columns()
+  offsets = np.linspace(-0.2, 0.2, len(per_seed)) if len(per_seed) > 1 else np.zeros(1)  # [K]
+  fig, axes = _grid(len(keys), f"Results over {len(per_seed)} seeds (dot: seed, tick: mean)")
+  for ax, key in zip(axes, keys):
+    for i, row in enumerate(values[key]):
+      seeds = [(offsets[k], v) for k, v in enumerate(row) if v is not None]
+      if not seeds:
+        continue
+      ax.scatter([i + o for o, _ in seeds], [v for _, v in seeds], s=14, color="tab:blue",
+                 alpha=0.7, zorder=2)
+      ax.hlines(float(np.mean([v for _, v in seeds])), i - 0.3, i + 0.3, color="black",
+                linewidth=2, zorder=3)
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    column = labels.get(key)
+    ax.set_title(f"{column.label} {column.direction}".strip() if column else key)
+  return _save(fig, os.path.join(out_dir, "seeds.png"))
 
 
 def plot_all(evaluation: Evaluation, labels_forget: np.ndarray, out_dir: str) -> list[str]:

@@ -2,14 +2,16 @@
 
 Labels, the better direction and cell marks come from the registered metrics' columns, so a
 metric of your own shows up like the built-in ones; the text is deterministic (fixed number
-formatting), so a table can be compared byte for byte across runs.
+formatting), so a table can be compared byte for byte across runs. Over several seeds a cell is
+a summary (see `spread`) shown as "mean ± std", and the paired comparisons and the noise floor
+get tables of their own.
 """
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from jax_unlearn import files
-from jax_unlearn.metrics import base, builtin  # noqa: F401  (builtin registers)
+from jax_unlearn.metrics import base, builtin, spread  # noqa: F401  (builtin registers)
 
 LEGEND = ("↓ lower is better, ↑ higher is better, ≈ retrained: closer to the retrained model "
           "is better.")
@@ -20,8 +22,14 @@ def legend() -> str:
   return " ".join([LEGEND] + [c.note for c in base.columns().values() if c.note])
 
 
-def format_value(value) -> str:
-  """Deterministic cell text: 4 significant digits, "n/a" for a missing value."""
+def format_value(value, interval: bool = False) -> str:
+  """Deterministic cell text: 4 significant digits, "n/a" for a missing value.
+
+  A summary over seeds (`spread.summarize`) reads "mean ± std", with "[lo, hi]" (its 95% interval)
+  appended if `interval`; a summary of booleans reads as the fraction true.
+  """
+  if spread.is_summary(value):
+    return _format_summary(value, interval)
   if value is None:
     return "n/a"
   if isinstance(value, (bool, np.bool_)):
@@ -31,13 +39,36 @@ def format_value(value) -> str:
   return f"{float(value):.4g}"
 
 
+def _format_summary(summary: Mapping[str, Any], interval: bool) -> str:
+  mean = summary.get("mean")
+  if mean is None:
+    return "n/a"
+  if spread.is_bool_summary(summary) or summary.get("std") is None:
+    return format_value(float(mean))
+  # The spread to 2 significant digits: a third would claim a precision 3 seeds do not have.
+  text = f"{format_value(float(mean))} ± {float(summary['std']):.2g}"
+  ci95 = summary.get("ci95")
+  if interval and ci95 is not None:
+    text += " " + _format_interval(ci95)
+  return text
+
+
+def _format_interval(ci95) -> str:
+  """"[lo, hi]", "n/a" when undefined."""
+  if ci95 is None or None in ci95:
+    return "n/a"
+  return f"[{format_value(float(ci95[0]))}, {format_value(float(ci95[1]))}]"
+
+
 def write_markdown(results: Mapping[str, Mapping[str, Any]], path: str | None = None,
-                   columns: Sequence[str] | None = None) -> str:
+                   columns: Sequence[str] | None = None, interval: bool = False) -> str:
   """The results as one markdown table (rows = models, in the given order); written atomically
   to `path` if given. Returns the text.
 
   `columns` are result keys (default: `base.default_columns()`); a key no metric declares is
-  shown under its own name.
+  shown under its own name. `results` may be one seed's or `spread.aggregate` of several; then
+  `interval` adds each cell's 95% interval, and a column's mark reads each summary's scalar view
+  (a mean; for booleans, whether any seed was True).
   """
   columns = base.default_columns() if columns is None else tuple(columns)
   known = base.columns()
@@ -48,14 +79,70 @@ def write_markdown(results: Mapping[str, Mapping[str, Any]], path: str | None = 
   lines = ["| " + " | ".join(header) + " |", "|:--" + "|--:" * len(columns) + "|"]
   for name, row in results.items():
     cells = [name]
+    marked = {k: spread.point(v) for k, v in row.items()} if _has_summary(row) else row
     for key in columns:
       column = known.get(key)
-      cell = format_value(row.get(key))
+      cell = format_value(row.get(key), interval)
       if column is not None and column.mark is not None:
-        cell += column.mark(row)
+        cell += column.mark(marked)
       cells.append(cell)
     lines.append("| " + " | ".join(cells) + " |")
   text = "\n".join(lines) + "\n\n" + legend() + "\n"
   if path is not None:
     files.write_text(path, text)
   return text
+
+
+def _has_summary(row: Mapping[str, Any]) -> bool:
+  return any(spread.is_summary(v) for v in row.values())
+
+
+def _key_label(key: str) -> str:
+  column = base.columns().get(key)
+  return f"{column.label} {column.direction}".strip() if column else key
+
+
+def write_comparisons(comparisons: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                      keys: Sequence[str] | None = None) -> str:
+  """`spread.compare`'s paired differences as one markdown table, one row per pair and key.
+
+  `keys` picks and orders the keys (default: every key of the comparisons, in their order).
+  """
+  if keys is None:
+    keys = list(dict.fromkeys(k for pair in comparisons.values() for k in pair))
+  lines = ["| A vs B | key | seeds | mean difference (A − B) | 95% interval | Wilcoxon p "
+           "| better |", "|:--|:--|--:|--:|--:|--:|:--|"]
+  for pair, row in comparisons.items():
+    for key in keys:
+      if key not in row:
+        continue
+      diff = row[key]
+      label = _key_label(key)
+      if diff.get("measure", "value") != "value":
+        label += f" ({diff['measure']})"
+      better = diff.get("better") or ("neither" if diff.get("mean") is not None else "n/a")
+      cells = [pair, label, str(diff["n"]), format_value(diff["mean"]),
+               _format_interval(diff["ci95"]), format_value(diff["wilcoxon_p"]), better]
+      lines.append("| " + " | ".join(cells) + " |")
+  note = ("Differences are paired over seeds; the interval is a bootstrap over seeds. Better: the "
+          "model the whole interval favours, where the Wilcoxon test agrees (p < 0.05). With n "
+          "seeds no Wilcoxon p is below 2 / 2^n, so fewer than 6 seeds name no better model.")
+  return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_floor(floor: Mapping[str, Mapping[str, Any]]) -> str:
+  """`spread.noise_floor` as one markdown table: each model's distance minus the floor's."""
+  first = next(iter(floor.values()), {})
+  key = first.get("key", "wasserstein_to_retrained")
+  floor_name = first.get("floor", spread.FLOOR)
+  label = base.columns()[key].label if key in base.columns() else key
+  lines = [f"| model | seeds | {label} − {floor_name} | 95% interval | inside the floor |",
+           "|:--|--:|--:|--:|:--|"]
+  for name, diff in floor.items():
+    inside = diff.get("inside")
+    cells = [name, str(diff["n"]), format_value(diff["mean"]), _format_interval(diff["ci95"]),
+             "n/a" if inside is None else ("yes" if inside else "no")]
+    lines.append("| " + " | ".join(cells) + " |")
+  note = (f"Inside: the interval reaches 0, so the model cannot be told farther from the "
+          f"retrained model than a retrained model of another seed ({floor_name!r}) is.")
+  return "\n".join(lines) + "\n\n" + note + "\n"

@@ -13,14 +13,15 @@ from jax_unlearn.train.loop import (FitResult, NonFiniteLossError, Plateau, Reci
                                     TrainOutcome, changes, fingerprint, fit, train_model)
 from jax_unlearn.train.predict import (PredictFn, make_predict_fn, make_row_fn,
                                        make_validation_loss, predict)
-from jax_unlearn.train.step import (OPTIMIZERS, LossFn, TrainState, create_state, learning_rate,
-                                    make_optimizer, make_train_step, make_variables,
-                                    set_learning_rate, supervised_loss)
+from jax_unlearn.train.step import (OPTIMIZERS, LossFn, TrainState, create_state, in_blocks,
+                                    learning_rate, make_optimizer, make_train_step,
+                                    make_variables, set_learning_rate, supervised_loss)
 
 __all__ = [
     "ensemble", "FitResult", "NonFiniteLossError", "Plateau", "Recipe", "Resume", "TrainOutcome", "changes",
     "fingerprint", "fit", "train_model", "PredictFn", "make_predict_fn", "make_row_fn",
     "make_validation_loss", "predict", "OPTIMIZERS", "LossFn", "TrainState", "create_state",
+    "in_blocks",
     "learning_rate", "make_optimizer", "make_train_step", "make_variables", "set_learning_rate",
     "supervised_loss",
 ]

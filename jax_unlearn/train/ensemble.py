@@ -3,7 +3,8 @@
 Every leaf of an ensemble state has a leading axis K (member k at index k); each member has its
 own batches, order and rng key, and computes the update `make_train_step` computes for it alone,
 up to float rounding. One compiled program serves all K members, so K small models cost about one
-launch per step instead of K.
+launch per step instead of K. `train.train_model` trains, checkpoints and resumes an ensemble
+when given one seed per member; this module holds its pieces.
 """
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -11,11 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from jax_unlearn import parallel
 from jax_unlearn.data.loader import ArrayLoader
 from jax_unlearn.errors import UserError
-from jax_unlearn.train.loop import NonFiniteLossError
 from jax_unlearn.train.step import LossFn, TrainState, make_train_step
 
 
@@ -36,55 +37,74 @@ def size(tree: Any) -> int:
   return len(jax.tree_util.tree_leaves(tree)[0])
 
 
-def create_ensemble_state(variables_list: Sequence[Mapping],
-                          tx: optax.GradientTransformation) -> TrainState:
-  """A fresh state (step 0) of K members; each optimizer state initialised from its own params."""
-  variables = stack([dict(v) for v in variables_list])  # a copy: the step donates its state
+def create_ensemble_state(variables: Mapping | Sequence[Mapping], tx: optax.GradientTransformation,
+                          members: parallel.Members | None = None) -> TrainState:
+  """A fresh state (step 0) of K members, each optimizer state initialised from its own params.
+
+  `variables` is a stacked pytree (leading axis K) or a sequence of the K members' variables;
+  the state is placed over `members` (one device by default) as the step returns it, so the
+  second step reuses the first one's program.
+  """
+  if isinstance(variables, Mapping):
+    variables = jax.tree_util.tree_map(jnp.array, dict(variables))  # a copy: the step donates
+  else:
+    variables = stack([dict(v) for v in variables])
   params = variables["params"]
-  state = TrainState(step=jnp.zeros((len(variables_list),), jnp.int32), params=params,
+  state = TrainState(step=jnp.zeros((size(params),), jnp.int32), params=params,
                      batch_stats=variables.get("batch_stats", {}),
                      opt_state=jax.vmap(tx.init)(params))
-  # Placed as the step returns it, so the second step reuses the first one's program.
-  return parallel.resolve(None).replicate(state)
+  return (members or parallel.Members.create(1)).put(state)
 
 
 def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
-                       *, donate: bool = True, chunk: int | None = None):
+                       *, donate: bool = True, chunk: int | None = None,
+                       members: parallel.Members | None = None, blocks: int | None = None):
   """`step(state, batch, rng, frozen=None) -> (state, metrics)` over K members, jitted once.
 
-  The per-member update is `make_train_step`'s own jitted step, vmapped, so members train as
-  single models do (up to float rounding), on one device. `batch` holds [K, B, ...] arrays,
-  `rng` [K] keys, `frozen` a pytree with a leading K (or None); metrics come back [K]. With
-  `chunk=c` the members run c at a time (`lax.map` over [K / c, c]), so memory holds only c
-  members' activations.
+  The per-member update is `make_train_step`'s own step, vmapped, so members train as single
+  models do (up to float rounding). `batch` holds [K, B, ...] arrays, `rng` [K] keys, `frozen` a
+  pytree with a leading K (or None); metrics come back [K]. Each device of `members` (one by
+  default) runs its own K / d members (`shard_map` over "model"). With `chunk=c` a device runs
+  its members c at a time (`lax.map` over [K / d / c, c]), so memory holds only c members'
+  activations. `blocks` cuts each member's batch into fixed row blocks (`train.in_blocks`), as a
+  single model's step with `batch_shards` does, so BatchNorm sees the same rows in both.
   """
   if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
     raise UserError(f"ensemble chunk must be a positive integer or None, got {chunk!r}.",
                     "use None (all members at once) or a divisor of the member count.")
-  single = make_train_step(apply_fn, loss_fn, tx, donate=False).jitted
-  members = jax.vmap(single)
+  members = members or parallel.Members.create(1)
+  vmapped = jax.vmap(make_train_step(apply_fn, loss_fn, tx, donate=False, blocks=blocks).pure)
 
-  def step(state: TrainState, batch, rng, frozen=None):
-    if chunk is None:
-      return members(state, batch, rng, frozen)
-    k = size(state)
-    if k % chunk:
-      raise UserError(f"{k} ensemble members do not split into chunks of {chunk}.",
-                      f"use a chunk size dividing {k}, or None.")
-    split = lambda a: a.reshape((k // chunk, chunk) + a.shape[1:])  # [K/c, c, ...]
-    merge = lambda a: a.reshape((k,) + a.shape[2:])  # [K, ...]
+  def local(state: TrainState, batch, rng, frozen):
+    k = size(state)  # this device's members
+    if chunk is None or chunk >= k:
+      return vmapped(state, batch, rng, frozen)
+    split = lambda a: a.reshape((k // chunk, chunk) + a.shape[1:])  # [k / c, c, ...]
+    merge = lambda a: a.reshape((k,) + a.shape[2:])  # [k, ...]
     args = jax.tree_util.tree_map(split, (state, batch, rng, frozen))
-    out = jax.lax.map(lambda a: members(*a), args)
+    out = jax.lax.map(lambda a: vmapped(*a), args)
     return jax.tree_util.tree_map(merge, out)
 
-  repl = parallel.resolve(None).replicated
-  jitted = jax.jit(step, out_shardings=(repl, repl), donate_argnums=(0,) if donate else ())
+  spec = P(parallel.MODEL_AXIS)
+  mapped = jax.shard_map(local, mesh=members.mesh, in_specs=spec, out_specs=spec,
+                         check_vma=False)
+  jitted = jax.jit(mapped, out_shardings=members.sharded,
+                   donate_argnums=(0,) if donate else ())
 
   def call(state, batch, rng, frozen=None):
+    k, d = size(state), members.devices
+    if k % d or (chunk is not None and chunk < k // d and (k // d) % chunk):
+      raise UserError(f"{k} ensemble members do not split into {d} device(s) and chunks of "
+                      f"{chunk}.", f"use a chunk size dividing {k // max(d, 1)}, or None.")
     return jitted(state, batch, rng, frozen)
 
   call.jitted = jitted
   return call
+
+
+def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray]:
+  """`fn` of one model's variables applied to each of K stacked members: [K] values."""
+  return lambda stacked: np.asarray([fn(member(stacked, i)) for i in range(k)], np.float64)
 
 
 class EnsembleBatches:
@@ -101,35 +121,44 @@ class EnsembleBatches:
       yield {key: np.stack([p[key] for p in parts]) for key in parts[0]}
 
 
-def ensemble_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
-                     seeds: Sequence[int]) -> EnsembleBatches:
-  """Batches of the same arrays for K members, member k shuffled by seed `seeds[k]`.
+def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+                     batch_size: int, seeds: Sequence[int], *, augment=None,
+                     blocks: int | None = None) -> EnsembleBatches:
+  """Batches for K members, member k shuffled (and augmented) by seed `seeds[k]`.
 
-  Each member's batches are exactly `ArrayLoader(arrays, batch_size, seed=seeds[k])`'s (padded
-  and masked alike), so every member has the same number of batches per epoch.
+  `arrays` are shared by every member, or one mapping per member (e.g. its own relabelled
+  rows, of the same length). Each member's batches are exactly
+  `ArrayLoader(arrays_k, batch_size, seed=seeds[k], augment=augment)`'s (padded and masked
+  alike), so every member has the same number of batches per epoch; with `blocks`, padded to
+  whole fixed row blocks as a single model's loader on a `DataParallel` with those shards.
   """
   if len(seeds) == 0:
     raise UserError("an ensemble needs at least one member seed.", "pass one seed per member.")
-  return EnsembleBatches([ArrayLoader(arrays, batch_size, seed=int(s)) for s in seeds])
+  per = [arrays] * len(seeds) if isinstance(arrays, Mapping) else list(arrays)
+  if len(per) != len(seeds) or len({len(a["x"]) for a in per}) != 1:
+    raise UserError(f"an ensemble of {len(seeds)} members got {len(per)} sets of arrays of "
+                    f"lengths {sorted({len(a['x']) for a in per})}.",
+                    "pass one mapping shared by all members, or one per member, equally long.")
+  if jax.process_count() > 1:
+    raise UserError("ensembles train on one host: each member's whole batch on one device.",
+                    "run several seeds as one process per host group, or one seed per run.")
+  dp = parallel.DataParallel(parallel.resolve(None).mesh, blocks) if blocks else None
+  return EnsembleBatches([ArrayLoader(a, batch_size, seed=int(s), augment=augment, dp=dp)
+                          for a, s in zip(per, seeds)])
 
 
-def fit_ensemble(state: TrainState, step_fn, batches: Callable[[int], Any], *, epochs: int,
-                 rngs: jax.Array, frozen: Any = None) -> tuple[TrainState, np.ndarray]:
-  """Runs `epochs` epochs of an ensemble step; returns the final state and the per-epoch mean
-  train loss of every member, [epochs, K]. Each member's rng is its own base key, folded with
-  its step as in `train.fit`."""
-  if epochs < 0:
-    raise UserError(f"epochs must be >= 0, got {epochs}.", "set a positive number of epochs.")
-  history = []
-  for epoch in range(epochs):
-    pending = []
-    for batch in batches(epoch):
-      state, metrics = step_fn(state, {k: jnp.asarray(v) for k, v in batch.items()}, rngs, frozen)
-      pending.append(metrics["loss"])  # [K]
-    values = np.asarray(jax.device_get(pending), np.float64)  # [steps, K]
-    if not np.all(np.isfinite(values)):
-      raise NonFiniteLossError(
-          f"ensemble: a member's loss became non-finite in epoch {epoch + 1}. Lower the learning "
-          "rate (train.lr) or enable gradient clipping (train.clip_norm).")
-    history.append(values.mean(axis=0) if len(values) else np.zeros(size(state)))
-  return state, np.asarray(history).reshape(len(history), size(state))
+def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:
+  """Members a device should run at once so their step memory fits `budget_bytes`.
+
+  `member_bytes` is one member's step memory (e.g. the compiled single step's
+  `memory_analysis()`: temporaries, arguments and outputs). None when all `members` fit;
+  otherwise the largest divisor of `members` that fits (at least 1: a member that does not fit
+  alone needs a smaller batch, not chunks).
+  """
+  if members < 1 or member_bytes < 0 or budget_bytes <= 0:
+    raise UserError(f"choose_chunk needs members >= 1, member bytes >= 0 and a positive budget, "
+                    f"got {members}, {member_bytes}, {budget_bytes}.", "pass measured sizes.")
+  if members * member_bytes <= budget_bytes:
+    return None
+  fits = [c for c in range(1, members + 1) if members % c == 0 and c * member_bytes <= budget_bytes]
+  return max(fits) if fits else 1

@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -116,13 +116,18 @@ class Resume:
 
 
 def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
-        *, epochs: int, rng: jax.Array, dp: parallel.DataParallel | None = None,
+        *, epochs: int, rng: jax.Array, dp: parallel.DataParallel | parallel.Members | None = None,
         frozen: Any = None, validate: Callable[[dict], float] | None = None,
         plateau: Plateau | None = None, resume: Resume | None = None,
         on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         progress: Callable | None = None, name: str = "train") -> FitResult:
   """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
+
+  An ensemble (`train.ensemble`: `dp` a `parallel.Members`, batches [K, B, ...], `rng` [K] keys)
+  runs through the same loop: its losses, validation values, learning rates and best values are
+  per member (lists in the history), each member keeping its own best variables and, with
+  `plateau` a list of K schedules, its own learning-rate decay.
 
   Args:
     batches: epoch -> iterable of host batches (numpy dicts of a fixed padded size), so that the
@@ -164,28 +169,58 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
         return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
                          interrupted_at=(epoch, skip + n_batches))
     if pending:
-      values = np.asarray(jax.device_get(pending), np.float64)
+      values = np.asarray(jax.device_get(pending), np.float64)  # [steps] or [steps, K]
       if not np.all(np.isfinite(values)):
-        bad = int(np.argmin(np.isfinite(values)))
+        bad = tuple(np.argwhere(~np.isfinite(values))[0])
+        who = f", member {bad[1]}" if len(bad) > 1 else ""
         raise NonFiniteLossError(
-            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad + 1}. "
+            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad[0] + 1}{who}. "
             "Lower the learning rate (train.lr) or enable gradient clipping (train.clip_norm).")
-      loss_sum = float(values.sum())
-    record = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_batches, 1)}
+      loss_sum = values.sum(axis=0)
+    record = {"epoch": epoch + 1, "train_loss": _plain(loss_sum / max(n_batches, 1))}
     if validate is not None:
-      record["val_loss"] = val = float(validate(state.variables))
-      if val < best_val:
-        best_val, best_vars = val, jax.tree_util.tree_map(jnp.copy, state.variables)
+      val = np.asarray(validate(state.variables), np.float64)  # [] or [K]
+      record["val_loss"] = _plain(val)
+      improved = val < best_val
+      if np.any(improved):
+        best_vars = _keep_improved(best_vars, state.variables, improved)
+      best_val = _plain(np.where(improved, val, best_val))
       if plateau is not None:
-        new_lr = plateau.update(val, learning_rate(state))
-        if new_lr != learning_rate(state):
+        lr = learning_rate(state)
+        new_lr = _plateau_update(plateau, val, lr)
+        if np.any(new_lr != lr):
           state = set_learning_rate(state, new_lr)
-      record["lr"] = learning_rate(state)
+      record["lr"] = _plain(learning_rate(state))
       record["best_val"] = best_val
     history.append(record)
     if on_epoch_end is not None:
       on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
   return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
+
+
+def _plain(value):
+  """A float, or a list of floats for an ensemble's [K] values (JSON-able history records)."""
+  value = np.asarray(value, np.float64)
+  return float(value) if value.ndim == 0 else value.tolist()
+
+
+def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
+  """Copies of `current`'s variables where `improved` (per member of an ensemble), else `best`."""
+  if best is None or np.ndim(improved) == 0:
+    return jax.tree_util.tree_map(jnp.copy, current)
+  keep = jnp.asarray(improved)
+
+  def pick(b, c):
+    return jnp.where(keep.reshape((-1,) + (1,) * (c.ndim - 1)), c, b)
+
+  return jax.tree_util.tree_map(pick, best, current)
+
+
+def _plateau_update(plateau, val, lr):
+  """The plateau schedule's next learning rate; one schedule per member for an ensemble."""
+  if isinstance(plateau, Plateau):
+    return plateau.update(float(val), float(lr))
+  return np.asarray([p.update(float(v), float(r)) for p, v, r in zip(plateau, val, lr)])
 
 
 @dataclasses.dataclass
@@ -264,9 +299,23 @@ def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [f"{prefix or 'value'}: {old} -> {new}"]
 
 
+def _steps(state: TrainState) -> int:
+  """Steps taken (every member of an ensemble takes the same)."""
+  return int(np.max(jax.device_get(state.step)))
+
+
+def _plateau_record(plateau):
+  if plateau is None:
+    return None
+  if isinstance(plateau, Plateau):
+    return dataclasses.asdict(plateau)
+  return [dataclasses.asdict(p) for p in plateau]
+
+
 def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
-                arrays: Mapping[str, np.ndarray], recipe: Recipe, *, rng: jax.Array,
-                seed: int = 0, dp: parallel.DataParallel | None = None, frozen: Any = None,
+                arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+                recipe: Recipe, *, rng: jax.Array, seed: int | Sequence[int] = 0,
+                dp: parallel.DataParallel | None = None, frozen: Any = None,
                 validate: Callable[[dict], float] | None = None, augment=None,
                 checkpoint_dir: str | None = None, identity: Mapping[str, Any] | None = None,
                 progress: Callable | None = None, name: str = "train") -> "TrainOutcome":
@@ -280,29 +329,51 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
   raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
   else the final ones.
+
+  An ensemble of K models trains when `seed` is a sequence of K data-order seeds: `variables`
+  (and `frozen`, if any) are then stacked pytrees with a leading axis K (`ensemble.stack`), `rng`
+  holds K keys, `arrays` are shared or one mapping per member, and `validate` still scores one
+  model (it is applied to each member). The members train vmapped on this process's devices of
+  `dp` (`dp.members`), member k as the single model of seed k, key k would (up to rounding);
+  the checkpoint holds the whole ensemble. Returns stacked variables.
   """
   from jax_unlearn.checkpoint import Checkpointer
   from jax_unlearn.data.loader import ArrayLoader
+  from jax_unlearn.train import ensemble
 
   dp = parallel.resolve(dp)
-  n = len(arrays["x"])
+  seeds = None if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+  n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
   if recipe.batch_size > n:
     raise UserError(f"{name}: batch size {recipe.batch_size} is larger than the {n} samples it "
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
   stage = {"recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
-           "seed": int(seed), "rng": _key_values(rng),
-           "shards": dp.shards, "arrays": _digest(dict(arrays)),
+           "seed": seeds if seeds is not None else int(seed), "rng": _key_values(rng),
+           "shards": dp.shards,
+           "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
            "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
            **dict(identity or {})}
   stage_key = fingerprint(stage)
   result_fingerprint = fingerprint({**stage, "epochs": recipe.epochs})
   tx = recipe.optimizer_fn()
-  state = create_state(variables, tx, dp)
-  step_fn = make_train_step(apply_fn, loss_fn, tx, dp)
-  frozen = dp.replicate(frozen)
-  loader = ArrayLoader(arrays, recipe.batch_size, seed=seed, dp=dp, augment=augment)
   plateau = recipe.plateau()
+  if seeds is None:
+    place = dp
+    state = create_state(variables, tx, dp)
+    step_fn = make_train_step(apply_fn, loss_fn, tx, dp)
+    frozen = dp.replicate(frozen)
+    loader = ArrayLoader(arrays, recipe.batch_size, seed=seed, dp=dp, augment=augment)
+  else:
+    k = len(seeds)
+    place = dp.members(k)
+    state = ensemble.create_ensemble_state(variables, tx, place)
+    step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards)
+    frozen, rng = place.put(frozen), place.put(rng)
+    loader = ensemble.ensemble_batches(arrays, recipe.batch_size, seeds, augment=augment,
+                                       blocks=dp.shards)
+    validate = None if validate is None else ensemble.per_member(validate, k)
+    plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
   meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
           "seconds": 0.0}
@@ -323,23 +394,25 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                             meta["epoch"], reused=True, fingerprint=result_fingerprint)
       state = tree["state"]
       resume = Resume(meta["epoch"], meta["batch"], meta["best_val"],
-                      tree["best"] if meta["best_val"] < math.inf else None)
+                      tree["best"] if np.any(np.asarray(meta["best_val"]) < math.inf) else None)
       if plateau is not None and meta.get("plateau"):
-        plateau = Plateau(**meta["plateau"])
+        saved = meta["plateau"]
+        plateau = (Plateau(**saved) if isinstance(saved, Mapping)
+                   else [Plateau(**p) for p in saved])
       log.info("%s: resuming from epoch %d, batch %d (step %d)", name, meta["epoch"] + 1,
-               meta["batch"], int(state.step))
+               meta["batch"], _steps(state))
   history = list(meta["history"])
-  t0, start_step = time.perf_counter(), int(state.step)
+  t0, start_step = time.perf_counter(), _steps(state)
 
   def save(st, best_val, best, epoch, batch):
     if ckpt is None:
       return
     record = {"epoch": epoch, "batch": batch, "best_val": best_val,
-              "plateau": dataclasses.asdict(plateau) if plateau else None, "history": history,
-              "steps": meta["steps"] + int(st.step) - start_step,
+              "plateau": _plateau_record(plateau), "history": history,
+              "steps": meta["steps"] + _steps(st) - start_step,
               "seconds": meta["seconds"] + time.perf_counter() - t0,
               "stage_key": stage_key, "stage": stage}
-    ckpt.save(int(st.step), {"state": st, "best": best or st.variables}, record, force=True)
+    ckpt.save(_steps(st), {"state": st, "best": best or st.variables}, record, force=True)
 
   def on_epoch_end(epoch, st, record):
     history.append({k: v for k, v in record.items() if k != "best_variables"})
@@ -347,14 +420,14 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
 
   try:
     with _StopFlag() as stop:
-      result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=dp, frozen=frozen,
+      result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=place, frozen=frozen,
                    validate=validate, plateau=plateau, resume=resume,
                    on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name)
     if result.interrupted_at is not None:
       best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]
       save(result.state, best_val, result.best_variables, *result.interrupted_at)
       raise KeyboardInterrupt(f"{name} interrupted at epoch {result.interrupted_at[0] + 1}, "
-                              f"step {int(result.state.step)}; checkpoint saved")
+                              f"step {_steps(result.state)}; checkpoint saved")
   finally:
     if ckpt is not None:
       ckpt.close()

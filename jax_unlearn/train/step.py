@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
@@ -81,15 +82,17 @@ def _replace_lr(opt_state, lr: float):
   return opt_state
 
 
-def learning_rate(state: TrainState) -> float:
+def learning_rate(state: TrainState) -> float | np.ndarray:
+  """The state's learning rate; for an ensemble state, one per member ([K] numpy)."""
   hp = _find_hyperparams(state.opt_state)
   if hp is None:
     raise ValueError("optimizer state has no injectable learning rate; use make_optimizer")
-  return float(hp["learning_rate"])
+  lr = np.asarray(jax.device_get(hp["learning_rate"]), np.float64)
+  return float(lr) if lr.ndim == 0 else lr
 
 
-def set_learning_rate(state: TrainState, lr: float) -> TrainState:
-  """The state with a new learning rate (host side, between epochs)."""
+def set_learning_rate(state: TrainState, lr) -> TrainState:
+  """The state with a new learning rate (host side, between epochs; [K] for an ensemble)."""
   return state.replace(opt_state=_replace_lr(state.opt_state, lr))
 
 
@@ -115,7 +118,8 @@ def supervised_loss(per_example: losses.LossFn) -> LossFn:
 
 
 def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    dp: parallel.DataParallel | None = None, *, donate: bool = True):
+                    dp: parallel.DataParallel | None = None, *, donate: bool = True,
+                    blocks: int | None = None):
   """The one generic step `(state, batch, rng, frozen) -> (state, metrics)`, jitted.
 
   The batch is sharded over "data" and everything else replicated; XLA inserts the gradient
@@ -124,7 +128,9 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
 
   With `dp.shards` the batch is cut into that many fixed row blocks, summed in a fixed order
   (see `_in_fixed_shards`): every device count dividing `shards` then computes bitwise the same
-  step.
+  step. `blocks` (with `dp` None) cuts the batch into fixed row blocks within one program
+  (`in_blocks`): the same arithmetic for a batch that never leaves its device, as an ensemble
+  member's.
   """
   dp = parallel.resolve(dp)
   takes_mask = accepts_mask(apply_fn)
@@ -145,6 +151,8 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
 
   if dp.shards is not None:
     gradients = _in_fixed_shards(gradients, dp)
+  elif blocks is not None:
+    gradients = in_blocks(gradients, blocks)
 
   def step(state: TrainState, batch, rng, frozen=None):
     rng = jax.random.fold_in(rng, state.step)
@@ -162,6 +170,7 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
     return jitted(state, batch, rng, frozen)
 
   call.jitted = jitted
+  call.pure = step  # unjitted, for callers that transform it (the ensemble's vmap)
   return call
 
 
@@ -182,44 +191,73 @@ def _in_fixed_shards(gradients: Callable, dp: parallel.DataParallel) -> Callable
   axis = parallel.DATA_AXIS
 
   def local(params, batch_stats, batch, rng, frozen):
-    blocks = jax.tree_util.tree_map(lambda a: a.reshape((per_device, -1) + a.shape[1:]), batch)
-    rows = jnp.sum(blocks["mask"].astype(jnp.float32), axis=1)  # [per_device]
+    blocks, rows = _blocks(batch, per_device)
     total = jax.lax.psum(jnp.sum(rows), axis)  # a count: exact in float32
     first = jax.lax.axis_index(axis) * per_device
-    shapes = jax.eval_shape(
-        lambda b: gradients(params, batch_stats, b, rng, frozen),
-        jax.tree_util.tree_map(lambda a: a[0], blocks))
-
-    def one(args):
-      index, block, n = args
-
-      def weighted(_):
-        out = gradients(params, batch_stats, block, jax.random.fold_in(rng, index), frozen)
-        return jax.tree_util.tree_map(lambda a: (a * (n / total)).astype(a.dtype), out)
-
-      def skipped(_):  # padding rows only (end of an epoch): BatchNorm of no rows is not finite
-        return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
-
-      return jax.lax.cond(n > 0, weighted, skipped, None)
-
-    out = jax.lax.map(one, (first + jnp.arange(per_device), blocks, rows))
+    out = _block_gradients(gradients, params, batch_stats, blocks, rows, total, first, rng,
+                           frozen)
     out = jax.tree_util.tree_map(lambda a: jax.lax.all_gather(a, axis, tiled=True), out)
-
-    def ordered_sum(stacked):
-      acc = stacked[0]
-      for s in range(1, shards):
-        acc = acc + stacked[s]
-      return acc
-
-    return jax.tree_util.tree_map(ordered_sum, out)
+    return jax.tree_util.tree_map(lambda a: _ordered_sum(a, shards), out)
 
   def call(params, batch_stats, batch, rng, frozen):
-    rows = len(batch["mask"])
-    if rows % shards:
-      raise ValueError(f"a batch of {rows} rows does not split into {shards} shards; pad it "
-                       "with parallel.pad_batch to DataParallel.padded(rows)")
+    _check_blocks(batch, shards)
     specs = (P(), P(), P(axis), P(), P())
     return jax.shard_map(local, mesh=dp.mesh, in_specs=specs, out_specs=P(), check_vma=False)(
         params, batch_stats, batch, rng, frozen)
 
   return call
+
+
+def in_blocks(gradients: Callable, shards: int) -> Callable:
+  """`gradients` on `shards` fixed row blocks of the batch, one program, no collectives: what
+  `_in_fixed_shards` computes, for a batch that stays on one device (an ensemble's member)."""
+
+  def call(params, batch_stats, batch, rng, frozen):
+    _check_blocks(batch, shards)
+    blocks, rows = _blocks(batch, shards)
+    out = _block_gradients(gradients, params, batch_stats, blocks, rows, jnp.sum(rows), 0, rng,
+                           frozen)
+    return jax.tree_util.tree_map(lambda a: _ordered_sum(a, shards), out)
+
+  return call
+
+
+def _check_blocks(batch, shards: int) -> None:
+  rows = len(batch["mask"])
+  if rows % shards:
+    raise ValueError(f"a batch of {rows} rows does not split into {shards} shards; pad it "
+                     "with parallel.pad_batch to DataParallel.padded(rows)")
+
+
+def _blocks(batch, count: int):
+  """The batch as [count, rows / count, ...] blocks and each block's unmasked rows [count]."""
+  blocks = jax.tree_util.tree_map(lambda a: a.reshape((count, -1) + a.shape[1:]), batch)
+  return blocks, jnp.sum(blocks["mask"].astype(jnp.float32), axis=1)
+
+
+def _block_gradients(gradients, params, batch_stats, blocks, rows, total, first, rng, frozen):
+  """Each block's gradients in turn, scaled by its share of the `total` rows: [blocks, ...]."""
+  shapes = jax.eval_shape(lambda b: gradients(params, batch_stats, b, rng, frozen),
+                          jax.tree_util.tree_map(lambda a: a[0], blocks))
+
+  def one(args):
+    index, block, n = args
+
+    def weighted(_):
+      out = gradients(params, batch_stats, block, jax.random.fold_in(rng, index), frozen)
+      return jax.tree_util.tree_map(lambda a: (a * (n / total)).astype(a.dtype), out)
+
+    def skipped(_):  # padding rows only (end of an epoch): BatchNorm of no rows is not finite
+      return jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
+
+    return jax.lax.cond(n > 0, weighted, skipped, None)
+
+  return jax.lax.map(one, (first + jnp.arange(len(rows)), blocks, rows))
+
+
+def _ordered_sum(stacked, shards: int):
+  """The blocks' results added in block order (a fixed order of float sums)."""
+  acc = stacked[0]
+  for s in range(1, shards):
+    acc = acc + stacked[s]
+  return acc

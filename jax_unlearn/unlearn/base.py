@@ -118,6 +118,9 @@ class Context:
       and data configuration); each stage adds the method's settings (`train.train_model`).
     progress: progress-bar factory passed to `train.train_model`.
     predict_batch_size: rows per prediction call (validation losses).
+    members: None for one model; K for an ensemble of K models (`rng` then holds K keys, one per
+      member, the variables a method receives and returns are stacked with a leading axis K,
+      and every stage trains the K members at once, member k as a single run of key k).
   """
   apply_fn: Callable
   init_fn: Callable[[jax.Array], dict]
@@ -128,13 +131,25 @@ class Context:
   identity: Mapping[str, Any] | None = None
   progress: Callable | None = None
   predict_batch_size: int = 512
+  members: int | None = None
 
   def key(self, purpose: int) -> jax.Array:
-    return jax.random.fold_in(self.rng, purpose)
+    """The key of one purpose; [K] keys for an ensemble."""
+    if self.members is None:
+      return jax.random.fold_in(self.rng, purpose)
+    return jax.vmap(lambda k: jax.random.fold_in(k, purpose))(self.rng)
 
-  def seed(self, purpose: int) -> int:
-    """A host integer seed (data order) drawn from the run's key."""
-    return int(jax.random.randint(self.key(purpose), (), 0, 2**31 - 1))
+  def seed(self, purpose: int) -> int | list[int]:
+    """A host integer seed (data order) drawn from the run's key; K seeds for an ensemble."""
+    draw = lambda key: int(jax.random.randint(key, (), 0, 2**31 - 1))  # noqa: E731
+    keys = self.key(purpose)
+    return draw(keys) if self.members is None else [draw(k) for k in keys]
+
+  def each(self, fn: Callable[[jax.Array], Any], purpose: int) -> Any:
+    """`fn(key)` of the purpose's key; for an ensemble the list of `fn(key_k)` over members
+    (e.g. each member's own relabelled arrays)."""
+    keys = self.key(purpose)
+    return fn(keys) if self.members is None else [fn(k) for k in keys]
 
   def stage_dir(self, stage: str) -> str | None:
     return os.path.join(self.checkpoint_dir, stage) if self.checkpoint_dir else None
@@ -161,8 +176,11 @@ def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
 
 
 def fresh_variables(ctx: Context, original_variables: Mapping, purpose: int, what: str) -> dict:
-  """init_fn(fresh key), checked to have the original's parameter structure."""
-  variables = dict(ctx.init_fn(ctx.key(purpose)))
+  """init_fn(fresh key), checked to have the original's parameter structure (stacked over the
+  members of an ensemble, each from its own key)."""
+  variables = ctx.each(lambda key: dict(ctx.init_fn(key)), purpose)
+  if ctx.members is not None:
+    variables = train.ensemble.stack(variables)
   check_same_architecture(original_variables, variables, what)
   return variables
 
@@ -204,7 +222,8 @@ def record(outcome: train.TrainOutcome, **extra) -> dict:
   rec = {"steps": int(outcome.steps), "seconds": float(outcome.seconds),
          "reused": bool(outcome.reused)}
   vals = [h["val_loss"] for h in outcome.history if "val_loss" in h]
-  if vals:
-    rec["best_val_loss"] = float(min(vals))
+  if vals:  # one per member for an ensemble
+    best = np.min(np.asarray(vals, np.float64), axis=0)
+    rec["best_val_loss"] = float(best) if best.ndim == 0 else best.tolist()
   rec.update(extra)
   return rec

@@ -244,7 +244,9 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
-  rows = forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.dp)
+  # Members of an ensemble run the loss vmapped, where lax.cond runs both branches: no gather.
+  rows = (None if ctx.members is not None else
+          forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.dp))
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
                                 attention=s["attention"], layers=s["layers"], forget_rows=rows)
   steps, seconds, reused = 0, 0.0, True

@@ -41,9 +41,10 @@ def gaussian(ctx: base.Context, original_variables: Mapping, data: base.UnlearnD
   """The original trained on every row, forget labels replaced by Gaussian draws."""
   s = base.settings("gaussian", config, DEFAULTS)
   mean, std = label_moments(data.y)
-  y = gaussian_labels(data.y, data.forget, ctx.key(base.SEED_LABELS))
+  arrays = ctx.each(lambda key: data.arrays(y=gaussian_labels(data.y, data.forget, key)),
+                    base.SEED_LABELS)
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(y=y),
+      ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
       train.Recipe.from_settings(s), loss_settings={}, name="gaussian", stage="unlearn",
       train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER, augment=data.augment,
       validate=base.validation_loss(ctx, data, s["keep_best"]))
