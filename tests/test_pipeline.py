@@ -18,6 +18,7 @@ MODELS = ("original", "retrained", "finetune", "gaussian", "blindspot")
 def load(name, **overrides):
   c = config_io.load_config(name)
   c.smoke = True
+  c.seeds = 1  # one model per stage (tests/test_seeds.py runs ensembles)
   for key, value in overrides.items():
     config_io.apply_override(c, key, value)
   return c

@@ -32,6 +32,7 @@ RSS_MARGIN_MB = 64
 def _load(name, **overrides):
   c = config_io.load_config(name)
   c.smoke = True
+  c.seeds = 1  # one model per stage (tests/test_seeds.py runs ensembles)
   for key, value in overrides.items():
     config_io.apply_override(c, key, value)
   return c
