@@ -233,9 +233,7 @@ class Experiment:
 
   def key(self, purpose: int) -> jax.Array:
     """The stage key of `purpose`, one per member for an ensemble."""
-    if self.members is None:
-      return jax.random.fold_in(self.root, purpose)
-    return jax.vmap(lambda k: jax.random.fold_in(k, purpose))(self.root)
+    return train.ensemble.fold_in(self.root, purpose, self.members)
 
   def order_seed(self):
     """The data-order seed of a stage trained on the config's recipe (one per member)."""
@@ -243,9 +241,7 @@ class Experiment:
 
   def fresh(self, purpose: int) -> dict:
     """Fresh variables (stacked over the members of an ensemble, each from its own key)."""
-    if self.members is None:
-      return self.init_fn(self.key(purpose))
-    return train.ensemble.stack([self.init_fn(k) for k in self.key(purpose)])
+    return train.ensemble.init_members(self.init_fn, self.key(purpose), self.members)
 
 
 def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,

@@ -27,6 +27,21 @@ def stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
+def fold_in(key: jax.Array, data: int, members: int | None) -> jax.Array:
+  """`jax.random.fold_in(key, data)`; of each of the K member keys when `members` is set."""
+  if members is None:
+    return jax.random.fold_in(key, data)
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+
+
+def init_members(init_fn: Callable[[jax.Array], Any], key: jax.Array,
+                 members: int | None) -> Any:
+  """`init_fn(key)`; for K member keys, their K inits stacked (`stack`)."""
+  if members is None:
+    return init_fn(key)
+  return stack([init_fn(k) for k in key])
+
+
 def member(tree: Any, k: int) -> Any:
   """Member k of a stacked pytree (its leaves at index k of the leading axis)."""
   return jax.tree_util.tree_map(lambda a: a[k], tree)

@@ -135,9 +135,7 @@ class Context:
 
   def key(self, purpose: int) -> jax.Array:
     """The key of one purpose; [K] keys for an ensemble."""
-    if self.members is None:
-      return jax.random.fold_in(self.rng, purpose)
-    return jax.vmap(lambda k: jax.random.fold_in(k, purpose))(self.rng)
+    return train.ensemble.fold_in(self.rng, purpose, self.members)
 
   def seed(self, purpose: int) -> int | list[int]:
     """A host integer seed (data order) drawn from the run's key; K seeds for an ensemble."""
@@ -178,9 +176,8 @@ def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
 def fresh_variables(ctx: Context, original_variables: Mapping, purpose: int, what: str) -> dict:
   """init_fn(fresh key), checked to have the original's parameter structure (stacked over the
   members of an ensemble, each from its own key)."""
-  variables = ctx.each(lambda key: dict(ctx.init_fn(key)), purpose)
-  if ctx.members is not None:
-    variables = train.ensemble.stack(variables)
+  variables = dict(train.ensemble.init_members(lambda key: dict(ctx.init_fn(key)),
+                                               ctx.key(purpose), ctx.members))
   check_same_architecture(original_variables, variables, what)
   return variables
 
