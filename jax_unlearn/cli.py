@@ -1,4 +1,4 @@
-"""The `jax-unlearn` command (also `python -m jax_unlearn`): run, demo, bench.
+"""The `jax-unlearn` command (also `python -m jax_unlearn`): run, demo, tune, bench.
 
 Bad input ends with one line naming the problem and the fix and exit code 2; `--debug` shows
 the traceback too.
@@ -22,13 +22,19 @@ def _parser() -> argparse.ArgumentParser:
       description="Train the original and retrained models, run every unlearning method, "
       "evaluate all of them and write results.json, results.md and plots/ into --workdir. "
       "Override any config field with --config.FIELD=VALUE, e.g. --config.train.epochs=5.")
-  run.add_argument("--config", required=True,
+  tune = sub.add_parser(
+      "tune", help="choose among a config's method settings on validation rows",
+      description="Train the original, the retrained model and every entry of the config's "
+      "methods, score each on the validation split only (forget-cohort distance to the "
+      "retrained model, retain-cohort error) and write tune.json and tune.md into --workdir.")
+  for s in (run, tune):
+    s.add_argument("--config", required=True,
                    help="a shipped config's name (e.g. demo) or a path to a file with get_config()")
-  run.add_argument("--workdir", required=True, help="output directory (checkpoints, results)")
+    s.add_argument("--workdir", required=True, help="output directory (checkpoints, results)")
   demo = sub.add_parser("demo", help="the offline default experiment (a few minutes on a CPU)",
                         description="Runs experiments/configs/demo.py; accepts --config.* too.")
   demo.add_argument("--workdir", default="runs/demo", help="output directory (default runs/demo)")
-  for s in (run, demo):
+  for s in (run, tune, demo):
     s.add_argument("--fresh", action="store_true",
                    help="delete earlier checkpoints in the workdir instead of reusing them")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -97,9 +103,13 @@ def _run(args, rest) -> int:
   cache = args.cache_dir or os.path.join(args.workdir, ".jax_cache")
   if cache != "none":
     pipeline.enable_compilation_cache(cache)
+  if args.command == "tune":
+    from jax_unlearn import tuning
+    run = tuning.tune_experiment
+  else:
+    run = pipeline.run_experiment
   try:
-    pipeline.run_experiment(config, args.workdir, overrides=overrides, quiet=args.quiet,
-                            fresh=args.fresh)
+    run(config, args.workdir, overrides=overrides, quiet=args.quiet, fresh=args.fresh)
   except NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return 3

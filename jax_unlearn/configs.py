@@ -62,8 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Unlearning methods to run, each with all its settings (retrained always runs).
   c.methods = ml_collections.ConfigDict()
   for name in METHODS:
-    c.methods[name] = ml_collections.ConfigDict(
-        {**unlearn.get_method(name).defaults, **dict.fromkeys(INHERITED)})
+    c.methods[name] = method_entry(name)
 
   c.metrics = ml_collections.ConfigDict(metrics.defaults())
   c.plots = True
@@ -91,13 +90,40 @@ def train_settings(c: ml_collections.ConfigDict) -> dict:
   return settings.merge(unlearn.get_method("retrained").defaults, c.train, "train")
 
 
-def method_settings(c: ml_collections.ConfigDict, name: str) -> dict:
-  """A method's settings from the config, inherited ones filled from `train`, checked."""
-  given = c.methods[name].to_dict()
+def method_entry(method: str) -> ml_collections.ConfigDict:
+  """A method's config entry: its defaults, the inherited settings it does not fix itself None
+  (filled from `train`, see `method_settings`)."""
+  m = unlearn.get_method(method)
+  inherited = [k for k in INHERITED if k not in m.own_defaults]
+  return ml_collections.ConfigDict({**m.defaults, **dict.fromkeys(inherited)})
+
+
+def method_variant(method: str, **changes) -> ml_collections.ConfigDict:
+  """A config entry that runs registered `method` under another label (`c.methods[label] =
+  method_variant(...)`), with `changes` over its defaults: ablations and tuned settings next to
+  the defaults."""
+  entry = method_entry(method)
+  entry.method = method
+  for key, value in changes.items():
+    if key not in entry:
+      unlearn.get_method(method).settings({key: value})  # the error names the closest setting
+    entry[key] = value
+  return entry
+
+
+def method_of(c: ml_collections.ConfigDict, label: str) -> str:
+  """The registered method a `c.methods` entry runs: its `method` field, else its label."""
+  return c.methods[label].get("method") or label
+
+
+def method_settings(c: ml_collections.ConfigDict, label: str) -> dict:
+  """A `c.methods` entry's settings, inherited ones filled from `train`, checked."""
+  given = c.methods[label].to_dict()
+  given.pop("method", None)
   for key in INHERITED:
     if given.get(key) is None:
       given[key] = c.train[key]
-  return unlearn.get_method(name).settings(given)
+  return unlearn.get_method(method_of(c, label)).settings(given)
 
 
 def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:

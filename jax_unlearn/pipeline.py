@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import time
+import zlib
 from importlib import metadata
 from typing import Callable, Sequence
 
@@ -316,6 +317,12 @@ def train_original(e: Experiment) -> train.TrainOutcome:
   return outcome
 
 
+def stage_purpose(label: str) -> int:
+  """The key purpose of a method's stage, from its label alone: a method's result does not
+  depend on which other methods the config runs, or in which order."""
+  return 100 + zlib.crc32(label.encode()) % (1 << 24)
+
+
 def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
   """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method.
 
@@ -327,20 +334,23 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
                               val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
                               augment=e.augment)
   models, records, auxiliary = {"original": original.variables}, {}, {}
-  stages = {"retrained": configs.train_settings(c)}
-  stages.update({name: configs.method_settings(c, name) for name in c.methods})
-  for i, (name, settings) in enumerate(stages.items()):
+  stages = {"retrained": ("retrained", configs.train_settings(c))}
+  stages.update({name: (configs.method_of(c, name), configs.method_settings(c, name))
+                 for name in c.methods})
+  for name, (method, settings) in stages.items():
     t = time.perf_counter()
     ctx = unlearn.Context(apply_fn=e.apply_fn, init_fn=e.init_fn, loss=e.per_example,
-                          rng=e.key(100 + i), dp=e.dp,
+                          rng=e.key(stage_purpose(name)), dp=e.dp,
                           checkpoint_dir=os.path.join(e.checkpoints, name),
                           identity={**e.identity, "method": name},
                           progress=_progress(name, e.quiet), members=e.members)
-    result = unlearn.run_method(name, ctx, original.variables, udata, settings)
+    result = unlearn.run_method(method, ctx, original.variables, udata, settings)
     e.seconds[name] = time.perf_counter() - t
     models[name] = result.variables
     records[name] = result.record
-    auxiliary.update(result.auxiliary)
+    # A variant's models built on the way carry its label ("blindspot_beta0:blindspot_model").
+    auxiliary.update({k if name == method else f"{name}:{k}": v
+                      for k, v in result.auxiliary.items()})
     if result.record.get("reused"):
       e.reused.append(name)
     log.info("%-10s done in %.1fs (%s)", name, e.seconds[name],
@@ -452,13 +462,24 @@ def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list
       "n": e.masks.counts(),
       "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
       "versions": _versions(), "models": models, "auxiliary": aux, **spread,
-      "seconds": seconds, "records": _finite(records), "compiles": compiles - cache_hits,
-      "compile_cache_hits": cache_hits, "reused": list(e.reused), "config": c.to_dict(),
+      "cost": cost(records), "seconds": seconds, "records": _finite(records),
+      "compiles": compiles - cache_hits, "compile_cache_hits": cache_hits,
+      "reused": list(e.reused), "config": c.to_dict(),
   }
   _write_outputs(e.workdir, results, evaluations, per_seed, eval_data, c)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
   log.info("results in %s (%.1fs in all)", e.workdir, seconds["total"])
   return results
+
+
+def cost(records: dict) -> dict:
+  """name -> {"seconds", "vs_retrained"}: each method's training time (all its stages, of all
+  members at once; from the checkpoints when reused, so a rerun reports the first run's) and
+  its ratio to retraining's. Unlearning is worth it only well below 1."""
+  base = float(records["retrained"]["seconds"])
+  return {name: {"seconds": float(r["seconds"]),
+                 "vs_retrained": float(r["seconds"]) / base if base > 0 else None}
+          for name, r in records.items()}
 
 
 def _summary(stage, outcome, secs):
@@ -502,6 +523,10 @@ def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> Non
               "model Blindspot unlearning distils from on the forget rows.\n\n"
               + metrics.write_markdown(results["auxiliary"], None, columns=AUXILIARY_COLUMNS,
                                        interval=several))
+  table += ("\n## Cost\n\nTraining seconds of each method (every stage, all seeds at once) and "
+            "their ratio to retraining's.\n\n| model | seconds | × retraining |\n|:--|--:|--:|\n"
+            + "".join(f"| {n} | {r['seconds']:.1f} | {metrics.format_value(r['vs_retrained'])} |\n"
+                      for n, r in results["cost"].items()))
   paper = published.rows_for(results["experiment"])
   if paper is not None:
     table += (f"\n## Published\n\nThe paper's numbers for this experiment ({paper['source']}; "
@@ -519,6 +544,7 @@ def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> Non
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
     labels = eval_data.train_y[eval_data.forget_train]
+    metrics.plot_tradeoff(per_seed, out)
     if several:  # the spread as points; the histograms and scatter of the first seed
       metrics.plot_seeds(per_seed, out)
       metrics.plot_relative_difference(evaluations[0], labels, out)

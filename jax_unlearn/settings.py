@@ -47,3 +47,17 @@ def check_ranges(values: Mapping[str, Any], where: str) -> None:
         and 0 < value < math.inf):
       raise UserError(f"config {where}.{key} must be a positive number, got {value!r}.",
                       f"set --config.{where}.{key} to e.g. 1e-3.")
+
+
+def check_number(values: Mapping[str, Any], where: str, key: str, low: float,
+                 high: float = math.inf, *, low_open: bool = False) -> float:
+  """The number `values[key]`, checked to lie in [low, high] ((low, high] with `low_open`):
+  a method's own bounded setting (a share, a weight, a scale)."""
+  value = values[key]
+  number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if not (number and math.isfinite(value) and low <= value <= high
+          and not (low_open and value == low)):
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if math.isfinite(high) else ')'}"
+    raise UserError(f"config {where}.{key} must be a finite number in {interval}, got "
+                    f"{value!r}.", f"set --config.{where}.{key} inside that range.")
+  return float(value)

@@ -29,7 +29,8 @@ def test_every_config_loads_and_names_its_run_command(path):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   text = (module.__doc__ or "").replace("\\\n", " ")
-  commands = [line.strip() for line in text.splitlines() if "jax-unlearn run" in line]
+  commands = [line.strip() for line in text.splitlines()
+              if "jax-unlearn run" in line or "jax-unlearn tune" in line]
   assert commands, "the docstring shows the command that runs it"
   argv = shlex.split(commands[0].split("jax-unlearn", 1)[1])
   args, rest = cli._parser().parse_known_args(argv)
@@ -155,3 +156,29 @@ def test_forget_overrides_that_cannot_apply():
   c = _override(_demo(), "--config.forget.kind=group")
   with pytest.raises(UserError, match="unknown forget kind 'group'.*did you mean 'groups'"):
     make_forget_masks(ds, c.forget.to_dict())
+
+
+def test_a_method_variant_runs_its_method_under_its_own_label():
+  from jax_unlearn import configs
+  c = _demo()
+  c.methods.blindspot_beta0 = configs.method_variant("blindspot", beta=0.0, blindspot_epochs=5)
+  assert configs.method_of(c, "blindspot_beta0") == "blindspot"
+  assert configs.method_of(c, "blindspot") == "blindspot"
+  s = configs.method_settings(c, "blindspot_beta0")
+  assert s["beta"] == 0.0 and s["blindspot_epochs"] == 5 and "method" not in s
+  assert s["batch_size"] == c.train.batch_size  # inherited as the method's own entry
+  with pytest.raises(UserError, match="blindspot_epochs"):
+    configs.method_variant("blindspot", blindspot_epoch=5)
+  c.methods.bad = configs.method_variant("blindspot")
+  c.methods.bad.method = "blindspt"
+  with pytest.raises(UserError, match="blindspot"):
+    configs.method_settings(c, "bad")
+
+
+def test_a_method_setting_out_of_range_fails_before_any_training(tmp_path):
+  from jax_unlearn import configs, pipeline
+  c = _demo()
+  c.methods.neggrad = configs.method_variant("neggrad", alpha=1.5)
+  with pytest.raises(UserError, match=r"neggrad.alpha must be a finite number in \[0, 1\]"):
+    pipeline.run_experiment(c, str(tmp_path), quiet=True)
+  assert not os.path.exists(tmp_path / "checkpoints")

@@ -248,3 +248,38 @@ def test_loader_epoch_covers_every_sample_once_and_is_seeded():
   again = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(0)])
   other = np.concatenate([b["x"][b["mask"] > 0, 0] for b in loader(1)])
   assert rows.tolist() == again.tolist() and rows.tolist() != other.tolist()
+
+
+def test_param_hook_fixes_masked_weights_and_adds_its_penalty(linear_data):
+  """Weights the hook stops the gradient of never move (fresh Adam, zero gradients); the
+  penalty is added to the loss, reported, and sees the step count."""
+  x, y = linear_data
+  model = MLP(hidden=(8,))
+  apply_fn = from_linen(model)
+  variables = init_linen(model, jax.random.key(0), x[:1])
+  mask = jax.tree_util.tree_map(lambda a: (jnp.arange(a.size).reshape(a.shape) % 2)
+                                .astype(jnp.float32), variables["params"])
+
+  def hook(params, frozen, step):
+    forward = jax.tree_util.tree_map(
+        lambda p, m: m * p + (1 - m) * jax.lax.stop_gradient(p), params, frozen)
+    return forward, 0.5 * step.astype(jnp.float32)
+
+  out = train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
+                          {"x": x, "y": y}, train.Recipe(epochs=1, batch_size=96, lr=0.1),
+                          rng=jax.random.key(1), frozen=mask, param_hook=hook)
+  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a - b)), out.variables["params"],
+                                 variables["params"])
+  for d, m in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(mask)):
+    m = np.asarray(m)
+    assert np.all(d[m == 0] == 0) and np.all(d[m == 1] > 0)
+  tx = train.make_optimizer(0.1)
+  step = train.make_train_step(apply_fn, train.supervised_loss(losses.mse), tx, param_hook=hook)
+  state = train.create_state(variables, tx)
+  batch = {"x": x, "y": y, "forget": np.zeros(96, np.float32), "mask": np.ones(96, np.float32)}
+  plain = float(np.mean(losses.mse(apply_fn(variables, x, train=False)[0], y)))
+  state, first = step(state, batch, jax.random.key(2), mask)
+  _, second = step(state, batch, jax.random.key(2), mask)
+  assert float(first["penalty"]) == 0.0 and float(first["loss"]) == pytest.approx(plain, rel=1e-5)
+  assert float(second["penalty"]) == 0.5
+  assert float(second["loss"]) - 0.5 < plain  # the task loss fell after one step

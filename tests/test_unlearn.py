@@ -1,9 +1,5 @@
-"""The methods on a tiny regression problem whose forget range a retrained model cannot predict.
-
-y = cos(pi x) on [-1, 1]; the forget set is y > 0.5, i.e. the central peak |x| < 1/3. A model
-trained without it bridges the gap at about 0.5, so its forget error is large, while the
-original fits the peak.
-"""
+"""The paper's methods on the toy problem of `tests/toy.py` (a forget range a retrained model
+cannot predict)."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,42 +8,19 @@ import pytest
 
 from jax_unlearn import losses, parallel, train
 from jax_unlearn.errors import UserError
-from jax_unlearn.models import MLP, from_function, from_linen, init_linen
+from jax_unlearn.models import from_function
 from jax_unlearn.unlearn import (Context, UnlearnData, get_method, method_names, run_method)
 from jax_unlearn.unlearn.gaussian import gaussian_labels
 
+import toy
+
 METHODS = ["retrained", "finetune", "gaussian", "blindspot"]
-MODEL = MLP(hidden=(32, 32))
-APPLY = from_linen(MODEL)
-
-
-def _init(key):
-  return init_linen(MODEL, key, jnp.zeros((1, 1)))
-
-
-def _cosine(r, n):
-  x = r.uniform(-1, 1, size=(n, 1)).astype(np.float32)
-  return x, np.cos(np.pi * x).astype(np.float32)
+APPLY, MODEL, _init, _errors = toy.APPLY, toy.MODEL, toy.init, toy.errors
 
 
 @pytest.fixture(scope="module")
 def problem():
-  r = np.random.default_rng(0)
-  (x, y), (vx, vy), (tx, ty) = _cosine(r, 256), _cosine(r, 64), _cosine(r, 256)
-  original = train.train_model(APPLY, _init(jax.random.key(0)), train.supervised_loss(losses.mse),
-                               {"x": x, "y": y}, train.Recipe(epochs=60, batch_size=32, lr=0.01),
-                               rng=jax.random.key(1)).variables
-  keep = vy[:, 0] <= 0.5
-  data = UnlearnData(x, y, y[:, 0] > 0.5, vx[keep], vy[keep])
-  return data, original, (tx, ty)
-
-
-def _errors(variables, test, apply_fn=APPLY):
-  """(retain, forget) test MSE."""
-  tx, ty = test
-  sq = ((train.predict(train.make_predict_fn(apply_fn), variables, tx) - ty) ** 2)[:, 0]
-  forget = ty[:, 0] > 0.5
-  return float(sq[~forget].mean()), float(sq[forget].mean())
+  return toy.problem()
 
 
 FULL = {"retrained": {"epochs": 40, "batch_size": 32},
@@ -169,7 +142,9 @@ def test_gaussian_labels_per_output_dimension():
 
 
 def test_registry():
-  assert method_names() == METHODS
+  assert method_names()[:4] == METHODS
+  assert set(method_names()) >= {"neggrad", "scrub", "bad_teacher", "ssd", "lfssd", "fisher",
+                                 "salun", "l1_sparse", "msg", "jit_lipschitz", "neighbours"}
   with pytest.raises(UserError, match="did you mean 'blindspot'"):
     get_method("blindspott")
 
@@ -255,3 +230,22 @@ def test_ensemble_member_equals_the_single_run_of_its_key(problem, name):
   a, b = (train.ensemble.member(out.variables, k) for k in range(2))
   assert not np.allclose(np.asarray(a["params"]["Dense_0"]["kernel"]),
                          np.asarray(b["params"]["Dense_0"]["kernel"]))
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_registered_method_runs_with_its_defaults(problem, name):
+  """One short run per method at its own defaults (one epoch): the same architecture back,
+  finite predictions, a record with steps and seconds, settings that are plain JSON values."""
+  import json
+  data, original, test = problem
+  method = get_method(name)
+  json.dumps(method.defaults)
+  overrides = {"epochs": 1, "batch_size": 32} if "epochs" in method.own_defaults else {}
+  if name == "retrained":
+    overrides = {"epochs": 1, "batch_size": 32}
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(3))
+  result = run_method(name, ctx, original, data, overrides)
+  assert (jax.tree_util.tree_structure(result.variables["params"])
+          == jax.tree_util.tree_structure(original["params"]))
+  assert all(np.isfinite(_errors(result.variables, test)))
+  assert result.record["steps"] >= 0 and result.record["seconds"] >= 0

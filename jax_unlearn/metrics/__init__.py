@@ -30,7 +30,8 @@ from jax_unlearn.metrics.evaluate import Evaluation, evaluate_models, resolve_se
 from jax_unlearn.metrics.mia import (MembershipAttack, loss_values, membership_attack,
                                      per_example_losses)
 from jax_unlearn.metrics.plots import (plot_all, plot_errors, plot_predictions,
-                                       plot_relative_difference, plot_seeds)
+                                       plot_relative_difference, plot_seeds,
+                                       plot_tradeoff)
 from jax_unlearn.metrics.report import (format_value, legend, write_comparisons, write_floor,
                                         write_markdown)
 from jax_unlearn.metrics.spread import (aggregate, compare, noise_floor, paired_difference,
@@ -49,6 +50,7 @@ __all__ = [
     "Evaluation", "evaluate_models", "resolve_settings",
     "MembershipAttack", "loss_values", "membership_attack", "per_example_losses",
     "plot_all", "plot_errors", "plot_predictions", "plot_relative_difference", "plot_seeds",
+    "plot_tradeoff",
     "format_value", "legend", "write_comparisons", "write_floor", "write_markdown",
     "aggregate", "compare", "noise_floor", "paired_difference", "summarize",
 ]

@@ -135,6 +135,42 @@ def plot_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: str
   return _save(fig, os.path.join(out_dir, "seeds.png"))
 
 
+def plot_tradeoff(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: str,
+                  x_key: str = "retain_test_error",
+                  y_key: str = "wasserstein_to_retrained") -> str | None:
+  """Forget distance to the retrained model against retain error, one point per model and
+  seed, the references marked: where each method sits between forgetting and keeping.
+
+  The ideal model sits where the retrained one does (bottom: distance 0, at its retain error).
+  None when no model has both numbers.
+  """
+  per_seed = list(per_seed)
+  models = list(dict.fromkeys(m for results in per_seed for m in results))
+  points = {m: [(_finite((r.get(m) or {}).get(x_key)), _finite((r.get(m) or {}).get(y_key)))
+                for r in per_seed] for m in models}
+  points = {m: [(x, y) for x, y in p if x is not None and y is not None] for m, p in points.items()}
+  points = {m: p for m, p in points.items() if p}
+  if not points:
+    return None
+  fig, (ax,) = _grid(1, f"Forgetting against keeping ({len(per_seed)} seed(s), one point each)")
+  fig.set_size_inches(7.5, 5.0)
+  colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                 "tab:pink", "tab:olive", "tab:cyan", "navy", "gold", "teal", "coral", "lime"])
+  marks = {"original": ("black", "s"), "retrained": ("black", "*")}
+  for m, p in points.items():
+    color, marker = marks.get(m, (None, "o"))
+    color = color or next(colors, "gray")
+    xs, ys = zip(*p)
+    ax.scatter(xs, ys, s=60 if m in marks else 22, color=color, marker=marker, alpha=0.8,
+               label=m, zorder=3 if m in marks else 2)
+  labels = base.columns()
+  for set_label, key in ((ax.set_xlabel, x_key), (ax.set_ylabel, y_key)):
+    column = labels.get(key)
+    set_label(f"{column.label} {column.direction}".strip() if column else key)
+  ax.legend(fontsize=7, ncol=2, loc="best")
+  return _save(fig, os.path.join(out_dir, "tradeoff.png"))
+
+
 def plot_all(evaluation: Evaluation, labels_forget: np.ndarray, out_dir: str) -> list[str]:
   """Writes every figure into `out_dir`; returns their paths.
 

@@ -73,7 +73,8 @@ def create_ensemble_state(variables: Mapping | Sequence[Mapping], tx: optax.Grad
 
 def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
                        *, donate: bool = True, chunk: int | None = None,
-                       members: parallel.Members | None = None, blocks: int | None = None):
+                       members: parallel.Members | None = None, blocks: int | None = None,
+                       param_hook=None):
   """`step(state, batch, rng, frozen=None) -> (state, metrics)` over K members, jitted once.
 
   The per-member update is `make_train_step`'s own step, vmapped, so members train as single
@@ -83,12 +84,14 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
   its members c at a time (`lax.map` over [K / d / c, c]), so memory holds only c members'
   activations. `blocks` cuts each member's batch into fixed row blocks (`train.in_blocks`), as a
   single model's step with `batch_shards` does, so BatchNorm sees the same rows in both.
+  `param_hook` as `make_train_step`'s (per member: its own frozen pytree and step).
   """
   if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
     raise UserError(f"ensemble chunk must be a positive integer or None, got {chunk!r}.",
                     "use None (all members at once) or a divisor of the member count.")
   members = members or parallel.Members.create(1)
-  vmapped = jax.vmap(make_train_step(apply_fn, loss_fn, tx, donate=False, blocks=blocks).pure)
+  vmapped = jax.vmap(make_train_step(apply_fn, loss_fn, tx, donate=False, blocks=blocks,
+                                     param_hook=param_hook).pure)
 
   def local(state: TrainState, batch, rng, frozen):
     k = size(state)  # this device's members

@@ -318,7 +318,8 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                 dp: parallel.DataParallel | None = None, frozen: Any = None,
                 validate: Callable[[dict], float] | None = None, augment=None,
                 checkpoint_dir: str | None = None, identity: Mapping[str, Any] | None = None,
-                progress: Callable | None = None, name: str = "train") -> "TrainOutcome":
+                progress: Callable | None = None, name: str = "train",
+                param_hook: Callable | None = None) -> "TrainOutcome":
   """Trains `variables` with `loss_fn` on `arrays` by `recipe`, checkpointing every epoch.
 
   With `checkpoint_dir`, a run of the same fingerprint (see the module docstring; `identity`
@@ -328,7 +329,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   checkpoint of another fingerprint, or one trained for more epochs, is discarded. More epochs
   than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
   raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
-  else the final ones.
+  else the final ones. `param_hook`: see `train.step` (its settings belong in `identity`).
 
   An ensemble of K models trains when `seed` is a sequence of K data-order seeds: `variables`
   (and `frozen`, if any) are then stacked pytrees with a leading axis K (`ensemble.stack`), `rng`
@@ -361,14 +362,15 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   if seeds is None:
     place = dp
     state = create_state(variables, tx, dp)
-    step_fn = make_train_step(apply_fn, loss_fn, tx, dp)
+    step_fn = make_train_step(apply_fn, loss_fn, tx, dp, param_hook=param_hook)
     frozen = dp.replicate(frozen)
     loader = ArrayLoader(arrays, recipe.batch_size, seed=seed, dp=dp, augment=augment)
   else:
     k = len(seeds)
     place = dp.members(k)
     state = ensemble.create_ensemble_state(variables, tx, place)
-    step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards)
+    step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards,
+                                          param_hook=param_hook)
     frozen, rng = place.put(frozen), place.put(rng)
     loader = ensemble.ensemble_batches(arrays, recipe.batch_size, seeds, augment=augment,
                                        blocks=dp.shards)

@@ -8,6 +8,11 @@ where `batch` holds "x", "y", "forget" and "mask" ([B], 0 on padded rows), `froz
 of fixed arguments of the step (e.g. a frozen model's variables; None when unused), `loss` is a
 scalar and `metrics` a dict of scalars. Frozen variables travel as a step argument, never in a
 closure, so they are not baked into the compiled program.
+
+A parameter hook `param_hook(params, frozen, step) -> (forward_params, penalty)` (optional) lets
+a method act on the weights themselves: the forward runs on `forward_params` (e.g. with
+`stop_gradient` on weights that must stay fixed, which then get zero gradients) and the scalar
+`penalty` (e.g. an L1 norm of the weights) is added to the loss.
 """
 import math
 from typing import Any, Callable, Mapping
@@ -24,6 +29,7 @@ from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.models.adapters import accepts_mask, split_outputs
 
 LossFn = Callable[..., tuple[jax.Array, dict]]
+ParamHook = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 
@@ -119,7 +125,7 @@ def supervised_loss(per_example: losses.LossFn) -> LossFn:
 
 def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
                     dp: parallel.DataParallel | None = None, *, donate: bool = True,
-                    blocks: int | None = None):
+                    blocks: int | None = None, param_hook: ParamHook | None = None):
   """The one generic step `(state, batch, rng, frozen) -> (state, metrics)`, jitted.
 
   The batch is sharded over "data" and everything else replicated; XLA inserts the gradient
@@ -130,21 +136,34 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
   (see `_in_fixed_shards`): every device count dividing `shards` then computes bitwise the same
   step. `blocks` (with `dp` None) cuts the batch into fixed row blocks within one program
   (`in_blocks`): the same arithmetic for a batch that never leaves its device, as an ensemble
-  member's.
+  member's. `param_hook` (see the module docstring) gets the frozen pytree and the step count.
   """
   dp = parallel.resolve(dp)
   takes_mask = accepts_mask(apply_fn)
 
   def gradients(params, batch_stats, batch, rng, frozen):
-    """((loss, (metrics, new batch_stats)), grads) of the loss on `batch`."""
+    """((loss, (metrics, new batch_stats)), grads) of the loss on `batch`.
+
+    With a parameter hook, `frozen` is (the step's frozen pytree, the step count).
+    """
     model_rng, loss_rng = jax.random.split(rng)
     mask_kw = {"mask": batch["mask"]} if takes_mask else {}
 
     def objective(params):
-      out = apply_fn(make_variables(params, batch_stats), batch["x"], train=True,
+      forward, penalty = params, None
+      if param_hook is not None:
+        frozen_, step = frozen
+        forward, penalty = param_hook(params, frozen_, step)
+      else:
+        frozen_ = frozen
+      out = apply_fn(make_variables(forward, batch_stats), batch["x"], train=True,
                      rngs={"dropout": model_rng}, **mask_kw)
       pred, acts, new_state = split_outputs(out, {"batch_stats": batch_stats})
-      loss, metrics = loss_fn(pred, acts, batch, loss_rng, frozen)
+      loss, metrics = loss_fn(pred, acts, batch, loss_rng, frozen_)
+      if penalty is not None:
+        # Scaled by the rows' share like the loss when the batch runs in blocks: a block of
+        # padding only adds nothing, the blocks' shares sum to one penalty.
+        loss, metrics = loss + penalty, {**metrics, "penalty": penalty}
       return loss, (metrics, new_state.get("batch_stats", batch_stats))
 
     return jax.value_and_grad(objective, has_aux=True)(params)
@@ -156,6 +175,8 @@ def make_train_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTrans
 
   def step(state: TrainState, batch, rng, frozen=None):
     rng = jax.random.fold_in(rng, state.step)
+    if param_hook is not None:
+      frozen = (frozen, state.step)
     (loss, (metrics, batch_stats)), grads = gradients(state.params, state.batch_stats, batch,
                                                       rng, frozen)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -165,10 +165,19 @@ class MethodResult:
   auxiliary: dict = dataclasses.field(default_factory=dict)
 
 
-def settings(method: str, config: Mapping | None, defaults: Mapping) -> dict:
+# A method's bounded settings: name -> (low, high, low_open), see `settings`.
+Ranges = Mapping[str, tuple[float, float, bool]]
+
+
+def settings(method: str, config: Mapping | None, defaults: Mapping,
+             ranges: Ranges | None = None) -> dict:
   """The method's settings: `defaults` (over COMMON_DEFAULTS) updated by the set values of
-  `config`; unknown keys and values out of range raise a UserError."""
-  out = settings_lib.merge({**COMMON_DEFAULTS, **defaults}, config, f"methods.{method}")
+  `config`; unknown keys and values out of range (counts, rates, and the method's own `ranges`:
+  key -> (low, high, low_open), [low, high] or (low, high]) raise a UserError."""
+  where = f"methods.{method}"
+  out = settings_lib.merge({**COMMON_DEFAULTS, **defaults}, config, where)
+  for key, (low, high, low_open) in (ranges or {}).items():
+    out[key] = settings_lib.check_number(out, where, key, low, high, low_open=low_open)
   out["clip_norm"] = out["clip_norm"] or None
   return out
 
@@ -200,7 +209,8 @@ def validation_loss(ctx: Context, data: UnlearnData, keep_best: bool = True) -> 
 
 def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str, np.ndarray],
         recipe: train.Recipe, *, loss_settings: Mapping, name: str, stage: str, train_key: int,
-        order_key: int, augment=None, frozen: Any = None, validate=None) -> train.TrainOutcome:
+        order_key: int, augment=None, frozen: Any = None, validate=None,
+        param_hook: Callable | None = None) -> train.TrainOutcome:
   """`train.train_model` with the method's recipe, seeds from the run's key, its stage dir.
 
   `loss_settings` are the settings the loss depends on (they enter the stage's fingerprint with
@@ -211,7 +221,8 @@ def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str
   return train.train_model(
       ctx.apply_fn, variables, loss_fn, arrays, recipe, rng=ctx.key(train_key),
       seed=ctx.seed(order_key), dp=ctx.dp, frozen=frozen, validate=validate, augment=augment,
-      checkpoint_dir=ctx.stage_dir(stage), identity=identity, progress=ctx.progress, name=name)
+      checkpoint_dir=ctx.stage_dir(stage), identity=identity, progress=ctx.progress, name=name,
+      param_hook=param_hook)
 
 
 def record(outcome: train.TrainOutcome, **extra) -> dict:

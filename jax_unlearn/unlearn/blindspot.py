@@ -86,7 +86,7 @@ def attention_distance(a: jnp.ndarray, b: jnp.ndarray, mode: str = "features") -
   return _map_distance(attention_map(a, mode), attention_map(b, mode))
 
 
-def _prediction_distance(per_example_loss: losses.LossFn) -> Callable:
+def prediction_distance(per_example_loss: losses.LossFn) -> Callable:
   """Per-sample distance between two predictions of the same shape: [B].
 
   The task loss is used when the predictions have the labels' shape (point models: L1 or MSE
@@ -137,7 +137,7 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     apply_fn: the model contract; the frozen blindspot model runs through it in evaluation mode
       (BatchNorm running statistics) inside the loss, under stop_gradient.
     per_example_loss: the task's loss (pred, y) -> [B]; also the output distance to the blindspot
-      model for point predictions (see `_prediction_distance`).
+      model for point predictions (see `prediction_distance`).
     beta: weight of the attention-transfer term (50 in the paper).
     attention: "features" or "reference", how 2-D activations are mapped (see `attention_map`).
     layers: activation names to compare; None means every name both models return.
@@ -155,7 +155,7 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
     raise unknown_name("attention mode", attention, ATTENTION_MODES)
   if not beta >= 0:
     raise UserError(f"blindspot beta must be >= 0, got {beta}.", "use e.g. the paper's 50.")
-  distance = _prediction_distance(per_example_loss)
+  distance = prediction_distance(per_example_loss)
 
   def forget_terms(blindspot_variables, x, y, pred, maps, weight):
     """(output distance, attention distance summed over layers), weighted means over rows.

@@ -1,0 +1,129 @@
+"""Choosing a method's settings on validation rows only: `jax-unlearn tune`.
+
+A tuning config lists candidate settings as method entries (`configs.method_variant`). The
+pipeline's stages train the original, the retrained model and every candidate (checkpointed as
+in `jax-unlearn run`, so a later run of a chosen candidate reuses it); each is then scored on the
+validation split, never on the test cohorts: the Wasserstein distance of its predictions on the
+forget cohort's validation rows to the retrained model's, and its error on the retain cohort's
+validation rows. The choice is the candidate closest to the retrained model among those whose
+retain error stays within `max_retain_ratio` of the original's, by the mean over seeds.
+"""
+import json
+import logging
+import os
+import time
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from jax_unlearn import files, losses, pipeline, train
+from jax_unlearn.errors import UserError
+from jax_unlearn.metrics import distances, spread
+from jax_unlearn.metrics.errors import cohort_error
+
+log = logging.getLogger("jax_unlearn")
+
+class NoValidationRows(UserError):
+  """The validation split lacks one of the cohorts (e.g. a forgotten time window has none)."""
+
+
+MAX_RETAIN_RATIO = 1.2  # a candidate may not raise the retain validation error above this x
+
+
+def check_cohorts(forget_val: np.ndarray) -> None:
+  """Tuning scores both cohorts of the validation split: each needs rows."""
+  if not forget_val.any() or forget_val.all():
+    raise NoValidationRows(
+        "tuning needs validation rows of both the forget and the retain cohort; the validation "
+        f"split has {int(forget_val.sum())} forget rows of {len(forget_val)}.",
+        "use a larger data.kwargs.val_fraction, or a forget set the validation split shares.")
+
+
+def validation_scores(e: pipeline.Experiment, models: dict) -> dict:
+  """name -> {"val_forget_wasserstein", "val_retain_error"}, one value per seed (lists); with
+  several seeds also for the noise floor (`spread.FLOOR`, retrained of seed k + 1 vs seed k)."""
+  ds, masks, task = e.ds, e.masks, e.ds.task
+  check_cohorts(masks.val)
+  predict_fn = train.make_predict_fn(e.apply_fn, e.dp)
+  members = e.members or 1
+  quantiles = tuple(task.quantiles) if task.quantiles else None
+  preds = {}
+  for name, variables in models.items():
+    per = []
+    for k in range(members):
+      v = variables if e.members is None else train.ensemble.member(variables, k)
+      p = train.predict(predict_fn, v, ds.val.x, batch_size=e.c.metrics.predict_batch_size)
+      per.append(np.asarray(p))
+    preds[name] = per
+  point = lambda p: np.asarray(losses.point_prediction(p, quantiles))  # noqa: E731
+  if members > 1:  # the noise floor: another seed's retrained model against this seed's
+    retrained = preds["retrained"]
+    preds[spread.FLOOR] = [retrained[(k + 1) % members] for k in range(members)]
+  out = {}
+  for name, per in preds.items():
+    out[name] = {
+        "val_forget_wasserstein": [
+            distances.wasserstein(point(p)[masks.val], point(r)[masks.val])
+            for p, r in zip(per, preds["retrained"])],  # the floor: against its own seed
+        "val_retain_error": [cohort_error(p, ds.val.y, task.error, ~masks.val,
+                                          quantiles=quantiles) for p in per]}
+  return out
+
+
+def choose(scores: dict, candidates: Sequence[str],
+           max_retain_ratio: float = MAX_RETAIN_RATIO) -> str | None:
+  """The candidate with the lowest mean validation forget distance to the retrained model among
+  those whose mean retain validation error is at most `max_retain_ratio` x the original's."""
+  limit = max_retain_ratio * float(np.mean(scores["original"]["val_retain_error"]))
+  allowed = [n for n in candidates if float(np.mean(scores[n]["val_retain_error"])) <= limit]
+  if not allowed:
+    return None
+  return min(allowed, key=lambda n: float(np.mean(scores[n]["val_forget_wasserstein"])))
+
+
+def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, overrides=(),
+                    quiet: bool = False, fresh: bool = False) -> dict:
+  """Trains the original, the retrained model and every candidate of `config.methods`, scores
+  them on validation rows and writes tune.json and tune.md into `workdir`; returns the report."""
+  c = pipeline.prepare_config(config, overrides)
+  pipeline._setup_workdir(workdir)
+  handler = pipeline._setup_logging(workdir)
+  try:
+    t0 = time.perf_counter()
+    e = pipeline.load_experiment(c, workdir, quiet=quiet, fresh=fresh)
+    check_cohorts(e.masks.val)  # before any training
+    original = pipeline.train_original(e)
+    models, records, _ = pipeline.run_methods(e, original)
+    scores = validation_scores(e, models)
+    candidates = list(c.methods)
+    chosen = choose(scores, candidates)
+    report = {
+        "experiment": c.experiment, "seeds": e.seeds, "rule": (
+            "lowest mean val_forget_wasserstein among candidates with mean val_retain_error <= "
+            f"{MAX_RETAIN_RATIO} x the original's"),
+        "chosen": chosen,
+        "scores": {n: {k: spread.summarize(v) for k, v in s.items()} for n, s in scores.items()},
+        "settings": {n: c.methods[n].to_dict() for n in candidates},
+        "seconds": {n: float(np.max(r["seconds"])) for n, r in records.items()},
+        "total_seconds": time.perf_counter() - t0}
+    files.write_text(os.path.join(workdir, "tune.json"), json.dumps(report, indent=2) + "\n")
+    files.write_text(os.path.join(workdir, "tune.md"), _markdown(report))
+    log.info("chosen on validation rows: %s", chosen)
+    return report
+  finally:
+    pipeline.log.removeHandler(handler)
+    handler.close()
+
+
+def _markdown(report: dict) -> str:
+  lines = [f"# tuning {report['experiment']} on validation rows (seeds {report['seeds']})", "",
+           f"Rule: {report['rule']}. Chosen: **{report['chosen']}**.", "",
+           "| model | val forget Wasserstein to retrained | val retain error | seconds |",
+           "|:--|--:|--:|--:|"]
+  for name, s in report["scores"].items():
+    w, r = s["val_forget_wasserstein"], s["val_retain_error"]
+    sec = report["seconds"].get(name)
+    lines.append(f"| {name} | {w['mean']:.4g} ± {w['std']:.2g} | {r['mean']:.4g} ± "
+                 f"{r['std']:.2g} | {'' if sec is None else f'{sec:.1f}'} |")
+  return "\n".join(lines) + "\n"

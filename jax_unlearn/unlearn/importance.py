@@ -1,0 +1,133 @@
+"""Gradient statistics of a model over a set of rows, per parameter, and the pieces the
+weight-editing methods share.
+
+The methods that edit weights instead of (or before) training read them: SSD and LFSSD compare
+importances on the forget and the full data, Fisher forgetting scales noise by the retain
+Fisher, SalUn and masked small gradients select weights by gradient magnitude. One jitted
+function serves every batch (fixed, padded shapes); for an ensemble it maps over the members in
+turn, so each member's statistic is its own, and `per_member` maps a weight edit over them.
+"""
+import time
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_unlearn import losses
+from jax_unlearn.data.loader import ArrayLoader
+from jax_unlearn.train.step import make_variables
+from jax_unlearn.unlearn import base
+
+# objective(pred, batch) -> [B] per-example values (the task loss to the labels, an output
+# norm, ...); padded rows are masked out here.
+Objective = Callable[[jax.Array, Mapping[str, jax.Array]], jax.Array]
+
+
+def task_objective(per_example: losses.LossFn) -> Objective:
+  """The task loss to the labels as a gradient-statistic objective."""
+  return lambda pred, batch: per_example(pred, batch["y"])
+
+
+def squared_output_norm(pred: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+  """The squared L2 norm of each row's output, a label-free objective (MAS, LFSSD)."""
+  del batch
+  flat = pred.reshape(pred.shape[0], -1).astype(jnp.float32)
+  return jnp.sum(jnp.square(flat), axis=1)
+
+
+def _mean_over_batches(ctx: base.Context, variables: Mapping, arrays: Mapping[str, np.ndarray],
+                       objective: Objective, batch_size: int, scale: float,
+                       transform: Callable | None) -> tuple[dict, float]:
+  """Mean over the batches of `arrays` of `transform` (elementwise) of each batch's gradient."""
+  t0 = time.perf_counter()
+  batch_stats = variables.get("batch_stats", {})
+
+  def one(params, stats, batch):
+    def mean_objective(p):
+      pred = ctx.apply_fn(make_variables(p, stats), batch["x"], train=False)[0]
+      return scale * losses.masked_mean(objective(pred, batch), batch["mask"])
+    g = jax.grad(mean_objective)(params)
+    return g if transform is None else jax.tree_util.tree_map(transform, g)
+
+  if ctx.members is None:
+    fn = jax.jit(one)
+  else:  # members in turn: a vmapped convolution gradient becomes a grouped one, which XLA's
+    # CPU backend runs slowly and rejects for some shapes (batches of one row)
+    fn = jax.jit(lambda p, st, b: jax.lax.map(lambda ps: one(ps[0], ps[1], b), (p, st)))
+  loader = ArrayLoader(dict(arrays), min(batch_size, len(arrays["x"])), seed=0, shuffle=False)
+  total, batches = None, 0
+  for batch in loader(0):
+    g = fn(variables["params"], batch_stats, batch)
+    total = g if total is None else jax.tree_util.tree_map(jnp.add, total, g)
+    batches += 1
+  out = jax.tree_util.tree_map(lambda a: a / batches, total)
+  jax.block_until_ready(out)
+  return out, time.perf_counter() - t0
+
+
+def gradient_statistic(ctx: base.Context, variables: Mapping, arrays: Mapping[str, np.ndarray],
+                       objective: Objective, *, batch_size: int, squared: bool,
+                       scale: float = 1.0) -> tuple[dict, float]:
+  """Per-parameter mean over the batches of `arrays` of the gradient of `scale` x the batch's
+  mean objective (`squared`: of its elementwise square, the diagonal importance of SSD and the
+  batch Fisher), evaluation-mode forward (BatchNorm running statistics).
+
+  Rows are taken in order (no shuffle); the last batch is padded and its padding masked, and
+  each batch counts once, as the published SSD code averages. Returns (a pytree shaped like
+  `variables["params"]`, stacked over members for an ensemble; seconds taken).
+  """
+  return _mean_over_batches(ctx, variables, arrays, objective, batch_size, scale,
+                            jnp.square if squared else None)
+
+
+def gradient_magnitude(ctx: base.Context, variables: Mapping, arrays: Mapping[str, np.ndarray],
+                       objective: Objective, *, batch_size: int) -> tuple[dict, float]:
+  """As `gradient_statistic`, of the absolute value of each batch's gradient: the sensitivity of
+  memory aware synapses (Aljundi et al. 2018) that LFSSD uses in place of the Fisher."""
+  return _mean_over_batches(ctx, variables, arrays, objective, batch_size, 1.0, jnp.abs)
+
+
+def per_member(ctx: base.Context, fn: Callable) -> Callable:
+  """`fn` of one model's pytrees, mapped over the members of an ensemble (vmap)."""
+  return fn if ctx.members is None else jax.vmap(fn)
+
+
+def top_mask(scores: jax.Array, count: int) -> jax.Array:
+  """Boolean mask of the `count` largest entries of `scores` (ties: the earlier entry first)."""
+  flat = scores.ravel()
+  order = jnp.argsort(-flat, stable=True)
+  return jnp.zeros(flat.shape, bool).at[order[:count]].set(True).reshape(scores.shape)
+
+
+def scale_gradients(params, weights):
+  """`params` whose gradients are scaled by `weights` (same tree, in [0, 1]): the forward value
+  is exactly p, stop_gradient(p) + w * (p - stop_gradient(p)). Weight 0 fixes a parameter: its
+  gradient is zero, and a fresh Adam or SGD state then never moves it."""
+
+  def scaled(p, w):
+    fixed = jax.lax.stop_gradient(p)
+    return fixed + w * (p - fixed)
+
+  return jax.tree_util.tree_map(scaled, params, weights)
+
+
+def gradient_scale_hook(params, weights, step):
+  """The train step's `param_hook` of `scale_gradients`, the weights travelling in `frozen`."""
+  del step
+  return scale_gradients(params, weights), None
+
+
+def member_mean(tree, members: int | None) -> float | list[float]:
+  """The mean of every entry of `tree` (of a mask: its selected share); one per member."""
+  leaves = [jnp.asarray(leaf, jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)]
+  if members is None:
+    return float(sum(jnp.sum(a) for a in leaves) / sum(a.size for a in leaves))
+  sums = sum(jnp.sum(a.reshape(members, -1), axis=1) for a in leaves)
+  return (sums / sum(a[0].size for a in leaves)).tolist()
+
+
+def layer_leaves(tree) -> list[tuple[str, jax.Array]]:
+  """(path, leaf) of every parameter array, in a fixed order: what "per layer" ranks over."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]

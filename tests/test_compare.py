@@ -1,0 +1,38 @@
+"""Every registered method through the pipeline, on every offline default dataset (smoke size):
+the comparison config's method set, an ensemble of two seeds on the image default."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jax_unlearn import config_io, pipeline, unlearn
+
+CHEAP = {"metrics.which": "['errors', 'wasserstein']", "plots": "False"}
+
+
+def _load(name, seeds):
+  c = config_io.load_config(name)
+  c.methods = config_io.load_config("compare_all").methods
+  c.smoke, c.seeds = True, seeds
+  for key, value in CHEAP.items():
+    config_io.apply_override(c, key, value)
+  return c
+
+
+@pytest.mark.parametrize("name, seeds", [("rotdigits_allcnn", 2), ("textpairs_lstm", 1),
+                                         ("taylor_tft", 1), ("diabetes_mlp", 1)])
+def test_every_method_runs_in_the_pipeline(name, seeds, tmp_path):
+  results = pipeline.run_experiment(_load(name, seeds), str(tmp_path), quiet=True)
+  methods = [m for m in unlearn.method_names() if m != "retrained"]
+  assert set(methods) <= set(results["models"])
+  assert "blindspot_tuned" in results["models"]
+  for m in ["original", "retrained", *methods]:
+    value = results["models"][m]["retain_test_error"]
+    value = value["mean"] if seeds > 1 else value
+    assert np.isfinite(value), (m, value)
+  assert results["cost"]["retrained"]["vs_retrained"] == 1.0
+  assert all(r["seconds"] >= 0 for r in results["cost"].values())
+  assert "## Cost" in open(os.path.join(tmp_path, "results.md")).read()
+  on_disk = json.load(open(os.path.join(tmp_path, "results.json")))
+  assert on_disk["config"]["methods"]["blindspot_tuned"]["method"] == "blindspot"
