@@ -8,6 +8,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -152,17 +153,19 @@ def plot_tradeoff(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: 
   points = {m: p for m, p in points.items() if p}
   if not points:
     return None
-  fig, (ax,) = _grid(1, f"Forgetting against keeping ({len(per_seed)} seed(s), one point each)")
-  fig.set_size_inches(7.5, 5.0)
-  colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                 "tab:pink", "tab:olive", "tab:cyan", "navy", "gold", "teal", "coral", "lime"])
+  fig, (ax,) = _grid(1, f"Forgetting against keeping ({len(per_seed)} seed(s): small points, "
+                      "large: the mean)")
+  fig.set_size_inches(8.0, 5.5)
+  palette = matplotlib.colormaps["tab20"].colors
   marks = {"original": ("black", "s"), "retrained": ("black", "*")}
+  others = [m for m in points if m not in marks]
   for m, p in points.items():
     color, marker = marks.get(m, (None, "o"))
-    color = color or next(colors, "gray")
+    color = color or palette[others.index(m) % len(palette)]
     xs, ys = zip(*p)
-    ax.scatter(xs, ys, s=60 if m in marks else 22, color=color, marker=marker, alpha=0.8,
-               label=m, zorder=3 if m in marks else 2)
+    ax.scatter(xs, ys, s=14, color=color, marker=marker, alpha=0.5, zorder=2)
+    ax.scatter([np.mean(xs)], [np.mean(ys)], s=90 if m in marks else 60, color=color,
+               marker=marker, edgecolors="black", linewidths=0.6, label=m, zorder=3)
   labels = base.columns()
   for set_label, key in ((ax.set_xlabel, x_key), (ax.set_ylabel, y_key)):
     column = labels.get(key)
