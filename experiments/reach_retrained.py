@@ -40,12 +40,14 @@ SCENARIOS = {
     "text": ("generated sentence pairs over GloVe, forget scores < 2", "textpairs_lstm", None),
     "forecast": ("electricity demand, forget a time window", "taylor_tft", None),
 }
-# Neighbour counts x unlearning epochs x learning rates (the label says which).
+# Neighbour counts x unlearning epochs x learning rates x blend weights (the label says which).
 CANDIDATES = {
     **{f"neighbours_k{k}_u{e}": {"neighbours": k, "epochs": e}
        for k in (5, 20, 50) for e in (1, 3, 5)},
     **{f"neighbours_k{k}_u{e}_lr3e-3": {"neighbours": k, "epochs": e, "lr": 3e-3}
-       for k in (5, 20, 50) for e in (3, 5)}}
+       for k in (5, 20, 50) for e in (3, 5)},
+    **{f"neighbours_k{k}_u3_w{w:g}": {"neighbours": k, "epochs": 3, "neighbour_weight": w}
+       for k in (5, 20) for w in (0.6, 0.8)}}
 KEY = "wasserstein_to_retrained"
 
 

@@ -14,7 +14,7 @@ from jax_unlearn.errors import UserError
 
 # The paper's original-training batch; methods inherit it (their batch_size None).
 TRAIN_BATCH_SIZE = 256
-# Methods run by default, in this order (retrained always runs first).
+# Methods run by default (retrained always runs first, the rest in the config's key order).
 METHODS = ("finetune", "gaussian", "blindspot")
 # Method settings that default to the original training's (None in a method's config).
 INHERITED = ("batch_size", "clip_norm")

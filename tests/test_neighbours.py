@@ -7,6 +7,7 @@ import toy
 from jax_unlearn import losses
 from jax_unlearn.errors import UserError
 from jax_unlearn.unlearn import Context, run_method
+from jax_unlearn.unlearn import neighbours
 from jax_unlearn.unlearn.neighbours import neighbour_labels
 
 
@@ -45,3 +46,33 @@ def test_neighbour_relabelling_moves_the_forget_error_toward_the_retrained_model
   assert forget > 0.05 and forget > 100 * orig_forget, (forget, orig_forget)
   assert retain < 0.02, retain
   assert result.record["search_seconds"] >= 0 and result.record["steps"] == 3 * 8
+
+
+def test_a_weight_below_one_blends_the_original_prediction_into_the_targets():
+  data, original, _ = toy.problem()
+  ctx = Context(toy.APPLY, toy.init, losses.mse, jax.random.key(7))
+  labels = neighbour_labels(data.x, data.y, data.forget, 5)
+  blended = neighbours.blend_with_prediction(ctx, original, data, labels, 0.25)
+  pred = toy.APPLY(original, data.x, train=False)[0]
+  np.testing.assert_allclose(blended[data.forget], 0.25 * labels[data.forget]
+                             + 0.75 * np.asarray(pred)[data.forget], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(blended[~data.forget], data.y[~data.forget])
+  with pytest.raises(UserError, match="neighbour_weight"):
+    run_method("neighbours", ctx, original, data, {"neighbour_weight": 0.0})
+
+
+def test_each_ensemble_member_blends_its_own_originals_predictions():
+  import chex
+  import jax.numpy as jnp
+  from jax_unlearn import train
+  data, original, _ = toy.problem()
+  other = jax.tree_util.tree_map(lambda a: a * 0.9, original)
+  keys = [jax.random.key(7), jax.random.key(8)]
+  settings = {"epochs": 1, "batch_size": 32, "neighbour_weight": 0.5}
+  ctx = Context(toy.APPLY, toy.init, losses.mse, jnp.stack(keys), members=2)
+  out = run_method("neighbours", ctx, train.ensemble.stack([original, other]), data, settings)
+  for k, (key, start) in enumerate(zip(keys, [original, other])):
+    single = run_method("neighbours", Context(toy.APPLY, toy.init, losses.mse, key), start, data,
+                        settings)
+    chex.assert_trees_all_close(jax.device_get(train.ensemble.member(out.variables, k)),
+                                jax.device_get(single.variables), rtol=1e-4, atol=1e-5)

@@ -63,7 +63,7 @@ _METHODS = {m.name: m for m in (
     Method("msg", msg.msg, msg.DEFAULTS, msg.RANGES),
     Method("jit_lipschitz", jit_lipschitz.jit_lipschitz, jit_lipschitz.DEFAULTS,
            jit_lipschitz.RANGES),
-    Method("neighbours", neighbours.neighbours, neighbours.DEFAULTS),
+    Method("neighbours", neighbours.neighbours, neighbours.DEFAULTS, neighbours.RANGES),
 )}
 
 

@@ -10,6 +10,11 @@ labels the targets carry the retrained model's kind of error (a smooth extrapola
 retain cohort), so the unlearned predictions on the forget set move toward the retrained
 model's distribution instead of toward the label mean; the retain rows keep their labels.
 
+`neighbour_weight` w < 1 blends the two answers: a forget row's target becomes w x the neighbour
+mean + (1 - w) x the original model's own prediction (each member's own, in an ensemble), for a
+retrained model that is pulled less far from the original than the neighbours alone would say
+(point predictions only).
+
 The neighbour search is exact, in row chunks ([chunk, retain rows] distances at a time), on the
 host; its cost is one pass over forget x retain rows, next to no training.
 """
@@ -25,7 +30,9 @@ from jax_unlearn.unlearn import base
 # Chosen on validation rows of the demo's scenario (experiments/configs/tune_rotdigits.py, 3
 # seeds): 5 neighbours and 3 epochs had the lowest forget-cohort distance to the retrained
 # model among 5, 20, 50 neighbours and 1, 3 epochs.
-DEFAULTS = {"epochs": 3, "lr": 1e-3, "neighbours": 5, "keep_best": False}
+DEFAULTS = {"epochs": 3, "lr": 1e-3, "neighbours": 5, "neighbour_weight": 1.0, "keep_best": False}
+# Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
+RANGES = {"neighbour_weight": (0.0, 1.0, True)}
 
 
 def neighbour_labels(x: np.ndarray, y: np.ndarray, forget: np.ndarray, k: int, *,
@@ -52,15 +59,40 @@ def neighbour_labels(x: np.ndarray, y: np.ndarray, forget: np.ndarray, k: int, *
   return out
 
 
+def blend_with_prediction(ctx: base.Context, variables: Mapping, data: base.UnlearnData,
+                          labels: np.ndarray, weight: float) -> np.ndarray:
+  """`labels` with each forget row's target weight x itself + (1 - weight) x the prediction of
+  `variables` (one model) on that row."""
+  predict_fn = train.make_predict_fn(ctx.apply_fn, ctx.dp)
+  pred = train.predict(predict_fn, variables, data.x[data.forget],
+                       batch_size=ctx.predict_batch_size)
+  if pred.shape[1:] != labels.shape[1:]:
+    raise UserError(f"neighbour_weight < 1 blends predictions into labels, but the model predicts "
+                    f"{pred.shape[1:]} per row for labels of {labels.shape[1:]}.",
+                    "keep neighbour_weight=1 for quantile or other non-point models.")
+  out = labels.copy()
+  out[data.forget] = weight * labels[data.forget] + (1.0 - weight) * pred
+  return out
+
+
 def neighbours(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
                config: Mapping | None = None) -> base.MethodResult:
   """The original trained on every row, forget labels replaced by their retain neighbours'."""
-  s = base.settings("neighbours", config, DEFAULTS)
+  s = base.settings("neighbours", config, DEFAULTS, RANGES)
   t = time.perf_counter()
   labels = neighbour_labels(data.x, data.y, data.forget, s["neighbours"])
+  weight = s["neighbour_weight"]
+  if weight >= 1.0:
+    arrays = data.arrays(y=labels)
+  elif ctx.members is None:
+    arrays = data.arrays(y=blend_with_prediction(ctx, original_variables, data, labels, weight))
+  else:  # each member's own predictions
+    arrays = [data.arrays(y=blend_with_prediction(
+        ctx, train.ensemble.member(original_variables, k), data, labels, weight))
+              for k in range(ctx.members)]
   search = time.perf_counter() - t
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(y=labels),
+      ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
       train.Recipe.from_settings(s), loss_settings={"neighbours": s["neighbours"]},
       name="neighbours", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
       augment=data.augment, validate=base.validation_loss(ctx, data, s["keep_best"]))
