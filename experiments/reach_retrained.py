@@ -46,7 +46,8 @@ CANDIDATES = {
        for k in (5, 20, 50) for e in (1, 3, 5)},
     **{f"neighbours_k{k}_u{e}_lr3e-3": {"neighbours": k, "epochs": e, "lr": 3e-3}
        for k in (5, 20, 50) for e in (3, 5)},
-    **{f"neighbours_k{k}_u3_w{w:g}": {"neighbours": k, "epochs": 3, "neighbour_weight": w}
+    **{f"neighbours_k{k}_u3_w{round(w * 10):02d}": {"neighbours": k, "epochs": 3,
+                                                   "neighbour_weight": w}
        for k in (5, 20) for w in (0.6, 0.8)}}
 KEY = "wasserstein_to_retrained"
 
