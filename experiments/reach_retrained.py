@@ -24,7 +24,7 @@ import sys
 import ml_collections
 
 from jax_unlearn import config_io, files, pipeline, tuning
-from jax_unlearn.configs import method_variant
+from jax_unlearn.configs import set_methods
 from jax_unlearn.errors import UserError
 
 
@@ -59,10 +59,7 @@ def scenario_config(name: str, seeds: int, methods: dict) -> ml_collections.Conf
     c = change(c)
   c.experiment = f"reach_{name}"
   c.seeds = seeds
-  c.methods = ml_collections.ConfigDict()
-  c.methods.blindspot = method_variant("blindspot")
-  for label, (method, changes) in methods.items():
-    c.methods[label] = method_variant(method, **changes)
+  set_methods(c, {"blindspot": ("blindspot", {}), **methods})
   return c
 
 
@@ -102,9 +99,9 @@ def main(argv=None) -> int:
   if os.path.exists(path):
     with open(path) as f:
       report = json.load(f)
+  pipeline.enable_compilation_cache(os.path.join(args.workdir, ".jax_cache"))
   for name in args.scenarios:
     where = os.path.join(args.workdir, name)
-    pipeline.enable_compilation_cache(os.path.join(args.workdir, ".jax_cache"))
     try:
       c = scenario_config(name, args.seeds,
                           {k: ("neighbours", v) for k, v in CANDIDATES.items()})

@@ -7,6 +7,8 @@ is assembled from them, so a setting has one default and every setting a module 
 overridden from the command line. Experiment files in `experiments/configs/` start from
 `base_config()` and change what differs.
 """
+from typing import Any, Mapping
+
 import ml_collections
 
 from jax_unlearn import data, metrics, models, settings, unlearn
@@ -109,6 +111,15 @@ def method_variant(method: str, **changes) -> ml_collections.ConfigDict:
       unlearn.get_method(method).settings({key: value})  # the error names the closest setting
     entry[key] = value
   return entry
+
+
+def set_methods(c: ml_collections.ConfigDict,
+                entries: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
+  """In place: `c.methods` becomes exactly `entries`, label -> (registered method, changes over
+  its defaults), each a `method_variant`."""
+  c.methods = ml_collections.ConfigDict()
+  for label, (method, changes) in entries.items():
+    c.methods[label] = method_variant(method, **changes)
 
 
 def method_of(c: ml_collections.ConfigDict, label: str) -> str:

@@ -155,16 +155,25 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  c = prepare_config(config, overrides)
-  _setup_workdir(workdir)
-  handler = _setup_logging(workdir)
-  try:
+  with session(config, workdir, overrides) as c:
     t_start, compiles_before = time.perf_counter(), dict(COMPILES)
     e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     original = train_original(e)
     models, records, auxiliary = run_methods(e, original)
     evaluations, aux_results, eval_data = evaluate(e, models, auxiliary)
     return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before)
+
+
+@contextlib.contextmanager
+def session(config: ml_collections.ConfigDict, workdir: str,
+            overrides: Sequence[tuple[str, str]] = ()):
+  """The checked config (`prepare_config`) with `workdir` writable and its log.txt attached to
+  the log for the duration: what every command over the stages starts with."""
+  c = prepare_config(config, overrides)
+  _setup_workdir(workdir)
+  handler = _setup_logging(workdir)
+  try:
+    yield c
   finally:
     log.removeHandler(handler)
     handler.close()

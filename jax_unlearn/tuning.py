@@ -86,10 +86,7 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
                     quiet: bool = False, fresh: bool = False) -> dict:
   """Trains the original, the retrained model and every candidate of `config.methods`, scores
   them on validation rows and writes tune.json and tune.md into `workdir`; returns the report."""
-  c = pipeline.prepare_config(config, overrides)
-  pipeline._setup_workdir(workdir)
-  handler = pipeline._setup_logging(workdir)
-  try:
+  with pipeline.session(config, workdir, overrides) as c:
     t0 = time.perf_counter()
     e = pipeline.load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     check_cohorts(e.masks.val)  # before any training
@@ -111,9 +108,6 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
     files.write_text(os.path.join(workdir, "tune.md"), _markdown(report))
     log.info("chosen on validation rows: %s", chosen)
     return report
-  finally:
-    pipeline.log.removeHandler(handler)
-    handler.close()
 
 
 def _markdown(report: dict) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import toy
-from jax_unlearn import losses
+from jax_unlearn import losses, train
 from jax_unlearn.errors import UserError
 from jax_unlearn.unlearn import Context, run_method
 from jax_unlearn.unlearn import neighbours
@@ -52,7 +52,8 @@ def test_a_weight_below_one_blends_the_original_prediction_into_the_targets():
   data, original, _ = toy.problem()
   ctx = Context(toy.APPLY, toy.init, losses.mse, jax.random.key(7))
   labels = neighbour_labels(data.x, data.y, data.forget, 5)
-  blended = neighbours.blend_with_prediction(ctx, original, data, labels, 0.25)
+  blended = neighbours.blend_with_prediction(ctx, train.make_predict_fn(toy.APPLY), original,
+                                             data, labels, 0.25)
   pred = toy.APPLY(original, data.x, train=False)[0]
   np.testing.assert_allclose(blended[data.forget], 0.25 * labels[data.forget]
                              + 0.75 * np.asarray(pred)[data.forget], rtol=1e-5, atol=1e-6)
@@ -64,7 +65,6 @@ def test_a_weight_below_one_blends_the_original_prediction_into_the_targets():
 def test_each_ensemble_member_blends_its_own_originals_predictions():
   import chex
   import jax.numpy as jnp
-  from jax_unlearn import train
   data, original, _ = toy.problem()
   other = jax.tree_util.tree_map(lambda a: a * 0.9, original)
   keys = [jax.random.key(7), jax.random.key(8)]

@@ -6,20 +6,16 @@ over 3 seeds.
 
   jax-unlearn run --config blindspot_ablation --workdir runs/blindspot_ablation
 """
-import ml_collections
-
 from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import method_variant
+from jax_unlearn.configs import set_methods
 
 
 def get_config():
   c = load_config("demo")
   c.experiment = "blindspot_ablation"
-  c.methods = ml_collections.ConfigDict()
-  c.methods.blindspot = method_variant("blindspot")
-  c.methods.blindspot_beta0 = method_variant("blindspot", beta=0.0)
-  c.methods.blindspot_reference = method_variant("blindspot", attention="reference")
-  for epochs in (5, 10):
-    c.methods[f"blindspot_model_e{epochs}"] = method_variant("blindspot",
-                                                             blindspot_epochs=epochs)
+  set_methods(c, {
+      "blindspot": ("blindspot", {}),
+      "blindspot_beta0": ("blindspot", {"beta": 0.0}),
+      "blindspot_reference": ("blindspot", {"attention": "reference"}),
+      **{f"blindspot_model_e{e}": ("blindspot", {"blindspot_epochs": e}) for e in (5, 10)}})
   return c

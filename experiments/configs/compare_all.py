@@ -8,11 +8,9 @@ under their own names.
 
   jax-unlearn run --config compare_all --workdir runs/compare_all
 """
-import ml_collections
-
 from jax_unlearn import unlearn
 from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import method_variant
+from jax_unlearn.configs import set_methods
 
 # The Blindspot settings chosen on validation rows by `jax-unlearn tune --config tune_rotdigits`
 # (tune.md): no attention term, a blindspot model of 8 epochs, 3 unlearning epochs.
@@ -23,10 +21,8 @@ def get_config():
   c = load_config("demo")
   c.experiment = "compare_all"
   c.seeds = 5
-  c.methods = ml_collections.ConfigDict()
-  for name in unlearn.method_names():
-    if name != "retrained":  # always runs, as the reference
-      c.methods[name] = method_variant(name)
-  for label, (method, changes) in TUNED.items():  # beside the paper's defaults
-    c.methods[label] = method_variant(method, **changes)
+  # Every method but the retrained one (it always runs, as the reference); the tuned variants
+  # beside the defaults.
+  set_methods(c, {**{name: (name, {}) for name in unlearn.method_names() if name != "retrained"},
+                  **TUNED})
   return c

@@ -7,28 +7,23 @@ fine-tuning joins as a reference. The test cohorts are never read.
 
   jax-unlearn tune --config tune_rotdigits --workdir runs/tune_rotdigits
 """
-import ml_collections
-
 from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import method_variant
+from jax_unlearn.configs import set_methods
 
 
 def get_config():
   c = load_config("demo")
   c.experiment = "tune_rotdigits"
-  c.methods = ml_collections.ConfigDict()
-  c.methods.blindspot = method_variant("blindspot")
-  c.methods.gaussian = method_variant("gaussian")
+  entries = {"blindspot": ("blindspot", {}), "gaussian": ("gaussian", {})}
   for beta in (0.0, 50.0):
     for epochs in (2, 4, 8):
       for unlearn_epochs in (1, 3):
         if (beta, epochs, unlearn_epochs) == (50.0, 2, 1):
           continue  # the paper's defaults: "blindspot" above
-        label = f"blindspot_b{beta:g}_e{epochs}_u{unlearn_epochs}"
-        c.methods[label] = method_variant("blindspot", beta=beta, blindspot_epochs=epochs,
-                                          epochs=unlearn_epochs)
+        entries[f"blindspot_b{beta:g}_e{epochs}_u{unlearn_epochs}"] = (
+            "blindspot", {"beta": beta, "blindspot_epochs": epochs, "epochs": unlearn_epochs})
   for k in (5, 20, 50):
     for epochs in (1, 3):
-      c.methods[f"neighbours_k{k}_u{epochs}"] = method_variant("neighbours", neighbours=k,
-                                                               epochs=epochs)
+      entries[f"neighbours_k{k}_u{epochs}"] = ("neighbours", {"neighbours": k, "epochs": epochs})
+  set_methods(c, entries)
   return c

@@ -27,7 +27,6 @@ from jax_unlearn import losses, train
 from jax_unlearn.errors import unknown_name
 from jax_unlearn.unlearn import base, gaussian
 from jax_unlearn.unlearn.blindspot import prediction_distance
-from jax_unlearn.unlearn.scrub import capped_recipe, frozen_prediction
 
 SEED_BAD_TEACHER_INIT = 22
 SEED_BAD_TEACHER_DATA = 23
@@ -37,7 +36,6 @@ INCOMPETENT_TEACHERS = ("random", "gaussian")
 DEFAULTS = {"epochs": 1, "lr": 1e-4, "bad_teacher": "random", "retain_fraction": 0.3}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"retain_fraction": (0.0, 1.0, True)}
-
 
 
 def make_bad_teacher_loss(apply_fn: Callable, per_example: losses.LossFn) -> train.LossFn:
@@ -55,9 +53,9 @@ def make_bad_teacher_loss(apply_fn: Callable, per_example: losses.LossFn) -> tra
     x, y = batch["x"], batch["y"]
     mask = batch["mask"].astype(jnp.float32)
     forget = mask * batch["forget"].astype(jnp.float32)
-    retain_d = distance(pred, frozen_prediction(apply_fn, competent, x), y)
+    retain_d = distance(pred, base.frozen_prediction(apply_fn, competent, x), y)
     forget_d = (per_example(pred, y) if incompetent is None
-                else distance(pred, frozen_prediction(apply_fn, incompetent, x), y))
+                else distance(pred, base.frozen_prediction(apply_fn, incompetent, x), y))
     loss = losses.masked_mean(jnp.where(forget > 0, forget_d, retain_d), mask)
     return loss, {"retain_distance": losses.masked_mean(retain_d, mask - forget),
                   "forget_distance": losses.masked_mean(forget_d, forget)}
@@ -98,7 +96,7 @@ def bad_teacher(ctx: base.Context, original_variables: Mapping, data: base.Unlea
   rows = len((arrays if ctx.members is None else arrays[0])["x"])
   outcome = base.fit(
       ctx, original_variables, make_bad_teacher_loss(ctx.apply_fn, ctx.loss), arrays,
-      capped_recipe(s, rows),
+      base.capped_recipe(s, rows),
       loss_settings={k: s[k] for k in ("bad_teacher", "retain_fraction")}, name="bad_teacher",
       stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
       augment=data.augment, frozen=(original_variables, incompetent))

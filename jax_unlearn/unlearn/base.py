@@ -94,10 +94,14 @@ class UnlearnData:
   def retain_y(self) -> np.ndarray:
     return self.y[~self.forget]
 
-  def arrays(self, *, retain_only: bool = False, y: np.ndarray | None = None) -> dict:
-    """Loader arrays: the retain rows, or every row with its "forget" flag (and labels `y`)."""
+  def arrays(self, *, retain_only: bool = False, forget_only: bool = False,
+             y: np.ndarray | None = None) -> dict:
+    """Loader arrays: the retain rows, the forget rows, or every row with its "forget" flag
+    (and labels `y`)."""
     if retain_only:
       return {"x": self.retain_x, "y": self.retain_y}
+    if forget_only:
+      return {"x": self.x[self.forget], "y": self.y[self.forget]}
     return {"x": self.x, "y": self.y if y is None else y,
             "forget": self.forget.astype(np.float32)}
 
@@ -180,6 +184,17 @@ def settings(method: str, config: Mapping | None, defaults: Mapping,
     out[key] = settings_lib.check_number(out, where, key, low, high, low_open=low_open)
   out["clip_norm"] = out["clip_norm"] or None
   return out
+
+
+def frozen_prediction(apply_fn: Callable, variables, x: jax.Array) -> jax.Array:
+  """A frozen model's evaluation-mode prediction (BatchNorm running statistics), no gradient."""
+  return jax.lax.stop_gradient(apply_fn(variables, x, train=False)[0])
+
+
+def capped_recipe(s: Mapping, rows: int, **changes) -> train.Recipe:
+  """The recipe of a pass over `rows` rows, its batch at most that many: forget sets are often
+  smaller than the batch of the original training, which the setting inherits."""
+  return train.Recipe.from_settings(s, batch_size=min(int(s["batch_size"]), rows), **changes)
 
 
 def fresh_variables(ctx: Context, original_variables: Mapping, purpose: int, what: str) -> dict:

@@ -38,7 +38,6 @@ DEFAULTS = {"batch_size": 1, "alpha": 1e-6, "variance_cap": 1e3}
 RANGES = {"alpha": (0.0, math.inf, False), "variance_cap": (0.0, math.inf, True)}
 
 
-
 def noise_std(fisher, alpha: float, variance_cap: float):
   """sqrt(alpha * min(1 / (F + 1e-8), variance_cap)) of every entry of the Fisher pytree."""
   return jax.tree_util.tree_map(

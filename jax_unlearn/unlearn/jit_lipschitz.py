@@ -44,7 +44,6 @@ from jax_unlearn import losses
 from jax_unlearn.errors import UserError
 from jax_unlearn.models.adapters import accepts_mask
 from jax_unlearn.unlearn import base
-from jax_unlearn.unlearn.scrub import capped_recipe
 
 # Activations the wrapped apply function adds: f(x') [B, samples, ...], ||x - x'|| [B, samples].
 PERTURBED = "jit_perturbed_prediction"
@@ -53,7 +52,6 @@ INPUT_DISTANCE = "jit_input_distance"
 DEFAULTS = {"epochs": 1, "lr": 1e-4, "samples": 25, "sigma": 0.5}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"sigma": (0.0, math.inf, True)}
-
 
 
 def perturbed_apply(apply_fn: Callable, samples: int, sigma: float) -> Callable:
@@ -112,10 +110,10 @@ def jit_lipschitz(ctx: base.Context, original_variables: Mapping, data: base.Unl
                     "use it on models of real-valued inputs (not token ids).")
   perturbed = dataclasses.replace(
       ctx, apply_fn=perturbed_apply(ctx.apply_fn, samples, float(s["sigma"])))
-  forget_arrays = {"x": data.x[data.forget], "y": data.y[data.forget]}
+  forget_arrays = data.arrays(forget_only=True)
   outcome = base.fit(
       perturbed, original_variables, lipschitz_loss, forget_arrays,
-      capped_recipe(s, len(forget_arrays["x"])),
+      base.capped_recipe(s, len(forget_arrays["x"])),
       loss_settings={k: s[k] for k in ("samples", "sigma")}, name="jit_lipschitz",
       stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
       augment=data.augment)

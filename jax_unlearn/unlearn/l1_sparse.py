@@ -30,7 +30,6 @@ DEFAULTS = {"epochs": 10, "lr": 1e-3, "l1_gamma": 5e-4}
 RANGES = {"l1_gamma": (0.0, math.inf, False)}
 
 
-
 def l1_weight(step: jax.Array, gamma: float, total_steps: int) -> jax.Array:
   """gamma_t = gamma * (1 - step / total_steps), 0 from the last step on."""
   return gamma * jnp.maximum(1.0 - step / total_steps, 0.0)

@@ -47,7 +47,6 @@ DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "optimizer": "sgd",
 RANGES = {"reinit_fraction": (0.0, 1.0, False), "damping": (0.0, 1.0, False)}
 
 
-
 def reinit_mask(gradient, fraction: float):
   """True on the round(fraction x size) entries of smallest |g| of every weight array (rank
   >= 2), False elsewhere (ties: the earlier entry)."""
@@ -86,7 +85,7 @@ def msg(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
       ctx, original_variables, data.arrays(retain_only=True), objective,
       batch_size=s["batch_size"], squared=False)
   forget, forget_seconds = importance.gradient_statistic(
-      ctx, original_variables, {"x": data.x[data.forget], "y": data.y[data.forget]}, objective,
+      ctx, original_variables, data.arrays(forget_only=True), objective,
       batch_size=s["batch_size"], squared=False)
   gradient = jax.tree_util.tree_map(jnp.subtract, retain, forget)
   fresh = base.fresh_variables(ctx, original_variables, SEED_MSG_INIT, "re-initialised model")

@@ -38,7 +38,6 @@ DEFAULTS = {"epochs": 5, "lr": 1e-4, "alpha": 0.9, "forget_bound": 4.0}
 RANGES = {"alpha": (0.0, 1.0, False), "forget_bound": (0.0, math.inf, True)}
 
 
-
 def reference_loss(ctx: base.Context, original_variables: Mapping,
                    data: base.UnlearnData) -> np.ndarray:
   """The original's mean task loss on the retain-cohort validation rows (the retain training rows

@@ -59,11 +59,11 @@ def neighbour_labels(x: np.ndarray, y: np.ndarray, forget: np.ndarray, k: int, *
   return out
 
 
-def blend_with_prediction(ctx: base.Context, variables: Mapping, data: base.UnlearnData,
-                          labels: np.ndarray, weight: float) -> np.ndarray:
+def blend_with_prediction(ctx: base.Context, predict_fn: train.PredictFn, variables: Mapping,
+                          data: base.UnlearnData, labels: np.ndarray,
+                          weight: float) -> np.ndarray:
   """`labels` with each forget row's target weight x itself + (1 - weight) x the prediction of
-  `variables` (one model) on that row."""
-  predict_fn = train.make_predict_fn(ctx.apply_fn, ctx.dp)
+  `variables` (one model, through `predict_fn`) on that row."""
   pred = train.predict(predict_fn, variables, data.x[data.forget],
                        batch_size=ctx.predict_batch_size)
   if pred.shape[1:] != labels.shape[1:]:
@@ -84,12 +84,14 @@ def neighbours(ctx: base.Context, original_variables: Mapping, data: base.Unlear
   weight = s["neighbour_weight"]
   if weight >= 1.0:
     arrays = data.arrays(y=labels)
-  elif ctx.members is None:
-    arrays = data.arrays(y=blend_with_prediction(ctx, original_variables, data, labels, weight))
-  else:  # each member's own predictions
-    arrays = [data.arrays(y=blend_with_prediction(
-        ctx, train.ensemble.member(original_variables, k), data, labels, weight))
-              for k in range(ctx.members)]
+  else:  # each member blends its own predictions, through one compiled function
+    predict_fn = train.make_predict_fn(ctx.apply_fn, ctx.dp)
+
+    def blend(variables):
+      return data.arrays(y=blend_with_prediction(ctx, predict_fn, variables, data, labels, weight))
+
+    arrays = (blend(original_variables) if ctx.members is None else
+              [blend(train.ensemble.member(original_variables, k)) for k in range(ctx.members)])
   search = time.perf_counter() - t
   outcome = base.fit(
       ctx, original_variables, train.supervised_loss(ctx.loss), arrays,

@@ -34,7 +34,6 @@ DEFAULTS = {"epochs": 10, "lr": 1e-3, "sparsity": 0.5, "keep_best": False}
 RANGES = {"sparsity": (0.0, 1.0, True)}
 
 
-
 def saliency_mask(saliency, share: float):
   """1.0 on the `share` of all entries of the pytree with the largest values, 0.0 elsewhere
   (one global ranking over every array; ties: the earlier entry)."""
@@ -56,7 +55,7 @@ def salun(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   s = base.settings("salun", config, DEFAULTS, RANGES)
   share = float(s["sparsity"])
   gradient, mask_seconds = importance.gradient_statistic(
-      ctx, original_variables, {"x": data.x[data.forget], "y": data.y[data.forget]},
+      ctx, original_variables, data.arrays(forget_only=True),
       importance.task_objective(ctx.loss), batch_size=s["batch_size"], squared=False)
   mask = jax.jit(importance.per_member(ctx, lambda g: saliency_mask(
       jax.tree_util.tree_map(jnp.abs, g), share)))(gradient)

@@ -33,7 +33,6 @@ import math
 import dataclasses
 from typing import Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 
 from jax_unlearn import losses, train
@@ -50,12 +49,6 @@ RANGES = {"alpha": (0.0, math.inf, False), "gamma": (0.0, math.inf, False),
           "forget_bound": (0.0, math.inf, True)}
 
 
-
-def frozen_prediction(apply_fn: Callable, variables, x: jax.Array) -> jax.Array:
-  """A frozen model's evaluation-mode prediction (BatchNorm running statistics), no gradient."""
-  return jax.lax.stop_gradient(apply_fn(variables, x, train=False)[0])
-
-
 def make_max_loss(apply_fn: Callable, per_example: losses.LossFn) -> train.LossFn:
   """The max pass as a train-step loss; frozen = (teacher variables, forget bound).
 
@@ -66,7 +59,7 @@ def make_max_loss(apply_fn: Callable, per_example: losses.LossFn) -> train.LossF
   def loss_fn(pred, acts, batch, rng, frozen):
     del acts, rng
     teacher, bound = frozen
-    d = distance(pred, frozen_prediction(apply_fn, teacher, batch["x"]), batch["y"])
+    d = distance(pred, base.frozen_prediction(apply_fn, teacher, batch["x"]), batch["y"])
     bounded = losses.masked_mean(jnp.minimum(d, bound), batch["mask"])
     return -bounded, {"distance": bounded}
 
@@ -86,16 +79,10 @@ def make_min_loss(apply_fn: Callable, per_example: losses.LossFn, *, alpha: floa
     mask = batch["mask"]
     task = losses.masked_mean(per_example(pred, batch["y"]), mask)
     d = losses.masked_mean(
-        distance(pred, frozen_prediction(apply_fn, teacher, batch["x"]), batch["y"]), mask)
+        distance(pred, base.frozen_prediction(apply_fn, teacher, batch["x"]), batch["y"]), mask)
     return gamma * task + alpha * d, {"task_loss": task, "distance": d}
 
   return loss_fn
-
-
-def capped_recipe(s: Mapping, rows: int, **changes) -> train.Recipe:
-  """The recipe of a pass over `rows` rows, its batch at most that many: forget sets are often
-  smaller than the batch of the original training, which the setting inherits."""
-  return train.Recipe.from_settings(s, batch_size=min(int(s["batch_size"]), rows), **changes)
 
 
 def _stream(ctx: base.Context, purpose: int) -> base.Context:
@@ -111,8 +98,8 @@ def scrub(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   max_loss = make_max_loss(ctx.apply_fn, ctx.loss)
   min_loss = make_min_loss(ctx.apply_fn, ctx.loss, alpha=float(s["alpha"]),
                            gamma=float(s["gamma"]))
-  forget_arrays = {"x": data.x[data.forget], "y": data.y[data.forget]}
-  max_recipe = capped_recipe(s, len(forget_arrays["x"]), epochs=1)
+  forget_arrays = data.arrays(forget_only=True)
+  max_recipe = base.capped_recipe(s, len(forget_arrays["x"]), epochs=1)
   max_ctx, min_ctx = _stream(ctx, SEED_SCRUB_MAX), _stream(ctx, SEED_SCRUB_MIN)
   variables, outcomes, max_steps = original_variables, [], 0
   for epoch in range(s["epochs"]):

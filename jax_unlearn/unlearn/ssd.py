@@ -41,7 +41,6 @@ RANGES = {"selection_weighting": (0.0, math.inf, True),
           "dampening_constant": (0.0, math.inf, False)}
 
 
-
 def dampen(params, full_importance, forget_importance, selection_weighting: float,
            dampening_constant: float) -> tuple[dict, dict]:
   """(dampened params, boolean mask of the selected ones); elementwise, so the stacked pytrees
@@ -58,13 +57,13 @@ def dampen(params, full_importance, forget_importance, selection_weighting: floa
 
 
 def _selective_dampening(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
-                         s: Mapping, method: str, importance_of: Callable) -> base.MethodResult:
+                         s: Mapping, importance_of: Callable) -> base.MethodResult:
   """Dampening by `importance_of(arrays) -> (importance pytree, seconds)` of the two row sets."""
   t0 = time.perf_counter()
   alpha = float(s["selection_weighting"])
   lam = float(s["dampening_constant"])
   full, _ = importance_of(data.arrays())
-  forget, _ = importance_of({"x": data.x[data.forget], "y": data.y[data.forget]})
+  forget, _ = importance_of(data.arrays(forget_only=True))
   params, selected = dampen(original_variables["params"], full, forget, alpha, lam)
   variables = {**original_variables, "params": params}
   jax.block_until_ready(variables)
@@ -79,7 +78,7 @@ def ssd(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
   s = base.settings("ssd", config, DEFAULTS, RANGES)
   objective = importance.task_objective(ctx.loss)
   return _selective_dampening(
-      ctx, original_variables, data, s, "ssd",
+      ctx, original_variables, data, s,
       lambda arrays: importance.gradient_statistic(ctx, original_variables, arrays, objective,
                                                    batch_size=s["batch_size"], squared=True))
 
@@ -89,7 +88,7 @@ def lfssd(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   """As `ssd`, importances from the output norm's gradient instead of the loss's (no labels)."""
   s = base.settings("lfssd", config, DEFAULTS, RANGES)
   return _selective_dampening(
-      ctx, original_variables, data, s, "lfssd",
+      ctx, original_variables, data, s,
       lambda arrays: importance.gradient_magnitude(ctx, original_variables, arrays,
                                                    importance.squared_output_norm,
                                                    batch_size=s["batch_size"]))
