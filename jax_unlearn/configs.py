@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.methods[name] = method_entry(name)
 
   c.metrics = ml_collections.ConfigDict(metrics.defaults())
+  # Strong membership audits over every member of every stage (metrics.audit); off by default,
+  # as LiRA trains audit.shadows more models.
+  c.audit = ml_collections.ConfigDict(metrics.audit.DEFAULTS)
   c.plots = True
   return c
 

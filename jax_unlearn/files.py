@@ -1,7 +1,9 @@
 """Atomic file writes, so an interrupted run never leaves a half-written report or plot."""
 import os
 import uuid
-from typing import Callable
+from typing import Callable, Mapping
+
+import numpy as np
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -28,5 +30,16 @@ def write_text(path: str, text: str) -> None:
   def write(tmp: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
+
+  atomic_write(path, write)
+
+
+def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  """Writes named arrays to `path` as a compressed .npz, atomically (read it back with
+  `np.load(path)`, which never unpickles numeric arrays)."""
+
+  def write(tmp: str) -> None:
+    with open(tmp, "wb") as f:
+      np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
   atomic_write(path, write)

@@ -1,4 +1,4 @@
-"""The experiment pipeline: original -> retrained -> each method -> evaluate -> report.
+"""The experiment pipeline: original -> retrained -> each method -> evaluate -> audit -> report.
 
 `run_experiment(config, workdir)` is importable and tested; `jax-unlearn run` is a thin entry
 point over it. Each stage is a function of an `Experiment` (what the stages share). Every
@@ -64,6 +64,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   for name in c.methods:
     configs.method_settings(c, name)
   metrics.resolve_settings(c.metrics)
+  metrics.audit.resolve_settings(c.audit, len(configs.member_seeds(c)))
   ops.check_kernels(c.kernels)
 
 
@@ -161,7 +162,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     original = train_original(e)
     models, records, auxiliary = run_methods(e, original)
     evaluations, aux_results, eval_data = evaluate(e, models, auxiliary)
-    return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before)
+    audited = audit(e, models, evaluations)
+    return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before,
+                  audited)
 
 
 @contextlib.contextmanager
@@ -273,6 +276,12 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
         f"config train.batch_size {c.train.batch_size} is larger than the training data: "
         f"{n['train']} samples, {n['retain']} of them retained (the retrained model trains on "
         "those).", f"set --config.train.batch_size={n['retain']} or less.")
+  if _audit_settings(c)["lira"] and c.train.batch_size > n["train"] // 2:
+    raise UserError(
+        f"config train.batch_size {c.train.batch_size} is larger than the {n['train'] // 2} "
+        "rows each of LiRA's shadow models trains on (half the training data).",
+        f"set --config.train.batch_size={n['train'] // 2} or less, or leave lira out of "
+        "audit.which.")
 
   loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
   per_example = losses.get_loss(task.loss, **loss_kwargs)
@@ -306,6 +315,12 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
                     root, seeds, identity, seconds)
 
 
+def _validation(e: Experiment):
+  """The original recipe's validation loss (on the whole validation split)."""
+  return train.make_validation_loss(e.apply_fn, e.per_example, e.ds.val.x, e.ds.val.y,
+                                    batch_size=e.c.metrics.predict_batch_size, dp=e.dp)
+
+
 def train_original(e: Experiment) -> train.TrainOutcome:
   """Stage 1: the original model on all training data, the paper's recipe."""
   t = time.perf_counter()
@@ -313,10 +328,8 @@ def train_original(e: Experiment) -> train.TrainOutcome:
   outcome = train.train_model(
       e.apply_fn, e.fresh(0), train.supervised_loss(e.per_example),
       {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(configs.train_settings(c)),
-      rng=e.key(1), seed=e.order_seed(), dp=e.dp,
-      validate=train.make_validation_loss(e.apply_fn, e.per_example, ds.val.x, ds.val.y,
-                                          batch_size=c.metrics.predict_batch_size, dp=e.dp),
-      augment=e.augment, checkpoint_dir=os.path.join(e.checkpoints, "original"),
+      rng=e.key(1), seed=e.order_seed(), dp=e.dp, validate=_validation(e), augment=e.augment,
+      checkpoint_dir=os.path.join(e.checkpoints, "original"),
       identity={**e.identity, "stage": "original"}, progress=_progress("original", e.quiet),
       name="original")
   e.seconds["original"] = time.perf_counter() - t
@@ -434,6 +447,80 @@ def evaluate(e: Experiment, models: dict, auxiliary: dict
   return evaluations, aux, eval_data
 
 
+def _audit_settings(c: ml_collections.ConfigDict) -> dict:
+  """The audit's settings, with "lira": whether shadow models train."""
+  s = metrics.audit.resolve_settings(c.audit, len(configs.member_seeds(c)))
+  return {**s, "lira": bool(s["enabled"] and "lira" in s["which"])}
+
+
+# Key purpose and first data-order seed of the shadow models (apart from every stage's).
+SHADOW_PURPOSE = 0x5AD0
+SHADOW_ORDER_SEEDS = 1 << 20
+
+
+def train_shadows(e: Experiment, keep: np.ndarray) -> dict:
+  """LiRA's shadow models: S models of the original recipe, shadow s on the rows `keep[s]`,
+  trained at once (an ensemble, one compiled program) and checkpointed as one stage.
+
+  Returns their stacked variables.
+  """
+  t = time.perf_counter()
+  ds, c, shadows = e.ds, e.c, len(keep)
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), SHADOW_PURPOSE), shadows)
+  arrays = [{"x": ds.train.x[rows], "y": ds.train.y[rows]} for rows in keep]
+  outcome = train.train_model(
+      e.apply_fn, train.ensemble.init_members(e.init_fn, keys, shadows),
+      train.supervised_loss(e.per_example), arrays,
+      train.Recipe.from_settings(configs.train_settings(c)),
+      rng=train.ensemble.fold_in(keys, 1, shadows),
+      seed=[SHADOW_ORDER_SEEDS + c.seed * shadows + s for s in range(shadows)], dp=e.dp,
+      validate=_validation(e), augment=e.augment,
+      checkpoint_dir=os.path.join(e.checkpoints, "shadows"),
+      identity={**e.identity, "stage": "shadows"}, progress=_progress("shadows", e.quiet),
+      name="shadows")
+  e.seconds["shadows"] = time.perf_counter() - t
+  if outcome.reused:
+    e.reused.append("shadows")
+  _summary("shadows", outcome, e.seconds["shadows"])
+  return outcome.variables
+
+
+def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation]
+          ) -> tuple[dict, dict] | None:
+  """Stage 5, with audit.enabled: LiRA's shadow models, every member's per-sample scores on
+  every training row, and every selected audit (`metrics.audit`) over them.
+
+  Returns (the audit's results, its per-sample arrays), or None when the audit is off.
+  """
+  s = _audit_settings(e.c)
+  if not s["enabled"]:
+    return None
+  t = time.perf_counter()
+  ds, task = e.ds, e.ds.task
+  predict_fn = train.make_predict_fn(e.apply_fn, e.dp)
+
+  def score(stacked):
+    return metrics.audit.member_scores(
+        predict_fn, stacked, ds.train.x, ds.train.y, score=s["score"], task_loss=e.per_example,
+        quantiles=tuple(task.quantiles) if task.quantiles else None,
+        batch_size=e.c.metrics.predict_batch_size)
+
+  scored = {name: score(v if e.members else train.ensemble.stack([v]))
+            for name, v in models.items()}
+  data = metrics.audit.AuditData(
+      scores={n: v[0] for n, v in scored.items()}, losses={n: v[1] for n, v in scored.items()},
+      forget=e.masks.train, per_seed=[ev.results for ev in evaluations], settings=s)
+  if s["lira"]:
+    data.shadow_keep = metrics.audit.shadow_halves(len(ds.train.x), s["shadows"], e.c.seed)
+    data.shadow_scores, _ = score(train_shadows(e, data.shadow_keep))
+  progress = None if e.quiet else (lambda it, desc: tqdm(it, desc=desc, leave=False))
+  results, samples = metrics.audit.run_audit(data, progress)
+  e.seconds["audit"] = time.perf_counter() - t
+  log.info("audit done in %.1fs (%s)", e.seconds["audit"],
+           ", ".join(f"{k} {v:.1f}s" for k, v in results["seconds"].items()))
+  return results, samples
+
+
 # Keys the paired comparisons between methods cover.
 COMPARED = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained", "mia_forget",
             "ain")
@@ -441,7 +528,7 @@ COMPARED = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained"
 
 def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list[dict],
            eval_data: metrics.EvalData, records: dict, t_start: float,
-           compiles_before: dict) -> dict:
+           compiles_before: dict, audited: tuple[dict, dict] | None = None) -> dict:
   """Stage 5: results.json, results.md, config.json and plots; returns the results.
 
   One seed: each result is a number. Several: each is {"mean", "std", "ci95", "values"} over
@@ -471,11 +558,13 @@ def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list
       "n": e.masks.counts(),
       "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
       "versions": _versions(), "models": models, "auxiliary": aux, **spread,
-      "cost": cost(records), "seconds": seconds, "records": _finite(records),
+      "cost": cost(records), **({"audit": _finite(audited[0])} if audited else {}),
+      "seconds": seconds, "records": _finite(records),
       "compiles": compiles - cache_hits, "compile_cache_hits": cache_hits,
       "reused": list(e.reused), "config": c.to_dict(),
   }
-  _write_outputs(e.workdir, results, evaluations, per_seed, eval_data, c)
+  _write_outputs(e.workdir, results, evaluations, per_seed, eval_data, c,
+                 audited[1] if audited else None)
   log.info("\n%s", metrics.write_markdown(results["models"], None))
   log.info("results in %s (%.1fs in all)", e.workdir, seconds["total"])
   return results
@@ -513,7 +602,7 @@ def _finite(tree):
   return tree
 
 
-def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> None:
+def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c, samples) -> None:
   if jax.process_index() != 0:
     return
   several = len(results["seeds"]) > 1
@@ -536,6 +625,9 @@ def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> Non
             "their ratio to retraining's.\n\n| model | seconds | × retraining |\n|:--|--:|--:|\n"
             + "".join(f"| {n} | {r['seconds']:.1f} | {metrics.format_value(r['vs_retrained'])} |\n"
                       for n, r in results["cost"].items()))
+  if "audit" in results:
+    table += "\n" + metrics.write_audit(results["audit"])
+    files.write_npz(os.path.join(workdir, "audit.npz"), samples)
   paper = published.rows_for(results["experiment"])
   if paper is not None:
     table += (f"\n## Published\n\nThe paper's numbers for this experiment ({paper['source']}; "
@@ -554,6 +646,8 @@ def _write_outputs(workdir, results, evaluations, per_seed, eval_data, c) -> Non
     os.makedirs(out, exist_ok=True)
     labels = eval_data.train_y[eval_data.forget_train]
     metrics.plot_tradeoff(per_seed, out)
+    if "audit" in results:
+      metrics.plot_audit(results["audit"], samples, eval_data.forget_train, out)
     if several:  # the spread as points; the histograms and scatter of the first seed
       metrics.plot_seeds(per_seed, out)
       metrics.plot_relative_difference(evaluations[0], labels, out)

@@ -12,7 +12,11 @@ of your own joins `evaluate_models` and the table with `register(MyMetric())`.
   spread     the spread over seeds: summaries, paired differences, the noise floor
   errors, distances, mia, ain   the metrics' functions, each module with its Metric
   plots      the paper's figures, and every seed's results side by side
+  audit      strong membership audits over every member of every ensemble (LiRA, U-LiRA, the
+             competition's epsilon score, KS), each a pluggable `audit.Audit`
+  lira, epsilon   the audits' statistics on score arrays
 """
+from jax_unlearn.metrics import audit, epsilon, lira
 from jax_unlearn.metrics.ain import (AnamnesisIndex, Relearner, anamnesis_index, relearn_steps,
                                      relearn_target)
 from jax_unlearn.metrics.base import (DETAIL, HEADLINE, HIDDEN, HIGHER, LOWER, RETRAINED, Column,
@@ -30,10 +34,10 @@ from jax_unlearn.metrics.evaluate import Evaluation, evaluate_models, resolve_se
 from jax_unlearn.metrics.mia import (MembershipAttack, loss_values, membership_attack,
                                      per_example_losses)
 from jax_unlearn.metrics.plots import (plot_all, plot_errors, plot_predictions,
-                                       plot_relative_difference, plot_seeds,
+                                       plot_audit, plot_relative_difference, plot_seeds,
                                        plot_tradeoff)
-from jax_unlearn.metrics.report import (format_value, legend, write_comparisons, write_floor,
-                                        write_markdown)
+from jax_unlearn.metrics.report import (format_value, legend, write_audit, write_comparisons,
+                                        write_floor, write_markdown)
 from jax_unlearn.metrics.spread import (aggregate, compare, noise_floor, paired_difference,
                                         summarize)
 
@@ -49,8 +53,11 @@ __all__ = [
     "reduce_error",
     "Evaluation", "evaluate_models", "resolve_settings",
     "MembershipAttack", "loss_values", "membership_attack", "per_example_losses",
-    "plot_all", "plot_errors", "plot_predictions", "plot_relative_difference", "plot_seeds",
+    "audit", "epsilon", "lira",
+    "plot_all", "plot_audit", "plot_errors", "plot_predictions", "plot_relative_difference",
+    "plot_seeds",
     "plot_tradeoff",
-    "format_value", "legend", "write_comparisons", "write_floor", "write_markdown",
+    "format_value", "legend", "write_audit", "write_comparisons", "write_floor",
+    "write_markdown",
     "aggregate", "compare", "noise_floor", "paired_difference", "summarize",
 ]

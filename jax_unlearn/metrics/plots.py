@@ -184,3 +184,60 @@ def plot_all(evaluation: Evaluation, labels_forget: np.ndarray, out_dir: str) ->
   return [plot_relative_difference(evaluation, labels_forget, out_dir),
           plot_errors(evaluation, out_dir),
           plot_predictions(evaluation, labels_forget, out_dir)]
+
+
+def plot_audit(audit: Mapping[str, Any], samples: Mapping[str, np.ndarray], forget: np.ndarray,
+               out_dir: str) -> list[str]:
+  """The audit's figures: ROC curves (LiRA on its shadows, U-LiRA per model), the per-sample
+  epsilon histograms, and LiRA score distributions. Returns the paths written."""
+  paths, info = [], audit["info"]
+  curves = []
+  if "lira" in info:
+    curves += [(f"LiRA {side} (shadows)", info["lira"][side]["roc"])
+               for side in ("online", "offline")]
+  curves += [(f"U-LiRA {name}", roc) for name, roc in info.get("ulira", {}).get("roc", {}).items()]
+  if curves:
+    fig, (linear, logs) = _grid(2, "ROC curves of the audit's attacks")
+    palette = matplotlib.colormaps["tab20"].colors
+    for i, (label, roc) in enumerate(curves):
+      for ax in (linear, logs):
+        ax.plot(roc["fpr"], roc["tpr"], label=label, color=palette[i % len(palette)])
+    for ax, scale in ((linear, "linear"), (logs, "log")):
+      ax.plot([1e-4, 1], [1e-4, 1], color="grey", linestyle=":", linewidth=1)
+      ax.set_xscale(scale)
+      ax.set_yscale(scale)
+      ax.set_xlabel("false-positive rate")
+      ax.set_ylabel("true-positive rate")
+    logs.set_xlim(1e-3, 1)
+    logs.set_ylim(1e-3, 1)
+    linear.legend(fontsize=6, loc="lower right")
+    paths.append(_save(fig, os.path.join(out_dir, "audit_roc.png")))
+  eps = {k.split("/")[0]: v for k, v in samples.items() if k.endswith("/epsilon")}
+  if eps:
+    fig, axes = _grid(len(eps), "Per-sample ε of the competition's attacks (forget rows)")
+    top = max(float(np.max(v)) for v in eps.values())
+    bins = np.arange(0, max(top, 0.5) + 0.5, 0.25)
+    for ax, (name, values) in zip(axes, eps.items()):
+      ax.hist(values, bins=bins, color="tab:blue")
+      ax.set_title(name)
+      ax.set_xlabel("ε")
+      ax.set_ylabel("forget samples")
+    paths.append(_save(fig, os.path.join(out_dir, "audit_epsilon.png")))
+  if "shadows/online" in samples:
+    keep, online = samples["shadows/keep"].astype(bool), samples["shadows/online"]
+    panels = [("shadows (leave-one-out)", {"in": online[keep], "out": online[~keep]})]
+    panels += [(name, {"retain": v[:, ~forget].ravel(), "forget": v[:, forget].ravel()})
+               for name, v in ((k.split("/")[0], v) for k, v in samples.items()
+                               if k.endswith("/lira_online"))]
+    fig, axes = _grid(len(panels), "LiRA online scores (log-likelihood ratio; higher = member)")
+    every = np.concatenate([np.ravel(v) for _, p in panels for v in p.values()])
+    lo, hi = np.percentile(every, [1, 99])
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+    for ax, (title, groups) in zip(axes, panels):
+      for label, values in groups.items():
+        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.5, density=True,
+                label=label)
+      ax.set_title(title)
+      ax.legend(fontsize=7)
+    paths.append(_save(fig, os.path.join(out_dir, "audit_lira_scores.png")))
+  return paths

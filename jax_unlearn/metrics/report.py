@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jax_unlearn import files
+from jax_unlearn.metrics import audit as audit_lib
 from jax_unlearn.metrics import base, builtin, spread  # noqa: F401  (builtin registers)
 
 LEGEND = ("↓ lower is better, ↑ higher is better, ≈ retrained: closer to the retrained model "
@@ -146,3 +147,30 @@ def write_floor(floor: Mapping[str, Mapping[str, Any]]) -> str:
   note = (f"Inside: the interval reaches 0, so the model cannot be told farther from the "
           f"retrained model than a retrained model of another seed ({floor_name!r}) is.")
   return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_audit(audit: Mapping[str, Any]) -> str:
+  """`metrics.audit.run_audit`'s results as markdown: LiRA's power on its shadow models, then one
+  row per model and one column per audit result (per-seed values as mean ± std)."""
+  s, info = audit["settings"], audit["info"]
+  text = (f"## Audit\n\n{audit['members']} model(s) per stage; per-sample score: {s['score']}"
+          f"; audits: {', '.join(s['which'])}.\n\n")
+  if "lira" in info:
+    lira = info["lira"]
+    low = lambda side: ", ".join(  # noqa: E731
+        f"TPR {format_value(v)} at FPR {float(k):g}" for k, v in lira[side]["tpr_at_fpr"].items())
+    text += (f"LiRA's power on its {lira['shadows']} shadow models (each trained on half the "
+             f"training rows, attacked leave-one-out): online AUC "
+             f"{format_value(lira['online']['auc'])} ({low('online')}), offline AUC "
+             f"{format_value(lira['offline']['auc'])} ({low('offline')}). The weaker it is, the "
+             "less any model's LiRA numbers below can show.\n\n")
+  columns = audit_lib.columns(s["which"])
+  lines = ["| model | " + " | ".join(f"{label} {d}".strip() for _, label, d in columns) + " |",
+           "|:--" + "|--:" * len(columns) + "|"]
+  for name, row in audit["models"].items():
+    lines.append("| " + " | ".join([name] + [format_value(row.get(key)) for key, _, _ in columns])
+                 + " |")
+  note = ("≈ retrained: closer to the retrained row is better; → 0.5: an attacker telling this "
+          "model's members from retrained ones should be guessing. U-LiRA, ε and KS compare each "
+          "model with the retrained models, so the retrained row has none.")
+  return text + "\n".join(lines) + "\n\n" + note + "\n"

@@ -1,0 +1,359 @@
+"""The audit: strong membership attacks over many models, each a pluggable `Audit`.
+
+The evaluator's metrics read one model at a time; an audit reads every member of every
+ensemble at once, from per-sample scores (`member_scores`: the signed residual of the point
+prediction by default, or the negative task loss) on every training row:
+
+  lira     LiRA (online and offline) against shadow models trained on random halves of the
+           training data: its power on them (leave-one-out ROC, AUC, TPR at low FPR), and for
+           each model how well it separates retain from forget rows and how many forget rows it
+           calls "member" at the shadows' low-FPR threshold; retraining sets the target.
+  ulira    U-LiRA: can an attacker tell the K unlearned models from the K retrained ones on the
+           forget rows (accuracy, AUC; 0.5 = indistinguishable)?
+  epsilon  the 2023 competition's per-sample epsilon, forget quality F and final score.
+  ks       the two-sample KS p-value between a model's and the retrained model's forget losses
+           (per seed; higher = closer).
+  svm      the paper's SVM attack, with its own held-out accuracy and AUC (from the evaluator).
+
+`register` adds an audit of your own. Per-sample values (LiRA scores, U-LiRA scores, epsilons)
+are kept apart from the summaries (`AuditOutput.samples`), for plots and for the reader.
+"""
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import scipy.stats
+from sklearn.metrics import roc_auc_score
+
+from jax_unlearn import losses, settings as settings_lib, train
+from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn.metrics import epsilon as eps_lib, lira, spread
+from jax_unlearn.metrics.base import loss_values
+from jax_unlearn.train import ensemble
+
+SCORES = ("residual", "loss")
+REFERENCE = "retrained"
+DEFAULTS = {
+    "enabled": False,
+    "which": ("lira", "ulira", "epsilon", "ks", "svm"),
+    # LiRA's shadow models, each trained by the original recipe on a random half of the training
+    # rows (pairs of complementary halves, so every row is in half of them); even, >= 8.
+    "shadows": 8,
+    "score": "residual",
+    "variance": "auto",  # see lira.VARIANCES
+    "fpr": 0.01,  # the low false-positive rate LiRA's thresholds are read at
+    "delta": eps_lib.DELTA,
+    "grid": eps_lib.GRID,
+}
+MIN_SHADOWS = 8  # LiRA leaves one out and fits >= 2 models a side, odd row counts too
+MIN_MODELS = 3  # members per ensemble for U-LiRA and the epsilon score
+
+
+@dataclasses.dataclass
+class AuditData:
+  """What every audit reads.
+
+  scores / losses: model name -> [K, N] per-sample score and task loss of each member on every
+    training row ("original", "retrained" and each method; K the same for all).
+  forget: [N] bool, the forget rows.
+  per_seed: the evaluator's results, one dict model -> key -> value per seed (the SVM attack,
+    the errors of the utility ratios).
+  shadow_scores / shadow_keep: [S, N] scores of the shadow models and whether each trained on
+    each row; None without shadows.
+  """
+  scores: dict[str, np.ndarray]
+  losses: dict[str, np.ndarray]
+  forget: np.ndarray
+  per_seed: Sequence[Mapping[str, Mapping[str, Any]]]
+  settings: Mapping[str, Any]
+  shadow_scores: np.ndarray | None = None
+  shadow_keep: np.ndarray | None = None
+
+  @property
+  def audited(self) -> list[str]:
+    """The models an audit compares with the retrained ones: the original and each method."""
+    return [n for n in self.scores if n != REFERENCE]
+
+  @property
+  def members(self) -> int:
+    return len(self.scores[REFERENCE])
+
+  def forget_scores(self, name: str) -> np.ndarray:
+    return self.scores[name][:, self.forget]
+
+
+@dataclasses.dataclass
+class AuditOutput:
+  """models: name -> key -> value; info: results about the audit itself (e.g. LiRA's power);
+  samples: name -> per-sample array, kept in audit.npz."""
+  models: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  samples: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+class Audit:
+  """An audit: its name, its table columns ((key, label, direction) triples), and `run`."""
+  name: str = ""
+  columns: tuple[tuple[str, str, str], ...] = ()
+
+  def check(self, s: Mapping[str, Any], members: int) -> None:
+    """Raises a UserError, before any training, when the audit cannot run."""
+
+  def run(self, data: AuditData) -> AuditOutput:
+    raise NotImplementedError
+
+
+_AUDITS: dict[str, Audit] = {}
+
+
+def register(audit: Audit, *, replace: bool = False) -> Audit:
+  if not audit.name.isidentifier():
+    raise UserError(f"an audit needs a name that is an identifier, got {audit.name!r}.",
+                    "set the class attribute `name`.")
+  if audit.name in _AUDITS and not replace:
+    raise UserError(f"an audit named {audit.name!r} is already registered.",
+                    "choose another name, or pass replace=True.")
+  _AUDITS[audit.name] = audit
+  return audit
+
+
+def get(name: str) -> Audit:
+  if name not in _AUDITS:
+    raise unknown_name("audit", name, _AUDITS)
+  return _AUDITS[name]
+
+
+def names() -> tuple[str, ...]:
+  return tuple(_AUDITS)
+
+
+def resolve_settings(config, members: int) -> dict[str, Any]:
+  """DEFAULTS updated by `config` (the `audit` section), checked against the member count."""
+  s = settings_lib.merge(DEFAULTS, config, "audit")
+  s["which"] = (s["which"],) if isinstance(s["which"], str) else tuple(s["which"])
+  if not s["enabled"]:
+    return s
+  for name in s["which"]:
+    get(name)
+  if s["score"] not in SCORES:
+    raise UserError(f"config audit.score must be one of {', '.join(SCORES)}, got "
+                    f"{s['score']!r}.", "set --config.audit.score=residual.")
+  lira.check_variance(s["variance"])
+  settings_lib.check_number(s, "audit", "fpr", 0.0, 0.5, low_open=True)
+  settings_lib.check_number(s, "audit", "delta", 0.0, 0.1, low_open=True)
+  if isinstance(s["grid"], bool) or not isinstance(s["grid"], int) or s["grid"] < 2:
+    raise UserError(f"config audit.grid must be an integer >= 2, got {s['grid']!r}.",
+                    "set --config.audit.grid=101.")
+  for name in s["which"]:
+    get(name).check(s, members)
+  return s
+
+
+def _need_members(members: int, what: str) -> None:
+  if members < MIN_MODELS:
+    raise UserError(f"{what} needs at least {MIN_MODELS} models per stage, got {members}.",
+                    f"set --config.seeds={MIN_MODELS} or more (8 or more for a useful audit).")
+
+
+def shadow_halves(n: int, shadows: int, seed: int) -> np.ndarray:
+  """[S, N] bool: shadow 2j trains on a random half of the N rows, shadow 2j + 1 on the other
+  half, so each shadow has N // 2 rows. With N odd, each pair leaves out a different row (out
+  of both), so no row is in fewer than S / 2 - 1 shadows."""
+  if shadows < 2 or shadows % 2:
+    raise UserError(f"shadow models come in complementary pairs; got {shadows}.",
+                    "use an even number of shadows.")
+  if n < max(2, shadows // 2):
+    raise UserError(f"{shadows} shadow models need at least {max(2, shadows // 2)} rows, got {n}.",
+                    "use fewer shadows or more data.")
+  rng = np.random.default_rng([seed, 0x5AD0])
+  spare = rng.permutation(n)[:shadows // 2]
+  keep = np.zeros((shadows, n), bool)
+  half = n // 2
+  for j in range(0, shadows, 2):
+    rows = np.arange(n) if n % 2 == 0 else np.delete(np.arange(n), spare[j // 2])
+    order = rng.permutation(rows)
+    keep[j, order[:half]] = True
+    keep[j + 1, order[half:]] = True
+  return keep
+
+
+def member_scores(predict_fn: train.PredictFn, stacked, x: np.ndarray, y: np.ndarray, *,
+                  score: str, task_loss: Callable, quantiles=None, batch_size: int = 1024,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(scores, losses), each [K, N]: every member of a stacked ensemble on every row.
+
+  The score is the signed residual (point prediction - label, averaged over output dims) or the
+  negative task loss (`score`).
+  """
+  out_scores, out_losses = [], []
+  for k in range(ensemble.size(stacked)):
+    pred = train.predict(predict_fn, ensemble.member(stacked, k), x, batch_size=batch_size)
+    loss = loss_values(pred, y, task_loss)
+    point = np.asarray(losses.point_prediction(pred, quantiles), np.float64)
+    residual = (point.reshape(len(y), -1) - np.asarray(y, np.float64).reshape(len(y), -1))
+    out_scores.append(residual.mean(1) if score == "residual" else -loss)
+    out_losses.append(loss)
+  return np.stack(out_scores), np.stack(out_losses)
+
+
+def _seed_mean(data: AuditData, name: str, key: str) -> float | None:
+  values = [r.get(name, {}).get(key) for r in data.per_seed]
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+class LiRA(Audit):
+  name = "lira"
+  columns = (("lira_forget_auc", "LiRA retain/forget AUC", "≈ retrained"),
+             ("lira_forget_member", "LiRA forget called member", "≈ retrained"))
+
+  def check(self, s, members):
+    shadows = s["shadows"]
+    if isinstance(shadows, bool) or not isinstance(shadows, int) or shadows < MIN_SHADOWS or (
+        shadows % 2):
+      raise UserError(f"LiRA needs an even number of at least {MIN_SHADOWS} shadow models, got "
+                      f"audit.shadows={shadows!r}.",
+                      "set --config.audit.shadows=8 (or more), or leave lira out of "
+                      "audit.which.")
+
+  def run(self, data):
+    s, keep, shadows = data.settings, data.shadow_keep, data.shadow_scores
+    online, offline = lira.likelihood_ratios(shadows, shadows, keep, variance=s["variance"],
+                                             leave_one_out=True)
+    fprs = (s["fpr"], s["fpr"] / 10)
+    out = AuditOutput(info={"shadows": len(shadows),
+                            "online": lira.attack_summary(online, keep, fprs),
+                            "offline": lira.attack_summary(offline, keep, fprs)},
+                      samples={"shadows/online": online, "shadows/keep": keep})
+    threshold = lira.threshold_at_fpr(online[~keep], s["fpr"])
+    out.info["threshold"] = threshold
+    retain = ~data.forget
+    for name, scores in data.scores.items():
+      ratios, _ = lira.likelihood_ratios(scores, shadows, keep, variance=s["variance"])
+      out.samples[f"{name}/lira_online"] = ratios
+      out.models[name] = {
+          "lira_forget_auc": spread.summarize(
+              [float(roc_auc_score(retain, r)) for r in ratios]),
+          "lira_forget_member": spread.summarize(
+              [float(np.mean(r[data.forget] > threshold)) for r in ratios])}
+    return out
+
+
+class ULiRA(Audit):
+  name = "ulira"
+  columns = (("ulira_accuracy", "U-LiRA accuracy", "→ 0.5"),
+             ("ulira_auc", "U-LiRA AUC", "→ 0.5"),
+             ("ulira_model_accuracy", "U-LiRA per-model accuracy", "→ 0.5"))
+
+  def check(self, s, members):
+    _need_members(members, "U-LiRA")
+
+  def run(self, data):
+    out = AuditOutput(info={"roc": {}})
+    reference = data.forget_scores(REFERENCE)
+    k = data.members
+    kind = np.zeros((2 * k, reference.shape[1]), bool)
+    kind[:k] = True
+    for name in data.audited:
+      ratios = lira.unlearning_ratios(data.forget_scores(name), reference,
+                                      variance=data.settings["variance"])
+      summary = lira.attack_summary(ratios, kind, ())
+      out.samples[f"{name}/ulira"] = ratios
+      out.info["roc"][name] = summary["roc"]
+      per_model = ratios.sum(1) > 0
+      out.models[name] = {"ulira_accuracy": summary["accuracy"], "ulira_auc": summary["auc"],
+                          "ulira_model_accuracy": float(np.mean(per_model == kind[:, 0]))}
+    return out
+
+
+class Epsilon(Audit):
+  name = "epsilon"
+  columns = (("epsilon_median", "median per-sample ε", "↓"),
+             ("epsilon_forget_quality", "forget quality F", "↑"),
+             ("epsilon_score", "F × utility ratios", "↑"))
+
+  def check(self, s, members):
+    _need_members(members, "the epsilon score")
+
+  def run(self, data):
+    s, out = data.settings, AuditOutput()
+    reference = data.forget_scores(REFERENCE)
+    for name in data.audited:
+      eps = eps_lib.sample_epsilons(data.forget_scores(name), reference, delta=s["delta"],
+                                    grid=s["grid"])
+      quality = eps_lib.forget_quality(eps, data.members)
+      ratios = [eps_lib.utility_ratio(_seed_mean(data, name, key), _seed_mean(data, REFERENCE, key))
+                for key in ("retain_train_error", "retain_test_error")]
+      out.samples[f"{name}/epsilon"] = eps
+      out.models[name] = {"epsilon_median": float(np.median(eps)),
+                          "epsilon_forget_quality": quality,
+                          "epsilon_retain_ratio": ratios[0], "epsilon_test_ratio": ratios[1],
+                          "epsilon_score": eps_lib.final_score(quality, *ratios)}
+    out.info["upper"] = math.ceil(math.log(data.members - 1))
+    return out
+
+
+class KS(Audit):
+  name = "ks"
+  columns = (("ks_forget_p", "KS p-value vs retrained", "↑"),)
+
+  def check(self, s, members):
+    del s, members  # one seed is enough
+
+  def run(self, data):
+    out = AuditOutput()
+    reference = data.losses[REFERENCE][:, data.forget]
+    for name in data.audited:
+      mine = data.losses[name][:, data.forget]
+      p = [float(scipy.stats.ks_2samp(a, b).pvalue) for a, b in zip(mine, reference)]
+      out.models[name] = {"ks_forget_p": spread.summarize(p)}
+    return out
+
+
+class SVM(Audit):
+  """The paper's attack, as the evaluator ran it on each seed (the "mia" metric)."""
+  name = "svm"
+  columns = (("svm_forget", "SVM forget called member", "≈ retrained"),
+             ("svm_accuracy", "SVM own accuracy", ""),
+             ("svm_auc", "SVM own AUC", ""))
+  _FROM = {"svm_forget": "mia_forget", "svm_accuracy": "mia_attack_accuracy",
+           "svm_auc": "mia_attack_auc"}
+
+  def run(self, data):
+    out = AuditOutput()
+    for name in data.scores:
+      out.models[name] = {key: spread.summarize([r.get(name, {}).get(src) for r in data.per_seed])
+                          for key, src in self._FROM.items()}
+    return out
+
+
+for _audit in (LiRA(), ULiRA(), Epsilon(), KS(), SVM()):
+  register(_audit)
+
+
+def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, dict]:
+  """Every selected audit over `data`: (results for results.json, per-sample arrays).
+
+  The results hold "settings", "members", "models" (name -> key -> value, the models in
+  `data.scores` order), "info" (audit name -> its own results) and "seconds" per audit.
+  """
+  selected = list(data.settings["which"])
+  results = {"settings": {k: v for k, v in data.settings.items() if k != "enabled"},
+             "members": data.members, "models": {n: {} for n in data.scores}, "info": {},
+             "seconds": {}}
+  samples: dict[str, np.ndarray] = {}
+  for name in (progress(selected, "audit") if progress is not None else selected):
+    t = time.perf_counter()
+    out = get(name).run(data)
+    for model, values in out.models.items():
+      results["models"][model].update(values)
+    results["info"][name] = out.info
+    samples.update(out.samples)
+    results["seconds"][name] = time.perf_counter() - t
+  return results, samples
+
+
+def columns(which: Sequence[str]) -> list[tuple[str, str, str]]:
+  return [c for name in which for c in get(name).columns]
