@@ -244,3 +244,15 @@ def test_quick_steps_get_more_rounds(monkeypatch):
   assert ensembles.rounds([lambda: None], 3) == 50  # microseconds: up to the cap
   monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
   assert ensembles.rounds([lambda: None], 3) == 3
+
+
+def test_audit_rows_time_both_ways_and_the_statistics(monkeypatch):
+  from experiments.bench import audit
+  monkeypatch.setattr(audit, "ROWS", 128)
+  monkeypatch.setattr(audit, "FORGET", 16)
+  assert audit.member_counts(32) == [8, 16, 32] and audit.member_counts(4) == [8]
+  (row,) = audit.bench_audit(8, epochs=1)
+  assert row["members"] == 8 and row["rows"] == 128
+  assert row["speedup"] == pytest.approx(row["sequential_s"] / row["vmapped_s"])
+  assert min(row["vmapped_s"], row["sequential_s"], row["lira_s"], row["epsilon_s"]) > 0
+  assert "| 8 |" in audit.markdown([row])

@@ -4,6 +4,7 @@
   jax-unlearn bench --models allcnn,resnet18 --dtype bfloat16 --devices 4
   jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
   jax-unlearn bench --models "" --no-torch --ensemble 16  # only the ensemble rows
+  jax-unlearn bench --models "" --no-torch --audit 32     # only the audit rows
 
 Cases, per model and batch size (random inputs of the model's data contract, L1 loss, or the
 quantile loss for the forecasting model):
@@ -32,6 +33,10 @@ by one vmapped ensemble step against K calls of the single-model step, interleav
 compiled programs' memory against one member, and the chunk size `ensemble.choose_chunk` picks
 for the device's memory and for a small budget (timed against the unchunked step).
 
+With `--audit N`, rows of N shadow MLPs trained as one vmapped ensemble against N single-model
+runs (end to end, compilation included) at N = 8, 16, ... up to N, and the seconds of LiRA and
+the epsilon score over them.
+
 The PyTorch peer (experiments/bench/torch_peer.py) runs the same architecture, losses and Adam
 on the same batch. Before timing, its weights are copied from ours and both must produce the
 same loss on two consecutive steps (the second checks the gradients and the optimizer update
@@ -43,6 +48,7 @@ processes, clock changes) hits both alike; "ours/torch" is the peer's median tim
   measure     compile clock, interleaved timing, device peaks, memory, FLOPs
   cases       models, batches, our steps and the peer's, the guard, one model's rows
   ensembles   K models in one vmapped step against K single steps, memory and chunking
+  audit       N shadow models at once against N runs; the audit's statistics over N
   report      bench.md, and the whole pipeline as configured against paper style
   torch_peer  the PyTorch twins of the models and steps
 """
@@ -54,7 +60,7 @@ from typing import Sequence
 
 import jax
 
-from experiments.bench import ensembles, measure, report
+from experiments.bench import audit, ensembles, measure, report
 from experiments.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
                                      bench_model, build_model, configure_torch, guard_tolerance,
                                      jax_case, relative_error, setup_model, torch_case)
@@ -104,6 +110,9 @@ def parse_args(argv: Sequence[str] | None):
                  help=f"comma-separated, from {', '.join(ensembles.ENSEMBLE_MODELS)}")
   p.add_argument("--ensemble-steps", type=int, default=5,
                  help="timed rounds of the ensemble rows (each round runs every variant once)")
+  p.add_argument("--audit", type=int, default=0, metavar="N",
+                 help="also time N shadow models vmapped against N runs, and the audit's "
+                      "statistics (N = 8, 16, ... up to N)")
   p.add_argument("--out", default="runs/bench", help="directory for bench.jsonl and bench.md")
   p.add_argument("--pipeline", nargs="?", const="demo", default=None, metavar="CONFIG",
                  help="also time a whole experiment (a shipped config's name or a path; default "
@@ -151,6 +160,8 @@ def _main(args) -> int:
   for m in ensemble_models:
     if m not in ensembles.ENSEMBLE_MODELS:
       raise unknown_name("ensemble model", m, ensembles.ENSEMBLE_MODELS)
+  if args.audit < 0:
+    raise UserError("--audit must be >= 0.", "e.g. --audit 32.")
   if args.ensemble < 0 or args.ensemble_steps < 1:
     raise UserError("--ensemble must be >= 0 and --ensemble-steps >= 1.",
                     "e.g. --ensemble 16 --ensemble-steps 5.")
@@ -187,6 +198,10 @@ def _main(args) -> int:
         warmup=min(args.warmup, 1), dtype=args.dtype, info=info, peak=peak, seed=args.seed)
     rows += ens_rows
     md += ensembles.markdown(ens_rows)
+  if args.audit:
+    audit_rows = audit.bench_audit(args.audit, seed=args.seed)
+    rows += audit_rows
+    md += audit.markdown(audit_rows)
   files = {"bench.jsonl": "".join(json.dumps(r) + "\n" for r in rows)}
   if args.pipeline is not None:
     pipeline = pipeline_comparison(args.pipeline, args.out)

@@ -214,11 +214,15 @@ def plot_audit(audit: Mapping[str, Any], samples: Mapping[str, np.ndarray], forg
     paths.append(_save(fig, os.path.join(out_dir, "audit_roc.png")))
   eps = {k.split("/")[0]: v for k, v in samples.items() if k.endswith("/epsilon")}
   if eps:
-    fig, axes = _grid(len(eps), "Per-sample ε of the competition's attacks (forget rows)")
-    top = max(float(np.max(v)) for v in eps.values())
-    bins = np.arange(0, max(top, 0.5) + 0.5, 0.25)
+    # The scoring buckets of 0.5; every epsilon past the last (worth 0 points, perfect
+    # separations included) in one bar beyond it.
+    top = float(info["epsilon"]["upper"])
+    bins = np.arange(0, top + 0.75, 0.5)
+    fig, axes = _grid(len(eps), "Per-sample ε of the competition's attacks (forget rows; last "
+                      f"bar: ε ≥ {top:g}, 0 points)")
     for ax, (name, values) in zip(axes, eps.items()):
-      ax.hist(values, bins=bins, color="tab:blue")
+      ax.hist(np.minimum(values, top + 0.25), bins=bins, color="tab:blue")
+      ax.axvline(top, color="grey", linestyle=":")
       ax.set_title(name)
       ax.set_xlabel("ε")
       ax.set_ylabel("forget samples")
