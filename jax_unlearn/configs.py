@@ -71,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
   # as LiRA trains audit.shadows more models.
   c.audit = ml_collections.ConfigDict(metrics.audit.DEFAULTS)
   c.plots = True
+  # TensorBoard event files of every stage's curves and the final metrics (workdir/tensorboard).
+  c.tensorboard = True
   return c
 
 

@@ -27,8 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jax_unlearn import data as data_lib
-from jax_unlearn import (config_io, configs, files, losses, metrics, ops, parallel, published,
-                         train, unlearn)
+from jax_unlearn import (config_io, configs, events, files, losses, metrics, ops, parallel,
+                         published, train, unlearn)
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, initialize
 
@@ -71,7 +71,8 @@ def check_config(c: ml_collections.ConfigDict) -> None:
 def _setup_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write-test")
+    # One probe per process: hosts sharing the workdir must not remove each other's.
+    probe = os.path.join(workdir, f".write-test-{jax.process_index()}-{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -156,7 +157,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  with session(config, workdir, overrides) as c:
+  with session(config, workdir, overrides) as c, events.recording(_events_dir(c, workdir)):
     t_start, compiles_before = time.perf_counter(), dict(COMPILES)
     e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     original = train_original(e)
@@ -165,6 +166,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     audited = audit(e, models, evaluations)
     return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before,
                   audited)
+
+
+def _events_dir(c: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """Where the TensorBoard events go (process 0 writes them), or None when they are off."""
+  if not c.tensorboard or jax.process_index() != 0:
+    return None
+  return os.path.join(workdir, "tensorboard")
 
 
 @contextlib.contextmanager
@@ -565,6 +573,7 @@ def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list
   }
   _write_outputs(e.workdir, results, evaluations, per_seed, eval_data, c,
                  audited[1] if audited else None)
+  events.final_metrics(results["models"])
   log.info("\n%s", metrics.write_markdown(results["models"], None))
   log.info("results in %s (%.1fs in all)", e.workdir, seconds["total"])
   return results

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import parallel, settings
+from jax_unlearn import events, parallel, settings
 from jax_unlearn.errors import UserError
 from jax_unlearn.train.step import (LossFn, TrainState, create_state, learning_rate,
                                     make_optimizer, make_train_step, set_learning_rate)
@@ -162,14 +162,21 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
     pending = []
     for batch in it:
       state, metrics = step_fn(state, dp.put_batch(batch), rng, frozen)
-      pending.append(metrics["loss"])
+      pending.append(metrics)
       steps += 1
       n_batches += 1
       if should_stop is not None and should_stop():
         return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
                          interrupted_at=(epoch, skip + n_batches))
+    parts = {}
     if pending:
-      values = np.asarray(jax.device_get(pending), np.float64)  # [steps] or [steps, K]
+      fetched = jax.device_get(pending)
+      # Every part the step reports besides the loss (e.g. a method's retain and forget terms),
+      # averaged over the epoch's steps.
+      parts = {f"train_{key}": _plain(np.mean(np.asarray([m[key] for m in fetched], np.float64),
+                                              axis=0))
+               for key in fetched[0] if key != "loss" and np.ndim(fetched[0][key]) <= 1}
+      values = np.asarray([m["loss"] for m in fetched], np.float64)  # [steps] or [steps, K]
       if not np.all(np.isfinite(values)):
         bad = tuple(np.argwhere(~np.isfinite(values))[0])
         who = f", member {bad[1]}" if len(bad) > 1 else ""
@@ -177,7 +184,7 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
             f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad[0] + 1}{who}. "
             "Lower the learning rate (train.lr) or enable gradient clipping (train.clip_norm).")
       loss_sum = values.sum(axis=0)
-    record = {"epoch": epoch + 1, "train_loss": _plain(loss_sum / max(n_batches, 1))}
+    record = {"epoch": epoch + 1, "train_loss": _plain(loss_sum / max(n_batches, 1)), **parts}
     if validate is not None:
       val = np.asarray(validate(state.variables), np.float64)  # [] or [K]
       record["val_loss"] = _plain(val)
@@ -418,6 +425,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
 
   def on_epoch_end(epoch, st, record):
     history.append({k: v for k, v in record.items() if k != "best_variables"})
+    events.epoch(name, _steps(st), history[-1])
     save(st, record.get("best_val", math.inf), record["best_variables"], epoch + 1, 0)
 
   try:

@@ -5,6 +5,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jax_unlearn import losses, parallel
@@ -69,8 +70,16 @@ def predict(predict_fn: PredictFn, variables, x: np.ndarray, *,
     rows = len(chunk["x"])
     chunk = parallel.pad_batch(chunk, size)
     xb = dp.put_batch({"x": chunk["x"][dp.host_rows(size)]})["x"]
-    outs.append(np.asarray(jax.device_get(predict_fn(variables, xb)))[:rows])
+    outs.append(_host(predict_fn(variables, xb))[:rows])
   return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def _host(out: jax.Array) -> np.ndarray:
+  """Every row of a prediction on this host: with several processes, each holds only its own
+  rows' shards, so the rows are gathered from all of them first."""
+  if jax.process_count() > 1 and not out.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(out, tiled=True))
+  return np.asarray(jax.device_get(out))
 
 
 def make_validation_loss(apply_fn: Callable, per_example: losses.LossFn, x: np.ndarray,
