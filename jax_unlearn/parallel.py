@@ -116,7 +116,20 @@ class DataParallel:
     return slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
 
   def replicate(self, tree: Any) -> Any:
-    return jax.device_put(tree, self.replicated)
+    """`tree` on every device of the mesh. With several processes, host values must be the
+    same on every process (each places its copy on its own devices)."""
+    if jax.process_count() == 1:
+      return jax.device_put(tree, self.replicated)
+
+    def put(leaf):
+      if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(put(jax.random.key_data(leaf)),
+                                        impl=jax.random.key_impl(leaf))
+      if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return jax.jit(lambda a: a, out_shardings=self.replicated)(leaf)
+      return jax.make_array_from_process_local_data(self.replicated, np.asarray(leaf))
+
+    return jax.tree_util.tree_map(put, tree)
 
   def members(self, count: int) -> "Members":
     """Where an ensemble of `count` models trains: this process's devices of the mesh."""

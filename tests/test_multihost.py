@@ -1,5 +1,7 @@
 """Two processes on loopback (jax.distributed + gloo) train exactly like one process."""
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,3 +57,41 @@ def test_two_processes_match_one(tmp_path):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
     else:  # fixed shards: the same bits
       np.testing.assert_array_equal(a[key], b[key])
+
+
+# The whole pipeline from the command line, on fixed batch blocks, so any device count and any
+# process count dividing them computes the same bits.
+CLI = [sys.executable, "-m", "jax_unlearn", "run", "--config", "diabetes_mlp", "--quiet",
+       "--config.smoke=True", "--config.batch_shards=4", "--config.plots=False"]
+
+
+def _cli(workdir, processes: int):
+  """The CLI as `processes` processes of 4 / processes devices each, on loopback."""
+  port = _free_port()
+  procs = []
+  for i in range(processes):
+    env = _env(4 // processes)
+    if processes > 1:
+      env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
+                 JAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen(CLI + ["--workdir", str(workdir)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  _run(procs)
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
+  one = _cli(tmp_path / "one", 1)
+  two = _cli(tmp_path / "two", 2)
+  assert len(two["devices"]) == len(one["devices"]) == 4
+  assert two["models"] == one["models"]  # every metric of every model, bit for bit
+  assert two["reused"] == [] and os.path.isdir(tmp_path / "two" / "tensorboard")
+  # Checkpoints written by one process count are restored by the other.
+  shutil.copytree(tmp_path / "one", tmp_path / "one_then_two")
+  again = _cli(tmp_path / "one_then_two", 2)
+  back = _cli(tmp_path / "two", 1)
+  for results in (again, back):
+    assert results["reused"] == ["original", "retrained", "blindspot", "finetune", "gaussian"]
+    assert results["models"] == one["models"]
