@@ -193,6 +193,7 @@ def _config(**overrides):
     ({"audit.fpr": 0.7}, "audit.fpr"),
     ({"audit.which": "['lira', 'bogus']"}, "unknown audit"),
     ({"audit.shadow": 8}, "did you mean --config.audit.shadows"),
+    ({"audit.enabled": False, "audit.score": "absolute"}, "audit.score"),  # checked when off too
 ])
 def test_bad_audit_settings_fail_before_training(overrides, match):
   with pytest.raises(UserError, match=match):

@@ -130,11 +130,10 @@ def names() -> tuple[str, ...]:
 
 
 def resolve_settings(config, members: int) -> dict[str, Any]:
-  """DEFAULTS updated by `config` (the `audit` section), checked against the member count."""
+  """DEFAULTS updated by `config` (the `audit` section), every value checked; when the audit is
+  enabled, also against the member count (U-LiRA and epsilon need 3) and the shadows."""
   s = settings_lib.merge(DEFAULTS, config, "audit")
   s["which"] = (s["which"],) if isinstance(s["which"], str) else tuple(s["which"])
-  if not s["enabled"]:
-    return s
   for name in s["which"]:
     get(name)
   if s["score"] not in SCORES:
@@ -146,8 +145,9 @@ def resolve_settings(config, members: int) -> dict[str, Any]:
   if isinstance(s["grid"], bool) or not isinstance(s["grid"], int) or s["grid"] < 2:
     raise UserError(f"config audit.grid must be an integer >= 2, got {s['grid']!r}.",
                     "set --config.audit.grid=101.")
-  for name in s["which"]:
-    get(name).check(s, members)
+  if s["enabled"]:  # what the model counts allow, only when the audit runs
+    for name in s["which"]:
+      get(name).check(s, members)
   return s
 
 
