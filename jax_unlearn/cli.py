@@ -84,12 +84,23 @@ def _bench():
 
 
 def _init_hosts() -> None:
-  """Joins a multi-host run when JAX_NUM_PROCESSES > 1 (see README, "Several hosts")."""
-  num = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
-  if num > 1:
-    from jax_unlearn import parallel
-    parallel.initialize_distributed(os.environ["JAX_COORDINATOR_ADDRESS"], num,
-                                    int(os.environ["JAX_PROCESS_ID"]))
+  """Joins a multi-host run (see README, "Several hosts"): the one JAX_NUM_PROCESSES > 1 with
+  JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID describe; JAX_NUM_PROCESSES=auto lets JAX find it
+  (Cloud TPU pod slices, Slurm, Open MPI); with no variable set, a Slurm or Open MPI launch of
+  several processes is joined on its own."""
+  from jax_unlearn import parallel
+
+  given = os.environ.get("JAX_NUM_PROCESSES", "")
+  if given == "auto":
+    parallel.initialize_distributed(auto=True)
+  elif given:
+    num = int(given)
+    if num > 1:
+      parallel.initialize_distributed(os.environ["JAX_COORDINATOR_ADDRESS"], num,
+                                      int(os.environ["JAX_PROCESS_ID"]))
+  elif (cluster := parallel.detected_cluster()) is not None:
+    print(f"joining a {cluster[0]} run of {cluster[1]} processes", file=sys.stderr)
+    parallel.initialize_distributed(auto=True)
 
 
 def _run(args, rest) -> int:

@@ -10,6 +10,7 @@ devices of a "model" mesh axis, K / d per device, with nothing exchanged between
 """
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Mapping
 
 import jax
@@ -208,13 +209,39 @@ def resolve(dp: DataParallel | None) -> DataParallel:
   return dp if dp is not None else _single(jax.local_devices()[0])
 
 
+# The clusters whose launchers tell every process its rank, detected from their variables as
+# `jax.distributed.initialize()` detects them: name -> (variables that must be set, the count).
+CLUSTERS = {
+    "Slurm": (("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+               "SLURM_LOCALID"), "SLURM_NTASKS"),
+    "Open MPI": (("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+                 "OMPI_COMM_WORLD_SIZE"),
+}
+
+
+def detected_cluster(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+  """(name, process count) of a multi-process Slurm or Open MPI launch, else None."""
+  environ = os.environ if environ is None else environ
+  for name, (required, count) in CLUSTERS.items():
+    if all(v in environ for v in required) and int(environ[count]) > 1:
+      return name, int(environ[count])
+  return None
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None, **kwargs: Any) -> None:
+                           process_id: int | None = None, *, auto: bool = False,
+                           **kwargs: Any) -> None:
   """Joins a multi-host run (no-op for a single process); call before any other JAX work.
 
-  On CPU the cross-process collectives use gloo, so two processes on one machine work too.
+  `auto`: JAX finds the coordinator, the count and the rank itself (Slurm, Open MPI, Cloud TPU
+  pod slices, Kubernetes). On CPU the cross-process collectives use gloo, so two processes on
+  one machine work too.
   """
+  if auto:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+    return
   if num_processes is None or num_processes <= 1:
     return
   # Must not touch a backend before initialize(); gloo only matters for CPU devices.

@@ -26,15 +26,19 @@ def _env(devices: int) -> dict:
   return env
 
 
-def _run(procs, timeout=240):
+def _run(procs, timeout=240) -> list[str]:
+  """Waits for every process (killing them all past `timeout`); returns their stderr."""
+  errors = []
   try:
     for p in procs:
       out, err = p.communicate(timeout=timeout)
       assert p.returncode == 0, err.decode()[-3000:]
+      errors.append(err.decode())
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
+  return errors
 
 
 @pytest.mark.slow
@@ -65,33 +69,64 @@ CLI = [sys.executable, "-m", "jax_unlearn", "run", "--config", "diabetes_mlp", "
        "--config.smoke=True", "--config.batch_shards=4", "--config.plots=False"]
 
 
-def _cli(workdir, processes: int):
-  """The CLI as `processes` processes of 4 / processes devices each, on loopback."""
-  port = _free_port()
+def _slurm_job() -> int:
+  """A job id whose coordinator port (JAX derives it from the id) is free on loopback."""
+  for job in range(1000, 1000 + 4096):
+    try:
+      with socket.socket() as s:
+        s.bind(("127.0.0.1", job % 4096 + 65536 - 4096))
+      return job
+    except OSError:
+      continue
+  raise RuntimeError("no free port for a Slurm job")
+
+
+def _cli(workdir, processes: int, launcher: str = "jax"):
+  """The CLI as `processes` processes of 4 / processes devices each, on loopback, told their
+  ranks by JAX's variables or, as a Slurm launch would, by Slurm's."""
+  port, job = _free_port(), _slurm_job()
   procs = []
   for i in range(processes):
     env = _env(4 // processes)
-    if processes > 1:
+    if processes > 1 and launcher == "jax":
       env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),
                  JAX_PROCESS_ID=str(i))
+    elif processes > 1:
+      env.update(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="127.0.0.1",
+                 SLURM_NTASKS=str(processes), SLURM_PROCID=str(i), SLURM_LOCALID=str(i))
     procs.append(subprocess.Popen(CLI + ["--workdir", str(workdir)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-  _run(procs)
+  errors = _run(procs)
   with open(os.path.join(workdir, "results.json")) as f:
-    return json.load(f)
+    return json.load(f), errors
 
 
 @pytest.mark.slow
 def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
-  one = _cli(tmp_path / "one", 1)
-  two = _cli(tmp_path / "two", 2)
+  one, _ = _cli(tmp_path / "one", 1)
+  two, _ = _cli(tmp_path / "two", 2)
   assert len(two["devices"]) == len(one["devices"]) == 4
   assert two["models"] == one["models"]  # every metric of every model, bit for bit
   assert two["reused"] == [] and os.path.isdir(tmp_path / "two" / "tensorboard")
-  # Checkpoints written by one process count are restored by the other.
+  # Checkpoints written by one process count are restored by the other; the 2-process rerun is
+  # launched as Slurm would, with none of JAX's variables.
   shutil.copytree(tmp_path / "one", tmp_path / "one_then_two")
-  again = _cli(tmp_path / "one_then_two", 2)
-  back = _cli(tmp_path / "two", 1)
+  again, errors = _cli(tmp_path / "one_then_two", 2, launcher="slurm")
+  assert all("joining a Slurm run of 2 processes" in e for e in errors)
+  assert len(again["devices"]) == 4
+  back, _ = _cli(tmp_path / "two", 1)
   for results in (again, back):
     assert results["reused"] == ["original", "retrained", "blindspot", "finetune", "gaussian"]
     assert results["models"] == one["models"]
+
+
+def test_cluster_detection_reads_the_launchers_variables():
+  from jax_unlearn import parallel
+  slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[01-02]", "SLURM_NTASKS": "8",
+           "SLURM_PROCID": "3", "SLURM_LOCALID": "1"}
+  assert parallel.detected_cluster(slurm) == ("Slurm", 8)
+  assert parallel.detected_cluster({**slurm, "SLURM_NTASKS": "1"}) is None  # one task: no run
+  assert parallel.detected_cluster({k: v for k, v in slurm.items() if k != "SLURM_PROCID"}) is None
+  mpi = {"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "0"}
+  assert parallel.detected_cluster(mpi) == ("Open MPI", 4)
+  assert parallel.detected_cluster({}) is None

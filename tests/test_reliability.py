@@ -5,6 +5,7 @@ Determinism (same seed, same numbers) is in test_pipeline.py; resume after a kil
 bad-input message in test_cli.py.
 """
 import ast
+import ctypes
 import dataclasses
 import gc
 import glob
@@ -26,6 +27,9 @@ from jax_unlearn.models import AllCNN, MLP, from_linen, init_linen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOAK_RUNS = 3
+# Growth allowed from the second run to the last. The first run also loads what is imported
+# lazily (plots, TensorBoard's writer, SciPy's statistics), so it is no baseline; freed heap is
+# returned to the system before each reading (malloc_trim), so the reading is what stays used.
 RSS_MARGIN_MB = 64
 
 
@@ -39,6 +43,7 @@ def _load(name, **overrides):
 
 
 def _rss_mb() -> float:
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -82,7 +87,7 @@ def test_soak_no_memory_growth_and_no_compilation_after_the_first_run(demo_runs)
     assert run.results["models"] == first.results["models"]
     assert run.results["compiles"] == 0  # every program is served from a cache
     assert run.live_arrays <= first.live_arrays  # no device buffer outlives its run
-  assert demo_runs[-1].rss_mb <= first.rss_mb + RSS_MARGIN_MB
+  assert demo_runs[-1].rss_mb <= later[0].rss_mb + RSS_MARGIN_MB
 
 
 # Multi-device consistency
