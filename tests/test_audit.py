@@ -224,6 +224,7 @@ def test_pipeline_writes_the_audit(audited):
     assert row["lira_forget_auc"]["values"][0] is not None
     if name != "retrained":
       assert 0 <= row["ulira_auc"] <= 1 and 0 <= row["epsilon_forget_quality"] <= 1
+      assert len(row["ulira_accuracy"]["values"]) == 6  # one per target: 3 unlearned, 3 retrained
       assert len(row["ks_forget_p"]["values"]) == 3
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["audit"] == a

@@ -9,7 +9,8 @@ prediction by default, or the negative task loss) on every training row:
            each model how well it separates retain from forget rows and how many forget rows it
            calls "member" at the shadows' low-FPR threshold; retraining sets the target.
   ulira    U-LiRA: can an attacker tell the K unlearned models from the K retrained ones on the
-           forget rows (accuracy, AUC; 0.5 = indistinguishable)?
+           forget rows (accuracy, with its spread over the 2K target models; AUC; 0.5 =
+           indistinguishable)?
   epsilon  the 2023 competition's per-sample epsilon, forget quality F and final score.
   ks       the two-sample KS p-value between a model's and the retrained model's forget losses
            (per seed; higher = closer).
@@ -263,7 +264,10 @@ class ULiRA(Audit):
       out.samples[f"{name}/ulira"] = ratios
       out.info["roc"][name] = summary["roc"]
       per_model = ratios.sum(1) > 0
-      out.models[name] = {"ulira_accuracy": summary["accuracy"], "ulira_auc": summary["auc"],
+      # Accuracy per target model (its mean is the pooled accuracy), so it has a spread.
+      per_target = np.mean((ratios > 0) == kind, axis=1)
+      out.models[name] = {"ulira_accuracy": spread.summarize(per_target.tolist()),
+                          "ulira_auc": summary["auc"],
                           "ulira_model_accuracy": float(np.mean(per_model == kind[:, 0]))}
     return out
 
