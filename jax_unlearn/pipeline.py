@@ -329,22 +329,28 @@ def _validation(e: Experiment):
                                     batch_size=e.c.metrics.predict_batch_size, dp=e.dp)
 
 
+def _train_by_recipe(e: Experiment, stage: str, variables, arrays, *, rng: jax.Array,
+                     seed) -> train.TrainOutcome:
+  """A stage trained on `arrays` by the config's recipe (the original's), validated on the
+  validation split and checkpointed under its name; timed, and logged as reused or not."""
+  t = time.perf_counter()
+  outcome = train.train_model(
+      e.apply_fn, variables, train.supervised_loss(e.per_example), arrays,
+      train.Recipe.from_settings(configs.train_settings(e.c)), rng=rng, seed=seed, dp=e.dp,
+      validate=_validation(e), augment=e.augment,
+      checkpoint_dir=os.path.join(e.checkpoints, stage), identity={**e.identity, "stage": stage},
+      progress=_progress(stage, e.quiet), name=stage)
+  e.seconds[stage] = time.perf_counter() - t
+  if outcome.reused:
+    e.reused.append(stage)
+  _summary(stage, outcome, e.seconds[stage])
+  return outcome
+
+
 def train_original(e: Experiment) -> train.TrainOutcome:
   """Stage 1: the original model on all training data, the paper's recipe."""
-  t = time.perf_counter()
-  ds, c = e.ds, e.c
-  outcome = train.train_model(
-      e.apply_fn, e.fresh(0), train.supervised_loss(e.per_example),
-      {"x": ds.train.x, "y": ds.train.y}, train.Recipe.from_settings(configs.train_settings(c)),
-      rng=e.key(1), seed=e.order_seed(), dp=e.dp, validate=_validation(e), augment=e.augment,
-      checkpoint_dir=os.path.join(e.checkpoints, "original"),
-      identity={**e.identity, "stage": "original"}, progress=_progress("original", e.quiet),
-      name="original")
-  e.seconds["original"] = time.perf_counter() - t
-  if outcome.reused:
-    e.reused.append("original")
-  _summary("original", outcome, e.seconds["original"])
-  return outcome
+  return _train_by_recipe(e, "original", e.fresh(0), {"x": e.ds.train.x, "y": e.ds.train.y},
+                          rng=e.key(1), seed=e.order_seed())
 
 
 def stage_purpose(label: str) -> int:
@@ -472,25 +478,13 @@ def train_shadows(e: Experiment, keep: np.ndarray) -> dict:
 
   Returns their stacked variables.
   """
-  t = time.perf_counter()
-  ds, c, shadows = e.ds, e.c, len(keep)
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(c.seed), SHADOW_PURPOSE), shadows)
-  arrays = [{"x": ds.train.x[rows], "y": ds.train.y[rows]} for rows in keep]
-  outcome = train.train_model(
-      e.apply_fn, train.ensemble.init_members(e.init_fn, keys, shadows),
-      train.supervised_loss(e.per_example), arrays,
-      train.Recipe.from_settings(configs.train_settings(c)),
+  ds, seed, shadows = e.ds, e.c.seed, len(keep)
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), SHADOW_PURPOSE), shadows)
+  return _train_by_recipe(
+      e, "shadows", train.ensemble.init_members(e.init_fn, keys, shadows),
+      [{"x": ds.train.x[rows], "y": ds.train.y[rows]} for rows in keep],
       rng=train.ensemble.fold_in(keys, 1, shadows),
-      seed=[SHADOW_ORDER_SEEDS + c.seed * shadows + s for s in range(shadows)], dp=e.dp,
-      validate=_validation(e), augment=e.augment,
-      checkpoint_dir=os.path.join(e.checkpoints, "shadows"),
-      identity={**e.identity, "stage": "shadows"}, progress=_progress("shadows", e.quiet),
-      name="shadows")
-  e.seconds["shadows"] = time.perf_counter() - t
-  if outcome.reused:
-    e.reused.append("shadows")
-  _summary("shadows", outcome, e.seconds["shadows"])
-  return outcome.variables
+      seed=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
 
 
 def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation]

@@ -56,8 +56,8 @@ def _sd(var: np.ndarray, models: int, variance: str) -> np.ndarray:
   pooled = variance == "global" or (variance == "auto" and models < POOL_BELOW)
   if pooled:
     var = np.broadcast_to(np.nanmean(var, axis=1, keepdims=True), var.shape)
-  scale = np.nanmean(var) if np.isfinite(np.nanmean(var)) else 0.0
-  return np.sqrt(np.maximum(var, 1e-12 * max(scale, 1e-12)))
+  scale = np.nanmean(var)
+  return np.sqrt(np.maximum(var, 1e-12 * max(scale if np.isfinite(scale) else 0.0, 1e-12)))
 
 
 def check_variance(variance: str) -> None:
