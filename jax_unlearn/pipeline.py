@@ -299,7 +299,7 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   model_kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
   module = get_model(c.model.name, data_facts=facts, **model_kwargs)
   apply_fn = from_linen(module)
-  sample_x = ds.train.x[:2]
+  sample_x = np.asarray(ds.train.x[:2])  # decoded, when the inputs are streamed
 
   def init_fn(key):
     return initialize(module, key, sample_x, init=c.model.init)

@@ -1,34 +1,92 @@
-"""One process of a 2-process data-parallel training run (started by test_multihost.py): the
-same training with XLA's gradient all-reduce and with 4 fixed batch shards."""
+"""One process of a multi-process data-parallel training run (started by test_multihost.py).
+
+  multihost_worker.py PORT PROCESSES RANK OUT [RESUME_DIR|-] [CUT_DIR|-] [all|resume]
+
+"all" trains with XLA's gradient all-reduce, with 4 fixed batch shards, and with 4 shards on
+inputs streamed from a record source (saving the rows each process read in one epoch); RESUME_DIR
+finishes a run cut mid-epoch by another process count; CUT_DIR cuts a run mid-epoch (Ctrl-C, a
+checkpoint) for another process count to finish. "resume" only resumes.
+"""
+import os
+import signal
 import sys
 
 import numpy as np
 
+EPOCHS = 2
 
-def main(port: int, num_processes: int, process_id: int, out: str) -> None:
+
+class CountingSource:
+  """uint8 records that remember the rows this process read."""
+
+  def __init__(self, rows):
+    self.rows, self.read = rows, []
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitems__(self, idx):
+    self.read += [int(i) for i in idx]
+    return [{"x": self.rows[i]} for i in idx]
+
+
+def _interrupt_mid_epoch(it, epoch, epochs, total):
+  for i, batch in enumerate(it):
+    yield batch
+    if epoch == 1 and i == 0:  # seen after the next step: a checkpoint at epoch 2, batch 2
+      os.kill(os.getpid(), signal.SIGINT)
+
+
+def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: str = "-",
+         cut_dir: str = "-", what: str = "all") -> None:
   from jax_unlearn import parallel
   parallel.initialize_distributed(f"127.0.0.1:{port}", num_processes, process_id)
   import jax
 
   from jax_unlearn import losses, train
+  from jax_unlearn.data import ArrayLoader, records
   from jax_unlearn.models import MLP, from_linen, init_linen
 
   r = np.random.default_rng(0)
-  x = r.normal(size=(90, 3)).astype(np.float32)
+  raw = r.integers(0, 256, size=(90, 3), dtype=np.uint8)
+  source = CountingSource(raw)
+  lazy = records.RecordArray(source, "x", np.arange(90), (3,), mean=np.float32(128.0),
+                             std=np.float32(64.0), source_id="counting")
+  x = (raw.astype(np.float32) - 128.0) / 64.0
   y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
   model = MLP(hidden=(8,))
   variables = init_linen(model, jax.random.key(0), x[:2])
-  leaves = {}
-  for name, shards in (("plain", None), ("sharded", 4)):
-    dp = parallel.DataParallel.create(shards=shards)
+  sharded = parallel.DataParallel.create(shards=4)
+
+  def fit(inputs, dp, **kw):
     outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
-                                {"x": x, "y": y}, train.Recipe(epochs=2, batch_size=30, lr=0.01),
-                                rng=jax.random.key(1), dp=dp)
-    for i, v in enumerate(jax.tree_util.tree_leaves(outcome.variables)):
-      leaves[f"{name}_{i}"] = np.asarray(jax.device_get(v))
+                                {"x": inputs, "y": y},
+                                train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01),
+                                rng=jax.random.key(1), dp=dp, **kw)
+    return [np.asarray(jax.device_get(v)) for v in jax.tree_util.tree_leaves(outcome.variables)]
+
+  leaves = {}
+  runs = {"plain": (x, parallel.DataParallel.create()), "sharded": (x, sharded),
+          "streamed": (lazy, sharded)} if what == "all" else {}
+  for name, (inputs, dp) in runs.items():
+    leaves.update({f"{name}_{i}": v for i, v in enumerate(fit(inputs, dp))})
+  if what == "all":
+    source.read = []
+    for _ in ArrayLoader({"x": lazy[:64], "y": y[:64]}, 32, seed=5, dp=sharded)(0):  # no padding
+      pass
+    np.save(f"{out}.rows{process_id}.npy", np.asarray(source.read))
+  if resume_dir != "-":
+    leaves.update({f"resumed_{i}": v
+                   for i, v in enumerate(fit(x, sharded, checkpoint_dir=resume_dir))})
+  if cut_dir != "-":
+    try:
+      fit(x, sharded, checkpoint_dir=cut_dir, progress=_interrupt_mid_epoch)
+      raise AssertionError("the run was not interrupted")
+    except KeyboardInterrupt:
+      pass
   if process_id == 0:
-    np.savez(out, **leaves, devices=dp.devices, processes=jax.process_count())
+    np.savez(out, **leaves, devices=sharded.devices, processes=jax.process_count())
 
 
 if __name__ == "__main__":
-  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])

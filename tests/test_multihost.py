@@ -41,26 +41,41 @@ def _run(procs, timeout=240) -> list[str]:
   return errors
 
 
+def _workers(processes: int, out, *args) -> None:
+  port = _free_port()
+  _run([subprocess.Popen([sys.executable, WORKER, str(port), str(processes), str(i), str(out),
+                          *map(str, args)],
+                         env=_env(4 // processes), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(processes)])
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-  single = tmp_path / "single.npz"
-  _run([subprocess.Popen([sys.executable, WORKER, "0", "1", "0", str(single)], env=_env(4),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)])
-  port = _free_port()
-  multi = tmp_path / "multi.npz"
-  _run([subprocess.Popen([sys.executable, WORKER, str(port), "2", str(i), str(multi)],
-                         env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for i in range(2)])
-  a, b = np.load(single), np.load(multi)
+  """Training (plain, on fixed shards, on streamed inputs) as 1 x 4 and 2 x 2 devices, and a
+  run cut mid-epoch by one process count and finished by the other."""
+  single, multi, back = tmp_path / "single.npz", tmp_path / "multi.npz", tmp_path / "back.npz"
+  _workers(1, single, "-", tmp_path / "cut1")
+  shutil.copytree(tmp_path / "cut1", tmp_path / "cut1_for_two")
+  _workers(2, multi, tmp_path / "cut1_for_two", tmp_path / "cut2")
+  _workers(1, back, tmp_path / "cut2", "-", "resume")
+  a, b, c = np.load(single), np.load(multi), np.load(back)
   assert int(a["devices"]) == int(b["devices"]) == 4
   assert int(b["processes"]) == 2
-  keys = [k for k in a.files if k.startswith(("plain_", "sharded_"))]
-  assert len(keys) == 8
+  keys = [k for k in a.files if k.startswith(("plain_", "sharded_", "streamed_"))]
+  assert len(keys) == 12
   for key in keys:
     if key.startswith("plain_"):  # the all-reduce sums in another order: float rounding
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
-    else:  # fixed shards: the same bits
+    else:  # fixed shards: the same bits, in memory or streamed
       np.testing.assert_array_equal(a[key], b[key])
+      np.testing.assert_array_equal(a[key], a[key.replace("streamed_", "sharded_")])
+  for i in range(4):  # cut by one process count mid-epoch, finished by the other: the same bits
+    np.testing.assert_array_equal(b[f"resumed_{i}"], a[f"sharded_{i}"])
+    np.testing.assert_array_equal(c[f"resumed_{i}"], a[f"sharded_{i}"])
+  # Streamed, each process read only its half of every batch: disjoint rows, all of them.
+  rows = [set(np.load(f"{multi}.rows{i}.npy").tolist()) for i in range(2)]
+  assert not rows[0] & rows[1] and rows[0] | rows[1] == set(range(64))
+  assert set(np.load(f"{single}.rows0.npy").tolist()) == set(range(64))
 
 
 # The whole pipeline from the command line, on fixed batch blocks, so any device count and any

@@ -4,20 +4,25 @@ Neither set can be downloaded automatically, so each builder reads a manual dire
 as in the imbalanced-regression benchmark (github.com/YyzHarry/imbalanced-regression): the
 images, and a CSV with columns `path` (relative to the directory), `age` and `split`
 (train/val/test). Preparation resizes every image once to `image_size` and writes array_record
-files; loading reads them back through `as_data_source` (no TensorFlow) into numpy, normalised
-per channel with the train split's statistics. The group id is the person, parsed from the file
+files; loading reads them back through `as_data_source` (no TensorFlow), normalised per channel
+with the train split's statistics: into memory, or, for sets beyond it, as lazy arrays streamed
+batch by batch (`data.records`). The group id is the person, parsed from the file
 name, for "forget everything of one person" requests.
 """
 import csv
 import dataclasses
+import logging
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jax_unlearn.data import records
 from jax_unlearn.data.base import SPLITS, Dataset, Split, as_str, make_dataset
-from jax_unlearn.data.images import black_pixel, black_value, normalise_images
+from jax_unlearn.data.images import black_value
 from jax_unlearn.errors import UserError
+
+log = logging.getLogger("jax_unlearn")
 
 _GET_CSV = ("The CSV comes with the imbalanced-regression benchmark "
             "(github.com/YyzHarry/imbalanced-regression, data/{csv}); put it in the same "
@@ -122,10 +127,13 @@ def read_label_csv(csv_path: str) -> list[dict]:
   return rows
 
 
-def _load(cls, name: str, *, path: str | None, image_size: int, data_dir: str | None
-          ) -> Dataset:
+def _load(cls, name: str, *, path: str | None, image_size: int, data_dir: str | None,
+          stream: bool | None, workers: int, prefetch: int) -> Dataset:
   if not 4 <= image_size <= 1024:
     raise UserError(f"image_size must be in [4, 1024], got {image_size}.", "use e.g. 32.")
+  if workers < 0 or prefetch < 1:
+    raise UserError(f"workers must be >= 0 and prefetch >= 1, got {workers} and {prefetch}.",
+                    "use e.g. workers=0 (threads) or the number of spare CPU cores.")
   config = f"{image_size}px"
   if config not in cls.builder_configs:
     config = FaceConfig(name=config, image_size=image_size)
@@ -143,37 +151,71 @@ def _load(cls, name: str, *, path: str | None, image_size: int, data_dir: str | 
     except (FileNotFoundError, OSError) as e:
       raise UserError(f"could not prepare {name} from {path!r}: {e}",
                       f"check that every path in {cls.CSV} exists under {path!r}.") from None
-  records = []
-  for split in SPLITS:
-    source = builder.as_data_source(split=split)
-    records.append(source.__getitems__(range(len(source))))
-  people, ids = np.unique([cls.person(as_str(r["path"])) for rs in records for r in rs],
-                          return_inverse=True)
-  *xs, black = normalise_images(*(np.stack([r["image"] for r in rs]) for rs in records),
-                                black_pixel(3))
-  groups = np.split(ids.astype(np.int64), np.cumsum([len(rs) for rs in records])[:-1])
-  splits = [Split(x, np.array([[r["age"]] for r in rs], np.float32), g)
-            for x, rs, g in zip(xs, records, groups)]
+  sources = {split: builder.as_data_source(split=split) for split in SPLITS}
+  ages, people, sums, squares = {}, {}, np.zeros(3, np.int64), np.zeros(3, np.int64)
+  # One pass over the records: the labels, the people, and the train split's channel sums.
+  for split, source in sources.items():
+    ages[split], people[split] = [], []
+    for _, rs in records.scan(source, chunk=256):
+      ages[split] += [float(r["age"]) for r in rs]
+      people[split] += [cls.person(as_str(r["path"])) for r in rs]
+      if split == "train":
+        pixels = np.stack([r["image"] for r in rs])
+        sums += pixels.sum(axis=(0, 1, 2), dtype=np.int64)
+        squares += np.square(pixels.astype(np.uint16)).sum(axis=(0, 1, 2), dtype=np.int64)
+  count = len(sources["train"]) * image_size * image_size
+  mean, std = records.uint8_moments(sums, squares, count)
+  names, ids = np.unique(sum(people.values(), []), return_inverse=True)
+  groups = np.split(ids.astype(np.int64), np.cumsum([len(people[s]) for s in SPLITS])[:-1])
+  lazy = {split: records.RecordArray(
+      source, "image", np.arange(len(source)), (image_size, image_size, 3), mean=mean, std=std,
+      source_id=f"{builder.name}/{config if isinstance(config, str) else config.name}/"
+                f"{builder.version}/{split}", workers=workers, prefetch=prefetch)
+      for split, source in sources.items()}
+  if stream is None:
+    stream = lazy["train"].nbytes > records.STREAM_ABOVE_BYTES
+  if stream:
+    log.info("%s: streaming %d train images of %d px from %s (%.1f GiB as float32)", name,
+             len(lazy["train"]), image_size, builder.data_dir, lazy["train"].nbytes / 2**30)
+  splits = [Split(lazy[split] if stream else np.asarray(lazy[split]),
+                  np.asarray(ages[split], np.float32)[:, None], g)
+            for split, g in zip(SPLITS, groups)]
+  black = (np.zeros(3, np.float32) - mean) / std  # the normalised black pixel (padding)
   return make_dataset(name, *splits, loss="l1", error="mae", kind="image", label="age (years)",
-                      num_ids=len(people), flip_preserves_label=True, black=black_value(black))
+                      num_ids=len(names), flip_preserves_label=True, black=black_value(black))
+
+
+_STREAM_ARGS = """
+    stream: read the images from the prepared files batch by batch (True), or decode them all
+      into memory (False); None streams when the train split exceeds
+      `records.STREAM_ABOVE_BYTES` as float32. Both give the same batches.
+    workers: worker processes that read streamed batches (0: threads of the training process).
+    prefetch: streamed batches read ahead."""
 
 
 def agedb(*, path: str | None = None, seed: int = 0, image_size: int = 32,
-          data_dir: str | None = None) -> Dataset:
+          data_dir: str | None = None, stream: bool | None = None, workers: int = 0,
+          prefetch: int = 4) -> Dataset:
   """AgeDB with the benchmark's train/val/test split; the paper's main vision data.
 
   Args:
     path: the manual directory (agedb.csv and AgeDB/); needed only until it is prepared.
     seed: unused (the CSV fixes the split); accepted like every dataset's.
     image_size: images are resized once to image_size x image_size at preparation.
-    data_dir: where tfds keeps the prepared array_record files (tfds' default when None).
+    data_dir: where tfds keeps the prepared array_record files (tfds' default when None).{stream}
   """
   del seed
-  return _load(Agedb, "agedb", path=path, image_size=image_size, data_dir=data_dir)
+  return _load(Agedb, "agedb", path=path, image_size=image_size, data_dir=data_dir,
+               stream=stream, workers=workers, prefetch=prefetch)
 
 
 def imdbwiki(*, path: str | None = None, seed: int = 0, image_size: int = 32,
-             data_dir: str | None = None) -> Dataset:
+             data_dir: str | None = None, stream: bool | None = None, workers: int = 0,
+             prefetch: int = 4) -> Dataset:
   """IMDB-WIKI with the benchmark's split; same arguments as `agedb` (imdb_wiki.csv)."""
   del seed
-  return _load(ImdbWiki, "imdbwiki", path=path, image_size=image_size, data_dir=data_dir)
+  return _load(ImdbWiki, "imdbwiki", path=path, image_size=image_size, data_dir=data_dir,
+               stream=stream, workers=workers, prefetch=prefetch)
+
+
+agedb.__doc__ = agedb.__doc__.format(stream=_STREAM_ARGS)

@@ -1,14 +1,19 @@
-"""In-memory batching: deterministic per (seed, epoch), padded to one shape, sliced per host.
+"""Batching: deterministic per (seed, epoch), padded to one shape, sliced per host.
 
 Every batch is a dict of numpy arrays with "x", "y", "forget" ([B] 0/1) and "mask" ([B], 0 on
-padding rows), always of the same global size so the train step compiles once.
+padding rows), always of the same global size so the train step compiles once. Each process
+reads only its own rows of a batch. In-memory arrays are indexed directly; lazy inputs
+(`data.records.RecordArray`, for data beyond memory) are read through a grain pipeline with
+prefetching, into the same batches.
 """
+import functools
 from typing import Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
 from jax_unlearn import parallel
+from jax_unlearn.data import records
 from jax_unlearn.errors import UserError
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -21,10 +26,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class ArrayLoader:
-  """Batches of in-memory arrays; `loader(epoch)` iterates one epoch.
+  """Batches of arrays; `loader(epoch)` iterates one epoch, `loader(epoch, start=b)` from its
+  batch b on (a resumed epoch reads nothing before its position).
 
   Args:
-    arrays: name -> array with the same first dimension ("x", "y", optionally "forget").
+    arrays: name -> array with the same first dimension ("x", "y", optionally "forget"); "x"
+      may be a lazy `records.RecordArray`, then read by its `workers` and `prefetch`.
     batch_size: global batch size (rows over all hosts and devices).
     seed: the order of epoch e is a permutation drawn from (seed, e), so a resumed epoch
       sees the same batches.
@@ -46,7 +53,7 @@ class ArrayLoader:
       raise UserError("a loader got no samples.", "check the data and the forget specification.")
     if batch_size <= 0:
       raise UserError(f"batch size must be positive, got {batch_size}.", "set a batch size >= 1.")
-    self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    self.arrays = {k: records.as_rows(v) for k, v in arrays.items()}
     self.arrays.setdefault("forget", np.zeros(n, np.float32))
     self.n = n
     self.batch_size = min(batch_size, n)
@@ -58,15 +65,28 @@ class ArrayLoader:
   def __len__(self) -> int:
     return -(-self.n // self.batch_size)
 
-  def __call__(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+  seekable = True  # `fit` starts a resumed epoch with `start` instead of skipping batches
+
+  def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     order = epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
-    for b, start in enumerate(range(0, self.n, self.batch_size)):
-      idx = order[start:start + self.batch_size]
-      batch = {k: v[idx] for k, v in self.arrays.items()}
-      batch = parallel.pad_batch(batch, self.padded)
-      batch = {k: v[self.rows] for k, v in batch.items()}
-      if self.augment is not None:
-        rng = np.random.default_rng([self.seed, epoch, b, jax.process_index()])
-        batch["x"] = self.augment(batch["x"], rng)
-      batch["forget"] = batch["forget"].astype(np.float32)
-      yield batch
+    read = functools.partial(self._batch, order, epoch, jax.process_index())
+    lazy = [v for v in self.arrays.values() if records.is_lazy(v)]
+    if not lazy:
+      return map(read, range(start, len(self)))
+    return records.stream(read, range(start, len(self)), workers=lazy[0].workers,
+                          prefetch=lazy[0].prefetch)
+
+  def _batch(self, order: np.ndarray, epoch: int, process: int, b: int) -> dict[str, np.ndarray]:
+    """Batch b of an epoch's order: this process's rows of it, padded by repeating the batch's
+    first row (so running statistics see real data), with mask 0 on the padding."""
+    idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+    full = np.concatenate([idx, np.full(self.padded - len(idx), idx[0], idx.dtype)])
+    valid = (np.arange(self.padded) < len(idx)).astype(np.float32)
+    rows = full[self.rows]
+    batch = {k: records.take(v, rows) for k, v in self.arrays.items()}
+    batch["mask"] = (valid[self.rows] * batch.get("mask", 1.0)).astype(np.float32)
+    if self.augment is not None:
+      rng = np.random.default_rng([self.seed, epoch, b, process])
+      batch["x"] = self.augment(batch["x"], rng)
+    batch["forget"] = batch["forget"].astype(np.float32)
+    return batch

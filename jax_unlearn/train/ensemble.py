@@ -134,8 +134,10 @@ class EnsembleBatches:
   def __len__(self) -> int:
     return len(self.loaders[0])
 
-  def __call__(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-    for parts in zip(*(loader(epoch) for loader in self.loaders)):
+  seekable = True
+
+  def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    for parts in zip(*(loader(epoch, start) for loader in self.loaders)):
       yield {key: np.stack([p[key] for p in parts]) for key in parts[0]}
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_unlearn import events, parallel, settings
+from jax_unlearn.data import records
 from jax_unlearn.errors import UserError
 from jax_unlearn.train.step import (LossFn, TrainState, create_state, learning_rate,
                                     make_optimizer, make_train_step, set_learning_rate)
@@ -155,7 +156,8 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
   for epoch in range(resume.epoch, epochs):
     loss_sum, n_batches = 0.0, 0
     skip = resume.batch if epoch == resume.epoch else 0
-    it: Iterator = itertools.islice(batches(epoch), skip, None)
+    it: Iterator = (batches(epoch, start=skip) if getattr(batches, "seekable", False)
+                    else itertools.islice(batches(epoch), skip, None))
     if progress is not None:
       total = len(batches) - skip if hasattr(batches, "__len__") else None
       it = progress(it, epoch, epochs, total)
@@ -273,8 +275,11 @@ def _digest(tree: Any) -> str:
   h = hashlib.sha256()
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   h.update(str(treedef).encode())
-  for leaf in jax.device_get(leaves):
-    a = np.ascontiguousarray(leaf)
+  for leaf in leaves:
+    if records.is_lazy(leaf):  # rows on disk: named by their source, rows and normalisation
+      h.update(leaf.fingerprint.encode())
+      continue
+    a = np.ascontiguousarray(jax.device_get(leaf))
     h.update(f"{a.dtype}{a.shape}".encode())
     h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
   return h.hexdigest()[:16]

@@ -1,5 +1,6 @@
 """Batched, jitted predictions (and any row-wise function of a model) over a `DataParallel`."""
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -9,6 +10,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jax_unlearn import losses, parallel
+from jax_unlearn.data import records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +62,27 @@ def _rows_in_blocks(fn: Callable, dp: parallel.DataParallel) -> Callable:
 
 def predict(predict_fn: PredictFn, variables, x: np.ndarray, *,
             batch_size: int = 512) -> np.ndarray:
-  """`predict_fn` on every row of `x` (numpy), in fixed-size padded batches (one compilation)."""
+  """`predict_fn` on every row of `x` (numpy or lazy), in fixed-size padded batches (one
+  compilation); each process reads only its rows of a batch, lazy rows read ahead."""
   dp = predict_fn.dp
+  x = records.as_rows(x)
   n = len(x)
   size = dp.padded(min(batch_size, max(n, 1)))
-  outs = []
-  for start in range(0, n, size):
-    chunk = {"x": x[start:start + size]}
-    rows = len(chunk["x"])
-    chunk = parallel.pad_batch(chunk, size)
-    xb = dp.put_batch({"x": chunk["x"][dp.host_rows(size)]})["x"]
-    outs.append(_host(predict_fn(variables, xb))[:rows])
+  read = functools.partial(_host_chunk, x, n, size, dp.host_rows(size))
+  starts = range(0, n, size)
+  chunks = (records.stream(read, starts, workers=x.workers, prefetch=x.prefetch)
+            if records.is_lazy(x) else map(read, starts))
+  outs = [_host(predict_fn(variables, dp.put_batch({"x": xb})["x"]))[:min(size, n - start)]
+          for start, xb in zip(starts, chunks)]
   return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def _host_chunk(x, n: int, size: int, rows: slice, start: int) -> np.ndarray:
+  """This process's rows of the padded chunk at `start` (padding repeats the chunk's first row,
+  as `parallel.pad_batch` pads)."""
+  real = min(size, n - start)
+  idx = start + np.concatenate([np.arange(real), np.zeros(size - real, np.int64)])
+  return records.take(x, idx[rows])
 
 
 def _host(out: jax.Array) -> np.ndarray:

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from jax_unlearn import checkpoint, parallel, settings as settings_lib, train
+from jax_unlearn.data import records
 from jax_unlearn.errors import UserError
 
 # Per-purpose constants folded into the run's key: one independent stream per use.
@@ -56,8 +57,8 @@ class UnlearnData:
   augment: Callable | None = None
 
   def __post_init__(self):
-    self.x, self.y = np.asarray(self.x), np.asarray(self.y, np.float32)
-    self.val_x, self.val_y = np.asarray(self.val_x), np.asarray(self.val_y, np.float32)
+    self.x, self.y = records.as_rows(self.x), np.asarray(self.y, np.float32)
+    self.val_x, self.val_y = records.as_rows(self.val_x), np.asarray(self.val_y, np.float32)
     forget = np.asarray(self.forget)
     n = len(self.x)
     if len(self.y) != n:
