@@ -121,21 +121,16 @@ class DataParallel:
     same on every process (each places its copy on its own devices)."""
     if jax.process_count() == 1:
       return jax.device_put(tree, self.replicated)
-
-    def put(leaf):
-      if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(put(jax.random.key_data(leaf)),
-                                        impl=jax.random.key_impl(leaf))
-      if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-        return jax.jit(lambda a: a, out_shardings=self.replicated)(leaf)
-      return jax.make_array_from_process_local_data(self.replicated, np.asarray(leaf))
-
-    return jax.tree_util.tree_map(put, tree)
+    return jax.tree_util.tree_map(lambda leaf: place(leaf, self.replicated), tree)
 
   def members(self, count: int) -> "Members":
-    """Where an ensemble of `count` models trains: this process's devices of the mesh."""
-    local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
-    return Members.create(count, local)
+    """Where an ensemble of `count` models trains: this process's devices of the mesh; with
+    several processes, as many devices of each process, each process holding count / P whole
+    members."""
+    if jax.process_count() == 1:
+      local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+      return Members.create(count, local)
+    return Members.across_processes(count, list(self.mesh.devices.flat))
 
   def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     """Places this host's rows of a global batch on its devices, sharded over "data".
@@ -188,13 +183,68 @@ class Members:
   def sharded(self) -> NamedSharding:
     return NamedSharding(self.mesh, P(MODEL_AXIS))
 
+  @classmethod
+  def across_processes(cls, count: int, devices) -> "Members":
+    """Over the same number of devices of every process (process 0's first), so that each
+    process holds count / P whole members; every process must call it alike."""
+    processes = sorted({d.process_index for d in devices})
+    if count % len(processes):
+      raise UserError(f"{count} models per stage do not split over {len(processes)} processes.",
+                      f"use a multiple of {len(processes)} seeds, or one process.")
+    per_process = count // len(processes)
+    local = min(sum(d.process_index == p for d in devices) for p in processes)
+    d = max(n for n in range(1, min(local, per_process) + 1) if per_process % n == 0)
+    chosen = [dev for p in processes for dev in [x for x in devices if x.process_index == p][:d]]
+    return cls(jax.make_mesh((len(chosen),), (MODEL_AXIS,), devices=chosen,
+                             axis_types=(jax.sharding.AxisType.Auto,)))
+
   def put(self, tree: Any) -> Any:
-    """`tree` (leaves with a leading member axis) sharded over "model"; None stays None."""
-    return None if tree is None else jax.device_put(tree, self.sharded)
+    """`tree` (leaves with a leading member axis) sharded over "model"; None stays None. With
+    several processes, host values must be the same on every process (each places its own
+    members' slices)."""
+    if tree is None:
+      return None
+    if jax.process_count() == 1:
+      return jax.device_put(tree, self.sharded)
+    return jax.tree_util.tree_map(lambda leaf: place(leaf, self.sharded), tree)
 
   def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     """A [K, B, ...] batch of every member, each member's rows on its device."""
     return self.put(dict(batch))
+
+
+def place(leaf: Any, sharding: NamedSharding) -> jax.Array:
+  """One value as a global array of `sharding`, possibly spanning processes: a host value
+  (the same on every process) gives each process its own slices; a global array is resharded;
+  PRNG keys keep their type."""
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(place(jax.random.key_data(leaf), sharding),
+                                    impl=jax.random.key_impl(leaf))
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    return jax.jit(lambda a: a, out_shardings=sharding)(leaf)
+  value = np.asarray(leaf)
+  return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+
+def gather(tree: Any) -> Any:
+  """`tree` as every process can read it: unchanged when all its arrays are this process's;
+  otherwise numpy copies of the whole of every array, gathered from all processes (members of
+  an ensemble held by other hosts)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(not isinstance(a, jax.Array) or a.is_fully_addressable for a in leaves):
+    return tree
+  from jax.experimental import multihost_utils
+
+  def one(a):
+    if not isinstance(a, jax.Array) or a.is_fully_addressable:
+      return a
+    if a.is_fully_replicated:  # this process's copy is the whole
+      return np.asarray(a.addressable_shards[0].data)
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+  return jax.tree_util.tree_map(one, tree)
 
 
 @functools.cache

@@ -59,13 +59,20 @@ VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "nump
 
 def check_config(c: ml_collections.ConfigDict) -> None:
   """Rejects unknown names and values out of range before any work starts."""
-  configs.member_seeds(c)
+  seeds = len(configs.member_seeds(c))
   train.Recipe.from_settings(configs.train_settings(c))
   for name in c.methods:
     configs.method_settings(c, name)
   metrics.resolve_settings(c.metrics)
-  metrics.audit.resolve_settings(c.audit, len(configs.member_seeds(c)))
+  audit = metrics.audit.resolve_settings(c.audit, seeds)
   ops.check_kernels(c.kernels)
+  processes = jax.process_count()
+  # An ensemble's members are spread whole over the processes, as many on each.
+  for count, what in ((seeds, "models per stage (seeds)"),
+                      (audit["shadows"] if audit["enabled"] else 1, "shadow models")):
+    if count > 1 and count % processes:
+      raise UserError(f"{count} {what} do not split over {processes} processes.",
+                      f"use a multiple of {processes}, or one process.")
 
 
 def _setup_workdir(workdir: str) -> None:

@@ -70,7 +70,19 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
           "streamed": (lazy, sharded)} if what == "all" else {}
   for name, (inputs, dp) in runs.items():
     leaves.update({f"{name}_{i}": v for i, v in enumerate(fit(inputs, dp))})
-  if what == "all":
+  if what == "all":  # an ensemble: 4 members, one device each, over every process
+    keys = jax.random.split(jax.random.key(2), 4)
+    stacked = train.ensemble.init_members(lambda k: init_linen(model, k, x[:2]), keys, 4)
+    recipe = train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01, plateau_factor=0.5,
+                          plateau_patience=0)
+    validate = train.make_validation_loss(from_linen(model), losses.mse, x[:20], y[:20],
+                                          dp=sharded)
+    outcome = train.train_model(from_linen(model), stacked, train.supervised_loss(losses.mse),
+                                {"x": x, "y": y}, recipe, rng=keys, seed=[0, 1, 2, 3],
+                                dp=sharded, validate=validate)
+    leaves.update({f"ensemble_{i}": np.asarray(v)
+                   for i, v in enumerate(jax.tree_util.tree_leaves(outcome.variables))})
+    leaves["ensemble_lr"] = np.asarray(outcome.history[-1]["lr"])
     source.read = []
     for _ in ArrayLoader({"x": lazy[:64], "y": y[:64]}, 32, seed=5, dp=sharded)(0):  # no padding
       pass

@@ -256,3 +256,22 @@ def test_audit_rows_time_both_ways_and_the_statistics(monkeypatch):
   assert row["speedup"] == pytest.approx(row["sequential_s"] / row["vmapped_s"])
   assert min(row["vmapped_s"], row["sequential_s"], row["lira_s"], row["epsilon_s"]) > 0
   assert "| 8 |" in audit.markdown([row])
+
+
+def test_loader_rows_read_every_way_and_time_the_step():
+  from experiments.bench import loader
+  (row,) = loader.bench_loader([16], images=40, workers=(1,), steps=1)
+  assert set(row["samples_per_s"]) == {"memory", "threads", "workers=1"}
+  assert min(row["samples_per_s"].values()) > 0 and row["step_samples_per_s"] > 0
+  assert row["headroom"] == pytest.approx(
+      max(row["samples_per_s"]["threads"], row["samples_per_s"]["workers=1"])
+      / row["step_samples_per_s"])
+  assert "| 16 |" in loader.markdown([row])
+
+
+@pytest.mark.parametrize("args", [["--loader", "64,big"], ["--loader", "4"],
+                                  ["--loader", "64", "--loader-images", "3"]])
+def test_bad_loader_arguments(args, capsys):
+  from experiments import bench
+  assert bench.main(["--models", "", "--no-torch", *args]) == 2
+  assert "--loader" in capsys.readouterr().err

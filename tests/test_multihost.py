@@ -69,6 +69,10 @@ def test_two_processes_match_one(tmp_path):
     else:  # fixed shards: the same bits, in memory or streamed
       np.testing.assert_array_equal(a[key], b[key])
       np.testing.assert_array_equal(a[key], a[key.replace("streamed_", "sharded_")])
+  ensemble = [k for k in a.files if k.startswith("ensemble_")]
+  assert len(ensemble) == 5 and a["ensemble_0"].shape[0] == 4  # 4 leaves of 4 members, the lr
+  for key in ensemble:  # members on other hosts: whole members per device, the same bits
+    np.testing.assert_array_equal(a[key], b[key])
   for i in range(4):  # cut by one process count mid-epoch, finished by the other: the same bits
     np.testing.assert_array_equal(b[f"resumed_{i}"], a[f"sharded_{i}"])
     np.testing.assert_array_equal(c[f"resumed_{i}"], a[f"sharded_{i}"])
@@ -96,7 +100,7 @@ def _slurm_job() -> int:
   raise RuntimeError("no free port for a Slurm job")
 
 
-def _cli(workdir, processes: int, launcher: str = "jax"):
+def _cli(workdir, processes: int, launcher: str = "jax", *extra: str):
   """The CLI as `processes` processes of 4 / processes devices each, on loopback, told their
   ranks by JAX's variables or, as a Slurm launch would, by Slurm's."""
   port, job = _free_port(), _slurm_job()
@@ -109,11 +113,14 @@ def _cli(workdir, processes: int, launcher: str = "jax"):
     elif processes > 1:
       env.update(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="127.0.0.1",
                  SLURM_NTASKS=str(processes), SLURM_PROCID=str(i), SLURM_LOCALID=str(i))
-    procs.append(subprocess.Popen(CLI + ["--workdir", str(workdir)], env=env,
+    procs.append(subprocess.Popen(CLI + ["--workdir", str(workdir), *extra], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
   errors = _run(procs)
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f), errors
+
+
+STAGES = ["original", "retrained", "blindspot", "finetune", "gaussian"]
 
 
 @pytest.mark.slow
@@ -126,13 +133,25 @@ def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
   # Checkpoints written by one process count are restored by the other; the 2-process rerun is
   # launched as Slurm would, with none of JAX's variables.
   shutil.copytree(tmp_path / "one", tmp_path / "one_then_two")
-  again, errors = _cli(tmp_path / "one_then_two", 2, launcher="slurm")
+  again, errors = _cli(tmp_path / "one_then_two", 2, "slurm")
   assert all("joining a Slurm run of 2 processes" in e for e in errors)
   assert len(again["devices"]) == 4
   back, _ = _cli(tmp_path / "two", 1)
   for results in (again, back):
-    assert results["reused"] == ["original", "retrained", "blindspot", "finetune", "gaussian"]
+    assert results["reused"] == STAGES
     assert results["models"] == one["models"]
+
+
+@pytest.mark.slow
+def test_ensembles_spread_their_members_over_the_processes(tmp_path):
+  """Two models per stage, one on each process: the numbers of one process, bit for bit."""
+  one, _ = _cli(tmp_path / "one", 1, "jax", "--config.seeds=2")
+  two, _ = _cli(tmp_path / "two", 2, "jax", "--config.seeds=2")
+  assert two["models"] == one["models"] and two["seeds"] == one["seeds"] == [0, 1]
+  back, _ = _cli(tmp_path / "two", 1, "jax", "--config.seeds=2")
+  assert back["reused"] == STAGES and back["models"] == one["models"]
+  with pytest.raises(AssertionError, match="3 models per stage .seeds. do not split over 2"):
+    _cli(tmp_path / "three", 2, "jax", "--config.seeds=3")
 
 
 def test_cluster_detection_reads_the_launchers_variables():

@@ -1,5 +1,4 @@
 """Streaming input: lazy record arrays read through grain give the in-memory path's batches."""
-import csv
 import json
 import os
 
@@ -7,8 +6,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from PIL import Image
-
+from experiments.bench.loader import write_jpeg_faces
 from jax_unlearn import config_io, configs, losses, parallel, pipeline, train
 from jax_unlearn.checkpoint import Checkpointer
 from jax_unlearn.data import ArrayLoader, augment_for, load_dataset, records
@@ -17,25 +15,11 @@ from jax_unlearn.models import MLP, from_linen, init_linen
 import fakes
 
 
-def write_jpeg_faces(root, n, size=(240, 200), seed=0):
-  """An AgeDB manual directory of `n` random-noise JPEGs (real JPEG bytes), 70/10/20 split."""
-  r = np.random.default_rng(seed)
-  rows = fakes.agedb_rows(n, seed)
-  for path, _, _ in rows:
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    pixels = r.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(root / path, format="JPEG", quality=90)
-  with open(root / "agedb.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["age", "path", "split"])
-    w.writerows([(age, path, split) for path, age, split in rows])
-
-
 @pytest.fixture(scope="module")
 def faces224(tmp_path_factory):
   """A few hundred 224 px faces, prepared once: (in-memory dataset, streamed dataset)."""
   root = tmp_path_factory.mktemp("jpeg")
-  write_jpeg_faces(root, 200)
+  write_jpeg_faces(str(root), 200)
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   memory = load_dataset("agedb", path=str(root), image_size=224, data_dir=data_dir,
                         stream=False)

@@ -5,6 +5,7 @@
   jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
   jax-unlearn bench --models "" --no-torch --ensemble 16  # only the ensemble rows
   jax-unlearn bench --models "" --no-torch --audit 32     # only the audit rows
+  jax-unlearn bench --models "" --no-torch --loader 64,112,224  # only the input rows
 
 Cases, per model and batch size (random inputs of the model's data contract, L1 loss, or the
 quantile loss for the forecasting model):
@@ -37,6 +38,10 @@ With `--audit N`, rows of N shadow MLPs trained as one vmapped ensemble against 
 runs (end to end, compilation included) at N = 8, 16, ... up to N, and the seconds of LiRA and
 the epsilon score over them.
 
+With `--loader SIZES`, rows of the input pipeline at each image size: generated JPEG faces
+prepared by the AgeDB builder, one epoch read in memory, streamed by grain threads and by worker
+processes, against the samples/s the AllCNN train step consumes at that size.
+
 The PyTorch peer (experiments/bench/torch_peer.py) runs the same architecture, losses and Adam
 on the same batch. Before timing, its weights are copied from ours and both must produce the
 same loss on two consecutive steps (the second checks the gradients and the optimizer update
@@ -49,6 +54,7 @@ processes, clock changes) hits both alike; "ours/torch" is the peer's median tim
   cases       models, batches, our steps and the peer's, the guard, one model's rows
   ensembles   K models in one vmapped step against K single steps, memory and chunking
   audit       N shadow models at once against N runs; the audit's statistics over N
+  loader      streamed faces against the in-memory loader and the train step's need
   report      bench.md, and the whole pipeline as configured against paper style
   torch_peer  the PyTorch twins of the models and steps
 """
@@ -60,7 +66,7 @@ from typing import Sequence
 
 import jax
 
-from experiments.bench import audit, ensembles, measure, report
+from experiments.bench import audit, ensembles, loader, measure, report
 from experiments.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
                                      bench_model, build_model, configure_torch, guard_tolerance,
                                      jax_case, relative_error, setup_model, torch_case)
@@ -113,6 +119,10 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--audit", type=int, default=0, metavar="N",
                  help="also time N shadow models vmapped against N runs, and the audit's "
                       "statistics (N = 8, 16, ... up to N)")
+  p.add_argument("--loader", default="", metavar="SIZES",
+                 help="also time the input pipeline at these image sizes, e.g. 64,112,224")
+  p.add_argument("--loader-images", type=int, default=loader.IMAGES, metavar="N",
+                 help="generated JPEGs per loader row")
   p.add_argument("--out", default="runs/bench", help="directory for bench.jsonl and bench.md")
   p.add_argument("--pipeline", nargs="?", const="demo", default=None, metavar="CONFIG",
                  help="also time a whole experiment (a shipped config's name or a path; default "
@@ -162,6 +172,14 @@ def _main(args) -> int:
       raise unknown_name("ensemble model", m, ensembles.ENSEMBLE_MODELS)
   if args.audit < 0:
     raise UserError("--audit must be >= 0.", "e.g. --audit 32.")
+  try:
+    loader_sizes = [int(v) for v in _csv(args.loader)]
+  except ValueError:
+    raise UserError(f"--loader takes image sizes, got {args.loader!r}.",
+                    "e.g. --loader 64,112,224.") from None
+  if any(not 8 <= v <= 1024 for v in loader_sizes) or args.loader_images < 20:
+    raise UserError("--loader sizes must be in [8, 1024] and --loader-images >= 20.",
+                    "e.g. --loader 64,112,224 --loader-images 512.")
   if args.ensemble < 0 or args.ensemble_steps < 1:
     raise UserError("--ensemble must be >= 0 and --ensemble-steps >= 1.",
                     "e.g. --ensemble 16 --ensemble-steps 5.")
@@ -202,6 +220,10 @@ def _main(args) -> int:
     audit_rows = audit.bench_audit(args.audit, seed=args.seed)
     rows += audit_rows
     md += audit.markdown(audit_rows)
+  if loader_sizes:
+    loader_rows = loader.bench_loader(loader_sizes, images=args.loader_images, seed=args.seed)
+    rows += loader_rows
+    md += loader.markdown(loader_rows)
   files = {"bench.jsonl": "".join(json.dumps(r) + "\n" for r in rows)}
   if args.pipeline is not None:
     pipeline = pipeline_comparison(args.pipeline, args.out)

@@ -39,11 +39,13 @@ class ArrayLoader:
     dp: pads the batch to fill every device (or to whole fixed row blocks, `dp.shards`); each
       host yields only its own rows.
     augment: host-side numpy transform of "x" (e.g. random crop and flip), seeded per batch.
+    per_host: each process yields only its rows of a batch (data parallel); False: every
+      process yields whole batches, augmented alike (an ensemble's members train whole).
   """
 
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
                shuffle: bool = True, dp: parallel.DataParallel | None = None,
-               augment: Augment | None = None):
+               augment: Augment | None = None, per_host: bool = True):
     n = len(arrays["x"])
     if any(len(v) != n for v in arrays.values()):
       raise UserError("arrays of a loader have different lengths: "
@@ -60,7 +62,8 @@ class ArrayLoader:
     self.seed, self.shuffle, self.augment = seed, shuffle, augment
     dp = parallel.resolve(dp)
     self.padded = dp.padded(self.batch_size)
-    self.rows = dp.host_rows(self.padded)
+    self.rows = dp.host_rows(self.padded) if per_host else slice(None)
+    self.per_host = per_host
 
   def __len__(self) -> int:
     return -(-self.n // self.batch_size)
@@ -69,7 +72,8 @@ class ArrayLoader:
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     order = epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
-    read = functools.partial(self._batch, order, epoch, jax.process_index())
+    read = functools.partial(self._batch, order, epoch,
+                             jax.process_index() if self.per_host else 0)
     lazy = [v for v in self.arrays.values() if records.is_lazy(v)]
     if not lazy:
       return map(read, range(start, len(self)))

@@ -121,8 +121,14 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
 
 
 def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray]:
-  """`fn` of one model's variables applied to each of K stacked members: [K] values."""
-  return lambda stacked: np.asarray([fn(member(stacked, i)) for i in range(k)], np.float64)
+  """`fn` of one model's variables applied to each of K stacked members: [K] values (members
+  held by other processes are gathered first)."""
+
+  def each(stacked):
+    stacked = parallel.gather(stacked)
+    return np.asarray([fn(member(stacked, i)) for i in range(k)], np.float64)
+
+  return each
 
 
 class EnsembleBatches:
@@ -159,12 +165,10 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
     raise UserError(f"an ensemble of {len(seeds)} members got {len(per)} sets of arrays of "
                     f"lengths {sorted({len(a['x']) for a in per})}.",
                     "pass one mapping shared by all members, or one per member, equally long.")
-  if jax.process_count() > 1:
-    raise UserError("ensembles train on one host: each member's whole batch on one device.",
-                    "run several seeds as one process per host group, or one seed per run.")
   dp = parallel.DataParallel(parallel.resolve(None).mesh, blocks) if blocks else None
-  return EnsembleBatches([ArrayLoader(a, batch_size, seed=int(s), augment=augment, dp=dp)
-                          for a, s in zip(per, seeds)])
+  # Every process reads every member's whole batch; each places its own members' (Members.put).
+  return EnsembleBatches([ArrayLoader(a, batch_size, seed=int(s), augment=augment, dp=dp,
+                                      per_host=False) for a, s in zip(per, seeds)])
 
 
 def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:

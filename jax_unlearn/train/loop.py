@@ -172,7 +172,7 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
                          interrupted_at=(epoch, skip + n_batches))
     parts = {}
     if pending:
-      fetched = jax.device_get(pending)
+      fetched = jax.device_get(parallel.gather(pending))
       # Every part the step reports besides the loss (e.g. a method's retain and forget terms),
       # averaged over the epoch's steps.
       parts = {f"train_{key}": _plain(np.mean(np.asarray([m[key] for m in fetched], np.float64),
@@ -192,7 +192,7 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
       record["val_loss"] = _plain(val)
       improved = val < best_val
       if np.any(improved):
-        best_vars = _keep_improved(best_vars, state.variables, improved)
+        best_vars = _keep_improved(best_vars, state.variables, improved, dp)
       best_val = _plain(np.where(improved, val, best_val))
       if plateau is not None:
         lr = learning_rate(state)
@@ -213,11 +213,12 @@ def _plain(value):
   return float(value) if value.ndim == 0 else value.tolist()
 
 
-def _keep_improved(best: Any, current: Any, improved: np.ndarray) -> Any:
-  """Copies of `current`'s variables where `improved` (per member of an ensemble), else `best`."""
+def _keep_improved(best: Any, current: Any, improved: np.ndarray, place) -> Any:
+  """Copies of `current`'s variables where `improved` (per member of an ensemble, the flags
+  placed as the members are), else `best`."""
   if best is None or np.ndim(improved) == 0:
     return jax.tree_util.tree_map(jnp.copy, current)
-  keep = jnp.asarray(improved)
+  keep = place.put(np.asarray(improved))
 
   def pick(b, c):
     return jnp.where(keep.reshape((-1,) + (1,) * (c.ndim - 1)), c, b)
@@ -313,7 +314,7 @@ def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _steps(state: TrainState) -> int:
   """Steps taken (every member of an ensemble takes the same)."""
-  return int(np.max(jax.device_get(state.step)))
+  return int(np.max(jax.device_get(parallel.gather(state.step))))
 
 
 def _plateau_record(plateau):
@@ -404,7 +405,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
       tree, meta = ckpt.restore({"state": state, "best": state.variables})
       if meta["epoch"] >= recipe.epochs:
         ckpt.close()
-        return TrainOutcome(tree["best"], meta["steps"], meta["seconds"], meta["history"],
+        return TrainOutcome(parallel.gather(tree["best"]), meta["steps"], meta["seconds"], meta["history"],
                             meta["epoch"], reused=True, fingerprint=result_fingerprint)
       state = tree["state"]
       resume = Resume(meta["epoch"], meta["batch"], meta["best_val"],
@@ -447,5 +448,5 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
     if ckpt is not None:
       ckpt.close()
   final = result.best_variables if result.best_variables is not None else result.state.variables
-  return TrainOutcome(final, meta["steps"] + result.steps, meta["seconds"] + result.seconds,
+  return TrainOutcome(parallel.gather(final), meta["steps"] + result.steps, meta["seconds"] + result.seconds,
                       history, meta["epoch"], fingerprint=result_fingerprint)

@@ -6,7 +6,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jax_unlearn import losses, parallel
@@ -88,9 +87,7 @@ def _host_chunk(x, n: int, size: int, rows: slice, start: int) -> np.ndarray:
 def _host(out: jax.Array) -> np.ndarray:
   """Every row of a prediction on this host: with several processes, each holds only its own
   rows' shards, so the rows are gathered from all of them first."""
-  if jax.process_count() > 1 and not out.is_fully_addressable:
-    return np.asarray(multihost_utils.process_allgather(out, tiled=True))
-  return np.asarray(jax.device_get(out))
+  return np.asarray(jax.device_get(parallel.gather(out)))
 
 
 def make_validation_loss(apply_fn: Callable, per_example: losses.LossFn, x: np.ndarray,

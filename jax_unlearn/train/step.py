@@ -81,7 +81,7 @@ def _find_hyperparams(opt_state):
 def _replace_lr(opt_state, lr: float):
   if hasattr(opt_state, "hyperparams"):
     old = opt_state.hyperparams["learning_rate"]
-    new = jax.device_put(jnp.asarray(lr, old.dtype), old.sharding)
+    new = parallel.place(np.asarray(lr, old.dtype), old.sharding)
     return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": new})
   if isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields"):
     return tuple(_replace_lr(s, lr) for s in opt_state)
@@ -93,7 +93,7 @@ def learning_rate(state: TrainState) -> float | np.ndarray:
   hp = _find_hyperparams(state.opt_state)
   if hp is None:
     raise ValueError("optimizer state has no injectable learning rate; use make_optimizer")
-  lr = np.asarray(jax.device_get(hp["learning_rate"]), np.float64)
+  lr = np.asarray(jax.device_get(parallel.gather(hp["learning_rate"])), np.float64)
   return float(lr) if lr.ndim == 0 else lr
 
 
