@@ -59,12 +59,12 @@ def _epoch_rate(loader) -> tuple[float, float]:
   processes start once per epoch, which a short epoch would otherwise fold into the rate."""
   t0 = time.perf_counter()
   it = iter(loader(0))
-  next(it)
+  first_rows = len(next(it)["x"])
   first = time.perf_counter() - t0
   t1, rows = time.perf_counter(), 0
   for batch in it:
     rows += len(batch["x"])
-  return first, rows / (time.perf_counter() - t1)
+  return first, (rows / (time.perf_counter() - t1) if rows else first_rows / first)
 
 
 def bench_size(size: int, *, images: int = IMAGES, workers: Sequence[int] = (1, 2),

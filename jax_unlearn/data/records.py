@@ -153,27 +153,38 @@ def uint8_moments(sums: np.ndarray, squares: np.ndarray, count: int
   return mean.astype(np.float32), np.where(var > 1e-24, np.sqrt(var), 1.0).astype(np.float32)
 
 
+class _Batches:
+  """Batch i of a stream, as a grain data source (indexable, picklable for worker processes)."""
+
+  def __init__(self, read_batch: Callable[[int], dict], batches: list[int]):
+    self.read_batch, self.batches = read_batch, batches
+
+  def __len__(self) -> int:
+    return len(self.batches)
+
+  def __getitem__(self, i: int) -> dict:
+    return self.read_batch(self.batches[i])
+
+
 def stream(read_batch: Callable[[int], dict], batches: Iterable[int], *, workers: int = 0,
            prefetch: int = 4) -> Iterator[dict]:
-  """`read_batch(b)` for every b in `batches`, in order, read ahead by a grain pipeline.
+  """`read_batch(b)` for every b in `batches`, in order, read ahead by grain.
 
-  `workers` > 0 reads in that many worker processes (`read_batch` must pickle); 0 uses
-  `prefetch` threads of this process.
+  `workers` > 0 reads in that many worker processes (grain's DataLoader; `read_batch` must
+  pickle); 0 uses `prefetch` threads of this process (a grain dataset's prefetch).
   """
   import grain
 
-  batches = list(batches)
-  if not batches:
+  source = _Batches(read_batch, list(batches))
+  if not len(source):
     return iter(())
-  ds = grain.MapDataset.source(batches).map(read_batch)
-  options = grain.ReadOptions(num_threads=max(1, prefetch) if workers == 0 else 1,
-                              prefetch_buffer_size=max(1, prefetch))
-  it = ds.to_iter_dataset(options)
-  if workers > 0:
-    from absl import flags
+  if workers == 0:
+    options = grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=max(1, prefetch))
+    return iter(grain.MapDataset.source(source).to_iter_dataset(options))
+  from absl import flags
 
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library parses none
-      flags.FLAGS.mark_as_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
-                                                     per_worker_buffer_size=max(1, prefetch)))
-  return iter(it)
+  if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library parses none
+    flags.FLAGS.mark_as_parsed()
+  sampler = grain.samplers.SequentialSampler(len(source), grain.sharding.NoSharding())
+  return iter(grain.DataLoader(data_source=source, sampler=sampler, worker_count=workers,
+                               worker_buffer_size=max(1, prefetch)))
