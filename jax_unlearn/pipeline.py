@@ -317,7 +317,10 @@ def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool =
   augment = data_lib.augment_for(task, c.data.augment)  # images only; flips keep the label
   # The training loop fingerprints the arrays, keys and starting variables it sees; validation
   # rows, augmentation and the model's definition (kernels included) come from these settings.
-  identity = {"data": c.data.to_dict(), "forget": c.forget.to_dict(),
+  data_identity = c.data.to_dict()  # how inputs are read (workers, prefetch) changes no result
+  data_identity["kwargs"] = {k: v for k, v in data_identity["kwargs"].items()
+                             if k not in data_lib.records.READ_SETTINGS}
+  identity = {"data": data_identity, "forget": c.forget.to_dict(),
               "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts,
                         "init": c.model.init}}
   seeds = configs.member_seeds(c)

@@ -169,17 +169,21 @@ def test_a_streamed_face_pipeline_gives_the_in_memory_results(tmp_path):
   root = tmp_path / "faces"
   fakes.write_faces(root, fakes.agedb_rows(120), "agedb.csv")
   results = {}
-  for stream in (False, True):
+  for stream, workers in ((False, 0), (True, 0), (True, 1)):
     c = config_io.load_config("agedb_allcnn")
     c.smoke, c.seeds = True, 1
     for key, value in {"data.kwargs.path": str(root), "data.kwargs.image_size": "16",
                        "data.kwargs.data_dir": str(tmp_path / "tfds"),
-                       "data.kwargs.stream": str(stream)}.items():
+                       "data.kwargs.stream": str(stream),
+                       "data.kwargs.workers": str(workers)}.items():
       config_io.apply_override(c, key, value)
     configs.set_methods(c, {"finetune": ("finetune", {})})
     workdir = tmp_path / f"run_{stream}"
-    results[stream] = pipeline.run_experiment(c, str(workdir), quiet=True)["models"]
+    results[stream, workers] = pipeline.run_experiment(c, str(workdir), quiet=True)
     on_disk = json.load(open(workdir / "results.json"))
     assert on_disk["config"]["data"]["kwargs"]["stream"] is stream
-  assert set(results[True]) == {"original", "retrained", "finetune"}
-  assert results[True] == results[False]
+  assert set(results[True, 0]["models"]) == {"original", "retrained", "finetune"}
+  assert results[True, 0]["models"] == results[False, 0]["models"]
+  # How inputs are read is no part of a stage: other workers reuse every stage.
+  assert results[True, 1]["reused"] == ["original", "retrained", "finetune"]
+  assert results[True, 1]["models"] == results[False, 0]["models"]

@@ -1,8 +1,9 @@
 """Datasets, forget specifications and batching.
 
-`load_dataset(name, seed=..., **kwargs)` returns a `Dataset` of three in-memory splits; kwargs
-come from the config (data.kwargs). Each dataset module is imported only when it is loaded, so
-importing this package stays cheap (tensorflow-datasets, pandas and pmdarima are slow imports).
+`load_dataset(name, seed=..., **kwargs)` returns a `Dataset` of three splits (in memory, or
+inputs streamed from disk, `data.records`); kwargs come from the config (data.kwargs). Each
+dataset module is imported only when it is loaded, so importing this package stays cheap
+(tensorflow-datasets, pandas and pmdarima are slow imports).
 """
 import importlib
 import inspect

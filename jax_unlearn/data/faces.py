@@ -189,7 +189,8 @@ _STREAM_ARGS = """
     stream: read the images from the prepared files batch by batch (True), or decode them all
       into memory (False); None streams when the train split exceeds
       `records.STREAM_ABOVE_BYTES` as float32. Both give the same batches.
-    workers: worker processes that read streamed batches (0: threads of the training process).
+    workers: worker processes that read streamed training batches (0: threads of the training
+      process; predictions always read with threads).
     prefetch: streamed batches read ahead."""
 
 

@@ -19,6 +19,8 @@ import numpy as np
 
 log = logging.getLogger("jax_unlearn")
 
+# Dataset arguments that say how inputs are read, not what they are (stage fingerprints skip them).
+READ_SETTINGS = ("workers", "prefetch")
 # Datasets that choose by size stream when their train inputs exceed this as float32.
 STREAM_ABOVE_BYTES = 8 << 30
 # Decoding more than this at once (np.asarray of a large view) is logged: it is what streaming

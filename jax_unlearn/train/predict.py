@@ -62,15 +62,16 @@ def _rows_in_blocks(fn: Callable, dp: parallel.DataParallel) -> Callable:
 def predict(predict_fn: PredictFn, variables, x: np.ndarray, *,
             batch_size: int = 512) -> np.ndarray:
   """`predict_fn` on every row of `x` (numpy or lazy), in fixed-size padded batches (one
-  compilation); each process reads only its rows of a batch, lazy rows read ahead."""
+  compilation); each process reads only its rows of a batch, lazy rows read ahead by threads."""
   dp = predict_fn.dp
   x = records.as_rows(x)
   n = len(x)
   size = dp.padded(min(batch_size, max(n, 1)))
   read = functools.partial(_host_chunk, x, n, size, dp.host_rows(size))
   starts = range(0, n, size)
-  chunks = (records.stream(read, starts, workers=x.workers, prefetch=x.prefetch)
-            if records.is_lazy(x) else map(read, starts))
+  # Threads only: worker processes start per call, which many short evaluations would pay.
+  chunks = (records.stream(read, starts, prefetch=x.prefetch) if records.is_lazy(x)
+            else map(read, starts))
   outs = [_host(predict_fn(variables, dp.put_batch({"x": xb})["x"]))[:min(size, n - start)]
           for start, xb in zip(starts, chunks)]
   return np.concatenate(outs) if outs else np.zeros((0,))
