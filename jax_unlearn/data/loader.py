@@ -43,6 +43,8 @@ class ArrayLoader:
       process yields whole batches, augmented alike (an ensemble's members train whole).
   """
 
+  seekable = True  # `fit` starts a resumed epoch with `start` instead of skipping batches
+
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
                shuffle: bool = True, dp: parallel.DataParallel | None = None,
                augment: Augment | None = None, per_host: bool = True):
@@ -67,8 +69,6 @@ class ArrayLoader:
 
   def __len__(self) -> int:
     return -(-self.n // self.batch_size)
-
-  seekable = True  # `fit` starts a resumed epoch with `start` instead of skipping batches
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     order = epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)

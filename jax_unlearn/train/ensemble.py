@@ -134,13 +134,13 @@ def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray
 class EnsembleBatches:
   """`batches(epoch)`: [K, B, ...] numpy batches, member k's rows in its own loader's order."""
 
+  seekable = True  # as ArrayLoader: `batches(epoch, start)` resumes at a batch
+
   def __init__(self, loaders: Sequence[ArrayLoader]):
     self.loaders = list(loaders)
 
   def __len__(self) -> int:
     return len(self.loaders[0])
-
-  seekable = True
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     for parts in zip(*(loader(epoch, start) for loader in self.loaders)):
