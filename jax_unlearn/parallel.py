@@ -163,6 +163,7 @@ class Members:
   exchange), so a member computes the same on any number of devices.
   """
   mesh: jax.sharding.Mesh
+  count: int  # members
 
   @classmethod
   def create(cls, count: int, devices=None) -> "Members":
@@ -173,7 +174,7 @@ class Members:
                       "pass one or more seeds.")
     d = max(n for n in range(1, min(len(devices), count) + 1) if count % n == 0)
     return cls(jax.make_mesh((d,), (MODEL_AXIS,), devices=devices[:d],
-                             axis_types=(jax.sharding.AxisType.Auto,)))
+                             axis_types=(jax.sharding.AxisType.Auto,)), count)
 
   @property
   def devices(self) -> int:
@@ -196,7 +197,7 @@ class Members:
     d = max(n for n in range(1, min(local, per_process) + 1) if per_process % n == 0)
     chosen = [dev for p in processes for dev in [x for x in devices if x.process_index == p][:d]]
     return cls(jax.make_mesh((len(chosen),), (MODEL_AXIS,), devices=chosen,
-                             axis_types=(jax.sharding.AxisType.Auto,)))
+                             axis_types=(jax.sharding.AxisType.Auto,)), count)
 
   def put(self, tree: Any) -> Any:
     """`tree` (leaves with a leading member axis) sharded over "model"; None stays None. With
@@ -208,9 +209,22 @@ class Members:
       return jax.device_put(tree, self.sharded)
     return jax.tree_util.tree_map(lambda leaf: place(leaf, self.sharded), tree)
 
+  def local_members(self) -> range:
+    """The members this process holds: a contiguous range, as the mesh places count / devices
+    members on each device in order."""
+    per_device = self.count // self.devices
+    mine = [i for i, d in enumerate(self.mesh.devices.flat)
+            if d.process_index == jax.process_index()]
+    return range(mine[0] * per_device, (mine[-1] + 1) * per_device)
+
   def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-    """A [K, B, ...] batch of every member, each member's rows on its device."""
-    return self.put(dict(batch))
+    """A [K, B, ...] batch, each member's rows on its device. With several processes, `batch`
+    holds only this process's members (`local_members`)."""
+    if jax.process_count() == 1:
+      return self.put(dict(batch))
+    return {k: jax.make_array_from_process_local_data(self.sharded, np.asarray(v),
+                                                      (self.count,) + np.shape(v)[1:])
+            for k, v in batch.items()}
 
 
 def place(leaf: Any, sharding: NamedSharding) -> jax.Array:

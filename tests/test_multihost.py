@@ -150,8 +150,23 @@ def test_ensembles_spread_their_members_over_the_processes(tmp_path):
   assert two["models"] == one["models"] and two["seeds"] == one["seeds"] == [0, 1]
   back, _ = _cli(tmp_path / "two", 1, "jax", "--config.seeds=2")
   assert back["reused"] == STAGES and back["models"] == one["models"]
-  with pytest.raises(AssertionError, match="3 models per stage .seeds. do not split over 2"):
-    _cli(tmp_path / "three", 2, "jax", "--config.seeds=3")
+
+
+@pytest.mark.parametrize("processes, overrides, match", [
+    (2, {"seeds": "3"}, "3 models per stage .seeds. do not split over 2 processes"),
+    (3, {"seeds": "3", "audit.enabled": "True", "audit.shadows": "8"},
+     "8 shadow models do not split over 3 processes")])
+def test_members_that_do_not_split_over_the_processes_fail_first(processes, overrides, match,
+                                                                   monkeypatch):
+  from jax_unlearn import config_io, pipeline
+  from jax_unlearn.errors import UserError
+  c = config_io.load_config("diabetes_mlp")
+  for key, value in overrides.items():
+    config_io.apply_override(c, key, value)
+  pipeline.check_config(c)  # one process: any count
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: processes)
+  with pytest.raises(UserError, match=match):
+    pipeline.check_config(c)
 
 
 def test_cluster_detection_reads_the_launchers_variables():

@@ -132,7 +132,8 @@ def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray
 
 
 class EnsembleBatches:
-  """`batches(epoch)`: [K, B, ...] numpy batches, member k's rows in its own loader's order."""
+  """`batches(epoch)`: [K, B, ...] numpy batches, member k's rows in its own loader's order
+  (only this process's members when several processes share the ensemble)."""
 
   seekable = True  # as ArrayLoader: `batches(epoch, start)` resumes at a batch
 
@@ -149,7 +150,8 @@ class EnsembleBatches:
 
 def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
                      batch_size: int, seeds: Sequence[int], *, augment=None,
-                     blocks: int | None = None) -> EnsembleBatches:
+                     blocks: int | None = None, members: Sequence[int] | None = None
+                     ) -> EnsembleBatches:
   """Batches for K members, member k shuffled (and augmented) by seed `seeds[k]`.
 
   `arrays` are shared by every member, or one mapping per member (e.g. its own relabelled
@@ -157,6 +159,7 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
   `ArrayLoader(arrays_k, batch_size, seed=seeds[k], augment=augment)`'s (padded and masked
   alike), so every member has the same number of batches per epoch; with `blocks`, padded to
   whole fixed row blocks as a single model's loader on a `DataParallel` with those shards.
+  `members`: the members to read (this process's, `Members.local_members`); all by default.
   """
   if len(seeds) == 0:
     raise UserError("an ensemble needs at least one member seed.", "pass one seed per member.")
@@ -166,9 +169,10 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
                     f"lengths {sorted({len(a['x']) for a in per})}.",
                     "pass one mapping shared by all members, or one per member, equally long.")
   dp = parallel.DataParallel(parallel.resolve(None).mesh, blocks) if blocks else None
-  # Every process reads every member's whole batch; each places its own members' (Members.put).
-  return EnsembleBatches([ArrayLoader(a, batch_size, seed=int(s), augment=augment, dp=dp,
-                                      per_host=False) for a, s in zip(per, seeds)])
+  # A member's batch is whole, on one device: the process holding it reads all of its rows.
+  members = range(len(seeds)) if members is None else members
+  return EnsembleBatches([ArrayLoader(per[k], batch_size, seed=int(seeds[k]), augment=augment,
+                                      dp=dp, per_host=False) for k in members])
 
 
 def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:

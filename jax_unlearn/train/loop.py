@@ -386,7 +386,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                                           param_hook=param_hook)
     frozen, rng = place.put(frozen), place.put(rng)
     loader = ensemble.ensemble_batches(arrays, recipe.batch_size, seeds, augment=augment,
-                                       blocks=dp.shards)
+                                       blocks=dp.shards, members=place.local_members())
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
