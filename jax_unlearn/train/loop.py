@@ -405,7 +405,8 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
       tree, meta = ckpt.restore({"state": state, "best": state.variables})
       if meta["epoch"] >= recipe.epochs:
         ckpt.close()
-        return TrainOutcome(parallel.gather(tree["best"]), meta["steps"], meta["seconds"], meta["history"],
+        return TrainOutcome(parallel.gather(tree["best"]), meta["steps"], meta["seconds"],
+                            meta["history"],
                             meta["epoch"], reused=True, fingerprint=result_fingerprint)
       state = tree["state"]
       resume = Resume(meta["epoch"], meta["batch"], meta["best_val"],
@@ -448,5 +449,6 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
     if ckpt is not None:
       ckpt.close()
   final = result.best_variables if result.best_variables is not None else result.state.variables
-  return TrainOutcome(parallel.gather(final), meta["steps"] + result.steps, meta["seconds"] + result.seconds,
+  return TrainOutcome(parallel.gather(final), meta["steps"] + result.steps,
+                      meta["seconds"] + result.seconds,
                       history, meta["epoch"], fingerprint=result_fingerprint)
