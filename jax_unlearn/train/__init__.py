@@ -18,10 +18,9 @@ from jax_unlearn.train.step import (OPTIMIZERS, LossFn, TrainState, create_state
                                     make_variables, set_learning_rate, supervised_loss)
 
 __all__ = [
-    "ensemble", "FitResult", "NonFiniteLossError", "Plateau", "Recipe", "Resume", "TrainOutcome", "changes",
-    "fingerprint", "fit", "train_model", "PredictFn", "make_predict_fn", "make_row_fn",
+    "ensemble", "FitResult", "NonFiniteLossError", "Plateau", "Recipe", "Resume", "TrainOutcome",
+    "changes", "fingerprint", "fit", "train_model", "PredictFn", "make_predict_fn", "make_row_fn",
     "make_validation_loss", "predict", "OPTIMIZERS", "LossFn", "TrainState", "create_state",
-    "in_blocks",
-    "learning_rate", "make_optimizer", "make_train_step", "make_variables", "set_learning_rate",
-    "supervised_loss",
+    "in_blocks", "learning_rate", "make_optimizer", "make_train_step", "make_variables",
+    "set_learning_rate", "supervised_loss",
 ]
