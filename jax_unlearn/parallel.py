@@ -119,9 +119,7 @@ class DataParallel:
   def replicate(self, tree: Any) -> Any:
     """`tree` on every device of the mesh. With several processes, host values must be the
     same on every process (each places its copy on its own devices)."""
-    if jax.process_count() == 1:
-      return jax.device_put(tree, self.replicated)
-    return jax.tree_util.tree_map(lambda leaf: place(leaf, self.replicated), tree)
+    return place_tree(tree, self.replicated)
 
   def members(self, count: int) -> "Members":
     """Where an ensemble of `count` models trains: this process's devices of the mesh; with
@@ -172,7 +170,7 @@ class Members:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
       raise UserError(f"an ensemble needs a positive member count, got {count!r}.",
                       "pass one or more seeds.")
-    d = max(n for n in range(1, min(len(devices), count) + 1) if count % n == 0)
+    d = _largest_divisor(count, len(devices))
     return cls(jax.make_mesh((d,), (MODEL_AXIS,), devices=devices[:d],
                              axis_types=(jax.sharding.AxisType.Auto,)), count)
 
@@ -194,7 +192,7 @@ class Members:
                       f"use a multiple of {len(processes)} seeds, or one process.")
     per_process = count // len(processes)
     local = min(sum(d.process_index == p for d in devices) for p in processes)
-    d = max(n for n in range(1, min(local, per_process) + 1) if per_process % n == 0)
+    d = _largest_divisor(per_process, local)
     chosen = [dev for p in processes for dev in [x for x in devices if x.process_index == p][:d]]
     return cls(jax.make_mesh((len(chosen),), (MODEL_AXIS,), devices=chosen,
                              axis_types=(jax.sharding.AxisType.Auto,)), count)
@@ -203,11 +201,7 @@ class Members:
     """`tree` (leaves with a leading member axis) sharded over "model"; None stays None. With
     several processes, host values must be the same on every process (each places its own
     members' slices)."""
-    if tree is None:
-      return None
-    if jax.process_count() == 1:
-      return jax.device_put(tree, self.sharded)
-    return jax.tree_util.tree_map(lambda leaf: place(leaf, self.sharded), tree)
+    return None if tree is None else place_tree(tree, self.sharded)
 
   def local_members(self) -> range:
     """The members this process holds: a contiguous range, as the mesh places count / devices
@@ -225,6 +219,18 @@ class Members:
     return {k: jax.make_array_from_process_local_data(self.sharded, np.asarray(v),
                                                       (self.count,) + np.shape(v)[1:])
             for k, v in batch.items()}
+
+
+def _largest_divisor(count: int, limit: int) -> int:
+  """The most devices, at most `limit`, that `count` members split over evenly."""
+  return max(n for n in range(1, min(limit, count) + 1) if count % n == 0)
+
+
+def place_tree(tree: Any, sharding: NamedSharding) -> Any:
+  """Every leaf of `tree` placed by `sharding` (`place`; `device_put` in one process)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree_util.tree_map(lambda leaf: place(leaf, sharding), tree)
 
 
 def place(leaf: Any, sharding: NamedSharding) -> jax.Array:

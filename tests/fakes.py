@@ -13,6 +13,21 @@ def face_pixels(i, size=(20, 14)):
   return (np.broadcast_to(ramp, (h, w, 3)) * 40 * (i + 1) % 256).astype(np.uint8)
 
 
+class CountingSource:
+  """In-memory uint8 "image" records that remember the rows read (a stand-in for array_record,
+  for `data.records.RecordArray`)."""
+
+  def __init__(self, images):
+    self.images, self.read = images, []
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitems__(self, rows):
+    self.read += [int(r) for r in rows]
+    return [{"image": self.images[r]} for r in rows]
+
+
 def write_faces(root, rows, csv_name, mode="RGB"):
   """An AgeDB / IMDB-WIKI manual directory: images plus a CSV of (age, path, split)."""
   for i, (path, _, _) in enumerate(rows):

@@ -13,21 +13,9 @@ import sys
 
 import numpy as np
 
+from fakes import CountingSource
+
 EPOCHS = 2
-
-
-class CountingSource:
-  """uint8 records that remember the rows this process read."""
-
-  def __init__(self, rows):
-    self.rows, self.read = rows, []
-
-  def __len__(self):
-    return len(self.rows)
-
-  def __getitems__(self, idx):
-    self.read += [int(i) for i in idx]
-    return [{"x": self.rows[i]} for i in idx]
 
 
 def _interrupt_mid_epoch(it, epoch, epochs, total):
@@ -50,7 +38,7 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
   r = np.random.default_rng(0)
   raw = r.integers(0, 256, size=(90, 3), dtype=np.uint8)
   source = CountingSource(raw)
-  lazy = records.RecordArray(source, "x", np.arange(90), (3,), mean=np.float32(128.0),
+  lazy = records.RecordArray(source, "image", np.arange(90), (3,), mean=np.float32(128.0),
                              std=np.float32(64.0), source_id="counting")
   x = (raw.astype(np.float32) - 128.0) / 64.0
   y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]

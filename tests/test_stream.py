@@ -73,22 +73,8 @@ def test_worker_processes_read_the_same_batches(faces224):
   _equal_batches(memory_loader(0), ArrayLoader({"x": x, **arrays}, 16, seed=1)(0))
 
 
-class CountingSource:
-  """In-memory uint8 records that count the rows read (a stand-in for array_record)."""
-
-  def __init__(self, images):
-    self.images, self.read = images, []
-
-  def __len__(self):
-    return len(self.images)
-
-  def __getitems__(self, rows):
-    self.read += list(rows)
-    return [{"image": self.images[r]} for r in rows]
-
-
 def _lazy(images, **kw):
-  return records.RecordArray(CountingSource(images), "image", np.arange(len(images)),
+  return records.RecordArray(fakes.CountingSource(images), "image", np.arange(len(images)),
                              images.shape[1:], mean=np.float32(100.0), std=np.float32(50.0),
                              source_id="counting", **kw)
 
