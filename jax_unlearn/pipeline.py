@@ -61,6 +61,9 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   """Rejects unknown names and values out of range before any work starts."""
   seeds = len(configs.member_seeds(c))
   train.Recipe.from_settings(configs.train_settings(c))
+  if NULL_STAGE in c.methods:
+    raise UserError(f"{NULL_STAGE!r} names the audit's null stage, not a method.",
+                    "give the method another label in config.methods.")
   for name in c.methods:
     configs.method_settings(c, name)
   metrics.resolve_settings(c.metrics)
@@ -169,8 +172,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
     original = train_original(e)
     models, records, auxiliary = run_methods(e, original)
-    evaluations, aux_results, eval_data = evaluate(e, models, auxiliary)
-    audited = audit(e, models, evaluations)
+    null = models.pop(NULL_STAGE, None)
+    evaluations, aux_results, eval_data = evaluate(e, models, auxiliary, null)
+    audited = audit(e, models, evaluations, null)
     return report(e, evaluations, aux_results, eval_data, records, t_start, compiles_before,
                   audited)
 
@@ -369,8 +373,14 @@ def stage_purpose(label: str) -> int:
   return 100 + zlib.crc32(label.encode()) % (1 << 24)
 
 
+# The audit's null: a second retrained ensemble, from keys of its own (see `run_methods`).
+NULL_STAGE = "retrained_null"
+
+
 def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
-  """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method.
+  """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method; with
+  the audit on, also `NULL_STAGE`, retrained models of other seeds (what a perfect unlearner
+  would be) against which every audit number is read.
 
   Returns (name -> variables, with "original" first; name -> the method's record; name -> the
   variables of models the methods built on the way, e.g. "blindspot_model").
@@ -381,6 +391,8 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
                               augment=e.augment)
   models, records, auxiliary = {"original": original.variables}, {}, {}
   stages = {"retrained": ("retrained", configs.train_settings(c))}
+  if _audit_settings(c)["enabled"]:
+    stages[NULL_STAGE] = stages["retrained"]
   stages.update({name: (configs.method_of(c, name), configs.method_settings(c, name))
                  for name in c.methods})
   for name, (method, settings) in stages.items():
@@ -411,15 +423,16 @@ AUXILIARY_COLUMNS = ("retain_train_error", "forget_train_error", "retain_test_er
 PUBLISHED_COLUMNS = ("retain_test_error", "forget_test_error", "wasserstein_to_retrained")
 
 
-def evaluate(e: Experiment, models: dict, auxiliary: dict
+def evaluate(e: Experiment, models: dict, auxiliary: dict, null=None
              ) -> tuple[list[metrics.Evaluation], list[dict], metrics.EvalData]:
   """Stage 4: every model evaluated with the configured metrics; the auxiliary models (the
   blindspot model) with their errors and Wasserstein distance to the retrained model.
 
   With several seeds each member is evaluated as one run of its seed would be, and the noise
-  floor joins as a model: the retrained model of the next seed, against this seed's retrained
-  model (`metrics.spread.FLOOR`), with every configured metric but AIN (another retrained model
-  relearns as the retrained one does, up to the cap; a relearning per seed for a known answer).
+  floor joins as a model (`metrics.spread.FLOOR`), against this seed's retrained model: member k
+  of the audit's null ensemble `null` when there is one, else the retrained model of the next
+  seed; with every configured metric but AIN (another retrained model relearns as the retrained
+  one does, up to the cap; a relearning per seed for a known answer).
 
   Returns (one evaluation per seed, one dict name -> the auxiliary models' results per seed,
   the evaluation data).
@@ -439,7 +452,8 @@ def evaluate(e: Experiment, models: dict, auxiliary: dict
     else:
       pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
       these = {name: pick(v) for name, v in models.items()}
-      floor = {metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)}
+      floor = {metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)
+               if null is None else pick(null)}
       extra = {name: pick(v) for name, v in auxiliary.items()}
     common = dict(task_loss=e.per_example, error=task.error,
                   quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.seeds[k],
@@ -497,10 +511,11 @@ def train_shadows(e: Experiment, keep: np.ndarray) -> dict:
       seed=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
 
 
-def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation]
+def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation], null
           ) -> tuple[dict, dict] | None:
   """Stage 5, with audit.enabled: LiRA's shadow models, every member's per-sample scores on
-  every training row, and every selected audit (`metrics.audit`) over them.
+  every training row, and every selected audit (`metrics.audit`) over them, the null ensemble
+  `null` (`metrics.audit.NULL`) beside the retrained one.
 
   Returns (the audit's results, its per-sample arrays), or None when the audit is off.
   """
@@ -517,8 +532,11 @@ def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation]
         quantiles=tuple(task.quantiles) if task.quantiles else None,
         batch_size=e.c.metrics.predict_batch_size)
 
+  audited = dict(models)
+  audited[metrics.audit.NULL] = null
+  audited = {n: audited[n] for n in ("original", "retrained", metrics.audit.NULL, *models)}
   scored = {name: score(v if e.members else train.ensemble.stack([v]))
-            for name, v in models.items()}
+            for name, v in audited.items()}
   data = metrics.audit.AuditData(
       scores={n: v[0] for n, v in scored.items()}, losses={n: v[1] for n, v in scored.items()},
       forget=e.masks.train, per_seed=[ev.results for ev in evaluations], settings=s)

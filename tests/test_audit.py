@@ -19,49 +19,41 @@ D = epsilon.DELTA
 
 # ---- the epsilon score ----------------------------------------------------------------------
 
-def test_attack_rates_by_hand():
-  # Four unlearned and four retrained models on one sample; a 2-point grid: t = 0 and t = 6.
-  u = np.array([[3.0], [4.0], [5.0], [6.0]])
-  r = np.array([[0.0], [1.0], [2.0], [3.5]])
-  fpr, fnr = epsilon.attack_rates(u, r, grid=2)
-  # Attacks: "above 0", "above 6", then the intervals [0, 0], [0, 6], [6, 6].
-  np.testing.assert_allclose(fpr, [[0.75, 0.0, 0.25, 1.0, 0.0]])
-  np.testing.assert_allclose(fnr, [[0.0, 1.0, 1.0, 0.0, 0.75]])
-
-
-def test_attack_rates_take_the_side_of_the_larger_median():
-  # Unlearned scores below the retrained ones: "unlearned" is the low side, so a single
-  # threshold separates them perfectly.
+def test_the_perfect_separation_and_the_peaky_rule():
   u, r = np.array([[0.0], [1.0], [2.0]]), np.array([[5.0], [6.0], [7.0]])
-  fpr, fnr = epsilon.attack_rates(u, r, grid=11)
-  assert np.any((fpr == 0) & (fnr == 0))
-  assert epsilon.sample_epsilons(u, r)[0] == epsilon.EPS_MAX
+  assert epsilon.sample_epsilons(u, r, unit="raw")[0] == epsilon.EPS_MAX  # a threshold separates
+  rng = np.random.default_rng(0)
+  r = rng.normal(size=(16, 40))
+  assert epsilon.forget_quality(epsilon.sample_epsilons(r + 6.0, r), 16) == 0.0
+  # Collapsed unlearned outputs (a range under 1% of the retrained ones'): epsilon 50 outright.
+  collapsed = np.mean(r, 0) + 1e-4 * rng.normal(size=(16, 40))
+  np.testing.assert_array_equal(epsilon.sample_epsilons(collapsed, r), epsilon.EPS_MAX)
 
 
-@pytest.mark.parametrize("fpr, fnr, expected", [
-    ([0.25], [0.5], max(LN(1 - D - 0.25) - LN(0.5), LN(1 - D - 0.5) - LN(0.25))),
-    ([0.9], [0.05], max(LN(1 - D - 0.9) - LN(0.05), LN(1 - D - 0.05) - LN(0.9))),
-    ([0.25, 0.125], [0.25, 0.5], max(LN(1 - D - 0.5) - LN(0.125), LN(1 - D - 0.25) - LN(0.25))),
-    ([0.0, 0.5], [0.5, 0.5], 0.0),  # one rate zero: discarded; guessing: clipped to 0
-    ([1.0], [0.0], 0.0),  # discarded
-    ([0.0], [0.0], epsilon.EPS_MAX),  # a perfect separation
-    ([0.2, 0.0], [0.3, 0.0], epsilon.EPS_MAX),
-])
-def test_epsilon_from_hand_computed_rates(fpr, fnr, expected):
-  got = epsilon.epsilons_from_rates(np.array([fpr]), np.array([fnr]))
-  assert got.shape == (1,)
-  assert got[0] == pytest.approx(expected, abs=1e-12)
+def test_the_null_of_independent_draws_is_far_from_one():
+  """Two independent draws of one distribution: F about 0.2, not 1 (what a perfect unlearner
+  scores; identical copies of the retrained models are no experiment's case)."""
+  rng = np.random.default_rng(0)
+  centre = rng.normal(size=(1, 200))
+  for models in (8, 32):
+    f = epsilon.forget_quality(epsilon.sample_epsilons(centre + rng.normal(size=(models, 200)),
+                                                       centre + rng.normal(size=(models, 200))),
+                               models)
+    assert 0.05 < f < 0.45
 
 
-def test_identical_models_give_the_best_score_separable_ones_the_worst():
-  r = np.random.default_rng(0).normal(size=(16, 40))
-  same = epsilon.sample_epsilons(r, r.copy())
-  np.testing.assert_array_equal(same, 0.0)  # no threshold tells equal scores apart
-  assert epsilon.forget_quality(same, 16) == 1.0
-  apart = epsilon.sample_epsilons(r + 6.0, r)
-  assert epsilon.forget_quality(apart, 16) == 0.0
-  # Constant scores (a degenerate range) are no information either.
-  assert epsilon.sample_epsilons(np.ones((4, 3)), np.ones((4, 3))).tolist() == [0.0] * 3
+def test_the_unit_is_the_retrained_spread():
+  r = np.random.default_rng(0).normal(0, 3.0, size=(64, 50))
+  assert epsilon.score_unit(r) == pytest.approx(np.sqrt(np.mean(np.var(r, 0))))
+  assert epsilon.score_unit(r, "raw") == 1.0
+  with pytest.raises(UserError, match="do not vary"):
+    epsilon.score_unit(np.ones((4, 3)))
+  with pytest.raises(UserError, match="unknown epsilon unit"):
+    epsilon.score_unit(r, "years")
+  with pytest.raises(UserError, match="non-finite"):
+    epsilon.sample_epsilons(np.full((4, 3), np.nan), np.ones((4, 3)))
+  with pytest.raises(UserError, match="far from the grid"):  # raw scores in tiny units
+    epsilon.sample_epsilons(1e6 * r[:8, :2], 1e6 * r[8:16, :2], unit="raw")
 
 
 def test_buckets_and_final_score():
@@ -70,8 +62,10 @@ def test_buckets_and_final_score():
   np.testing.assert_allclose(epsilon.bucket_points(eps, 8), [1, 1, 0.5, 0.25, 0.125, 0, 0])
   assert epsilon.forget_quality(eps, 8) == pytest.approx((2 + 0.5 + 0.25 + 0.125) / 7)
   assert epsilon.utility_ratio(2.0, 1.0) == 0.5  # twice the retrained error: half the utility
-  assert epsilon.final_score(0.5, 0.5, 2.0) == 0.5
+  assert epsilon.utility_ratio(0.5, 1.0) == 1.0  # better than retraining earns nothing (capped)
+  assert epsilon.final_score(0.5, 0.5, 1.0) == 0.25
   assert epsilon.final_score(0.5, None, 1.0) is None
+  assert epsilon.final_score(math.nan, 1.0, 1.0) is None
   with pytest.raises(UserError, match="at least 3 models"):
     epsilon.bucket_points(eps, 2)
 
@@ -86,18 +80,45 @@ def test_epsilon_chunks_agree_with_one_pass(monkeypatch):
 
 # ---- LiRA and U-LiRA ------------------------------------------------------------------------
 
-def test_likelihood_ratio_by_hand():
-  shadows = np.array([[0.0], [2.0], [10.0], [12.0]])
-  keep = np.array([[True], [True], [False], [False]])
+def _log_normal(s, mean, sd):
+  return -0.5 * ((s - mean) / sd) ** 2 - math.log(sd) - 0.5 * math.log(2 * math.pi)
+
+
+def test_likelihood_ratio_by_hand_per_sample():
+  # One sample; in-models 0, 2, 4 (median 2, sd sqrt(8/3)), out-models 10, 12, 20 (median 12,
+  # sd sqrt(56/3)): medians and ddof 0, as published.
+  shadows = np.array([[0.0], [2.0], [4.0], [10.0], [12.0], [20.0]])
+  keep = np.array([[True], [True], [True], [False], [False], [False]])
   online, offline = lira.likelihood_ratios(np.array([[1.0]]), shadows, keep,
                                            variance="per_sample")
-  # In: mean 1, variance 2; out: mean 11, variance 2 (unbiased).
-  assert online[0, 0] == pytest.approx(0.5 * 100 / 2)
-  # Offline: closeness -|s| = -1 against the out-models' -10 and -12 (mean -11, sd sqrt 2).
-  assert offline[0, 0] == pytest.approx(10 / math.sqrt(2))
+  sd_in, sd_out = math.sqrt(8 / 3), math.sqrt(56 / 3)
+  assert online[0, 0] == pytest.approx(_log_normal(1, 2, sd_in) - _log_normal(1, 12, sd_out))
+  # Offline, two-sided: how unlikely the score is under the out-models.
+  assert offline[0, 0] == pytest.approx(-_log_normal(1, 12, sd_out))
 
 
-@pytest.mark.parametrize("variance", ["per_sample", "global"])
+def test_likelihood_ratio_by_hand_fixed():
+  # Two samples; the fixed sd is the spread of every "in" score (both samples), for both sides
+  # online; of every "out" score offline.
+  shadows = np.array([[0.0, 5.0], [2.0, 9.0], [10.0, 1.0], [12.0, 3.0]])
+  keep = np.array([[True, True], [True, True], [False, False], [False, False]])
+  online, offline = lira.likelihood_ratios(np.array([[1.0, 4.0]]), shadows, keep,
+                                           variance="fixed")
+  sd_in, sd_out = np.std([0.0, 5.0, 2.0, 9.0]), np.std([10.0, 1.0, 12.0, 3.0])
+  assert online[0, 1] == pytest.approx(_log_normal(4, 7, sd_in) - _log_normal(4, 2, sd_in))
+  assert offline[0, 0] == pytest.approx(-_log_normal(1, 11, sd_out))
+
+
+def test_lira_truncates_every_sample_to_the_fewest_models_a_side():
+  # The last model is in for sample 0 (3 in, 2 out) and out for sample 1 (2 in, 3 out): each
+  # side is fitted to its first 2 models, so neither of its scores is ever read.
+  shadows = np.array([[0.0, 0.0], [2.0, 2.0], [10.0, 10.0], [12.0, 12.0], [100.0, 7.0]])
+  keep = np.array([[True, True], [True, True], [False, False], [False, False], [True, False]])
+  online, _ = lira.likelihood_ratios(np.array([[1.0, 1.0]]), shadows, keep, variance="per_sample")
+  assert online[0, 0] == pytest.approx(online[0, 1])
+
+
+@pytest.mark.parametrize("variance", ["per_sample", "fixed"])
 def test_leave_one_out_matches_fitting_without_each_model(variance):
   r = np.random.default_rng(0)
   scores = r.normal(size=(8, 7))
@@ -140,7 +161,11 @@ def test_ulira_cannot_tell_models_of_one_distribution_apart():
   apart = lira.unlearning_ratios(centre + 2 + r.normal(size=(8, 60)),
                                  centre + r.normal(size=(8, 60)))
   kind = np.repeat([True, False], 8)[:, None] & np.ones((1, 60), bool)
-  assert lira.attack_summary(apart, kind, ())["auc"] > 0.9
+  assert lira.attack_summary(apart, kind, ())["auc"] > 0.85
+  # Alike per-sample spreads, levels of the same order: the fixed variance does as well.
+  fixed = lira.unlearning_ratios(centre + 2 + r.normal(size=(8, 60)),
+                                 centre + r.normal(size=(8, 60)), variance="fixed")
+  assert lira.attack_summary(fixed, kind, ())["auc"] > 0.85
 
 
 def test_lira_finds_a_model_that_memorised_noise():
@@ -161,8 +186,12 @@ def test_lira_finds_a_model_that_memorised_noise():
                                         score="residual", task_loss=losses.mse)
   assert per_row[keep].mean() < 0.05 * per_row[~keep].mean()  # memorised
   online, offline = lira.likelihood_ratios(scores, scores, keep, leave_one_out=True)
-  assert lira.attack_summary(online, keep)["auc"] > 0.95
-  assert lira.attack_summary(offline, keep)["auc"] > 0.9
+  assert lira.attack_summary(online, keep)["auc"] > 0.95  # per-sample variances (the default)
+  # Offline (two-sided, as published) sees how unlikely a score is under out-models only.
+  assert lira.attack_summary(offline, keep)["auc"] > 0.6
+  # The fixed variance holds the residual levels' spread across rows: far weaker here.
+  fixed, _ = lira.likelihood_ratios(scores, scores, keep, variance="fixed", leave_one_out=True)
+  assert lira.attack_summary(fixed, keep)["auc"] < lira.attack_summary(online, keep)["auc"] - 0.05
 
 
 def test_attack_summary_reads_low_fpr():
@@ -172,6 +201,15 @@ def test_attack_summary_reads_low_fpr():
   assert 0.5 < summary["auc"] < 1.0
   # Above 1.5 - 1.5 / 99 only one non-member remains (FPR 0.01): members above it, half of them.
   assert summary["tpr_at_fpr"]["0.01"] == pytest.approx(0.51, abs=0.02)
+
+
+def test_permutation_test_by_hand():
+  a, b = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+  # Of the 20 ways to deal 6 models into two groups of 3, 2 are as extreme as the observed one.
+  test = audit.permutation_test(np.mean, a, b, permutations=4000, seed=0)
+  assert test["difference"] == -3.0 and test["p"] == pytest.approx(0.1, abs=0.015)
+  assert audit.permutation_test(np.mean, a, a.copy(), permutations=50)["p"] == 1.0
+  assert audit.permutation_test(np.mean, a, np.full(3, np.nan), permutations=50)["p"] is None
 
 
 # ---- settings and the pipeline --------------------------------------------------------------
@@ -193,6 +231,9 @@ def _config(**overrides):
     ({"audit.fpr": 0.7}, "audit.fpr"),
     ({"audit.which": "['lira', 'bogus']"}, "unknown audit"),
     ({"audit.shadow": 8}, "did you mean --config.audit.shadows"),
+    ({"audit.unit": "years"}, "unknown epsilon unit"),
+    ({"audit.permutations": 10}, "audit.permutations"),
+    ({"audit.variance": "pooled"}, "unknown variance"),
     ({"audit.enabled": False, "audit.score": "absolute"}, "audit.score"),  # checked when off too
 ])
 def test_bad_audit_settings_fail_before_training(overrides, match):
@@ -216,8 +257,26 @@ def audited(tmp_path_factory):
 def test_pipeline_writes_the_audit(audited):
   workdir, results = audited
   a = results["audit"]
-  assert a["members"] == 3 and list(a["models"]) == ["original", "retrained", "blindspot",
-                                                      "finetune", "gaussian"]
+  assert a["members"] == 3 and list(a["models"]) == ["original", "retrained", audit.NULL,
+                                                      "blindspot", "finetune", "gaussian"]
+  # The null is retrained models of other seeds, checkpointed as a stage, and it is the noise
+  # floor of the metrics too.
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "mlp", pipeline.NULL_STAGE))
+  assert results["models"][audit.NULL]["wasserstein_to_retrained"]["mean"] > 0
+  null = a["models"][audit.NULL]
+  assert 0 <= null["ulira_accuracy"]["mean"] <= 1 and 0 <= null["epsilon_forget_quality"] <= 1
+  versus = a["versus_null"]
+  assert list(versus) == ["original", "blindspot", "finetune", "gaussian"]
+  for name, row in versus.items():
+    assert set(row) == {"lira", "ulira", "epsilon", "ks", "svm"}
+    for test in row.values():
+      # 3 models a side: 20 ways to split 6, so p is at least about 1 / 10.
+      assert 0.05 <= test["p"] <= 1 and test["distinguishable"] is False
+      value = a["models"][name][test["key"]]
+      assert test["difference"] == pytest.approx(
+          (value["mean"] if isinstance(value, dict) else value) - (
+              null[test["key"]]["mean"] if isinstance(null[test["key"]], dict)
+              else null[test["key"]]))
   assert a["info"]["lira"]["shadows"] == 8
   assert 0 <= a["info"]["lira"]["online"]["auc"] <= 1
   for name, row in a["models"].items():
@@ -231,6 +290,7 @@ def test_pipeline_writes_the_audit(audited):
   with open(os.path.join(workdir, "results.md")) as f:
     text = f.read()
   assert "## Audit" in text and "LiRA's power on its 8 shadow models" in text
+  assert "### Against the null" in text and f"| {audit.NULL} |" in text
   with np.load(os.path.join(workdir, "audit.npz"), allow_pickle=False) as z:
     assert z["shadows/keep"].shape == (8, results["n"]["train"])
     assert z["finetune/epsilon"].shape == (results["n"]["forget"],)

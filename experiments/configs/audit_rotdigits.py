@@ -5,7 +5,8 @@ All-CNN: on 2 CPU cores, 8 members of every stage of 15 methods plus the shadows
 minutes (vmapped convolutions on XLA's CPU backend are many times slower; on an accelerator set
 --config.model.name=allcnn). Every stage trains its 8 members at once (seeds 0..7); LiRA's 8
 shadow models train on random
-halves of the training rows in one more compiled program. The audit (results.md, "Audit";
+halves of the training rows in one more compiled program, and 8 more retrained models on other
+seeds are the null every audit number is read against. The audit (results.md, "Audit";
 results.json, "audit"; per-sample values in audit.npz; plots/audit_*.png) then asks, for each
 method, whether an attacker can tell its models from retrained ones (U-LiRA, the competition's
 epsilon score, KS) and how much LiRA finds of the forget rows, beside the paper's SVM attack.

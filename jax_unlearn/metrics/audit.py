@@ -16,12 +16,18 @@ prediction by default, or the negative task loss) on every training row:
            (per seed; higher = closer).
   svm      the paper's SVM attack, with its own held-out accuracy and AUC (from the evaluator).
 
+Every number has its null: `NULL`, a second retrained ensemble on other seeds, is audited as
+any model is (what a perfect unlearner scores), and each model's headline statistic per audit
+(`Audit.null_key`) is tested against it (`versus_null`): a two-sided permutation test over
+models, the model's K members and the null's K exchanged at random.
+
 `register` adds an audit of your own. Per-sample values (LiRA scores, U-LiRA scores, epsilons)
 are kept apart from the summaries (`AuditOutput.samples`), for plots and for the reader.
 """
 import dataclasses
 import math
 import time
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -36,6 +42,8 @@ from jax_unlearn.train import ensemble
 
 SCORES = ("residual", "loss")
 REFERENCE = "retrained"
+NULL = spread.FLOOR  # a retrained ensemble of other seeds, against the reference
+ALPHA = 0.05  # the level at which a model is distinguishable from the null
 DEFAULTS = {
     "enabled": False,
     "which": ("lira", "ulira", "epsilon", "ks", "svm"),
@@ -43,13 +51,17 @@ DEFAULTS = {
     # rows (pairs of complementary halves, so every row is in half of them); even, >= 8.
     "shadows": 8,
     "score": "residual",
-    "variance": "auto",  # see lira.VARIANCES
+    "variance": "per_sample",  # see lira.VARIANCES
     "fpr": 0.01,  # the low false-positive rate LiRA's thresholds are read at
     "delta": eps_lib.DELTA,
-    "grid": eps_lib.GRID,
+    "unit": "retrained_sd",  # what one unit of score is to the epsilon score (epsilon.UNITS)
+    "permutations": 100,  # of the tests against the null
 }
 MIN_SHADOWS = 8  # LiRA leaves one out and fits >= 2 models a side, odd row counts too
 MIN_MODELS = 3  # members per ensemble for U-LiRA and the epsilon score
+# Forget rows the epsilon score's test against the null recomputes F on: each permutation scores
+# them twice (about 1 ms a row at 8 models a side), so the test stays seconds, not minutes.
+TEST_ROWS = 32
 
 
 @dataclasses.dataclass
@@ -58,6 +70,7 @@ class AuditData:
 
   scores / losses: model name -> [K, N] per-sample score and task loss of each member on every
     training row ("original", "retrained" and each method; K the same for all).
+    The null (`NULL`) is among them, when the audit has one.
   forget: [N] bool, the forget rows.
   per_seed: the evaluator's results, one dict model -> key -> value per seed (the SVM attack,
     the errors of the utility ratios).
@@ -74,7 +87,8 @@ class AuditData:
 
   @property
   def audited(self) -> list[str]:
-    """The models an audit compares with the retrained ones: the original and each method."""
+    """The models an audit compares with the retrained ones: the null, the original and each
+    method."""
     return [n for n in self.scores if n != REFERENCE]
 
   @property
@@ -95,9 +109,18 @@ class AuditOutput:
 
 
 class Audit:
-  """An audit: its name, its table columns ((key, label, direction) triples), and `run`."""
+  """An audit: its name, its table columns ((key, label, direction) triples), and `run`.
+
+  `null_key`: the result read against the null. It is tested by `statistic` when the audit
+  defines one (the value recomputed from a group of models' scores), else by the per-model
+  values of its summary.
+  """
   name: str = ""
   columns: tuple[tuple[str, str, str], ...] = ()
+  null_key: str | None = None
+  # (data, scores [K, N]) -> `null_key` of a model whose members score `scores`; None when the
+  # key is read from per-model values.
+  statistic: Callable[["AuditData", np.ndarray], float] | None = None
 
   def check(self, s: Mapping[str, Any], members: int) -> None:
     """Raises a UserError, before any training, when the audit cannot run."""
@@ -143,9 +166,11 @@ def resolve_settings(config, members: int) -> dict[str, Any]:
   lira.check_variance(s["variance"])
   settings_lib.check_number(s, "audit", "fpr", 0.0, 0.5, low_open=True)
   settings_lib.check_number(s, "audit", "delta", 0.0, 0.1, low_open=True)
-  if isinstance(s["grid"], bool) or not isinstance(s["grid"], int) or s["grid"] < 2:
-    raise UserError(f"config audit.grid must be an integer >= 2, got {s['grid']!r}.",
-                    "set --config.audit.grid=101.")
+  eps_lib.check_unit(s["unit"])
+  p = s["permutations"]
+  if isinstance(p, bool) or not isinstance(p, int) or p < 19:
+    raise UserError(f"config audit.permutations must be an integer >= 19 (p can reach 0.05), "
+                    f"got {p!r}.", "set --config.audit.permutations=200.")
   if s["enabled"]:  # what the model counts allow, only when the audit runs
     for name in s["which"]:
       get(name).check(s, members)
@@ -199,6 +224,71 @@ def member_scores(predict_fn: train.PredictFn, stacked, x: np.ndarray, y: np.nda
   return np.stack(out_scores), np.stack(out_losses)
 
 
+def _first_half(shape) -> np.ndarray:
+  """[2K, F] bool: True on the first K rows (the audited model's targets in U-LiRA)."""
+  kind = np.zeros(shape, bool)
+  kind[:shape[0] // 2] = True
+  return kind
+
+
+def permutation_test(statistic: Callable[[np.ndarray], float], a: np.ndarray, b: np.ndarray, *,
+                     permutations: int, seed: int = 0) -> dict[str, Any]:
+  """Two-sided permutation test of statistic(a) - statistic(b), a and b [K, ...] over models.
+
+  Under the null the 2K models are exchangeable: each permutation deals them at random into two
+  groups of K. Returns {"difference", "p", "permutations"}; p = (1 + #|permuted| >= |observed|)
+  / (1 + permutations), None (and the difference None) when the statistic is undefined.
+  """
+  observed = statistic(a) - statistic(b)
+  if not math.isfinite(observed):
+    return {"difference": None, "p": None, "permutations": permutations}
+  pooled, k = np.concatenate([a, b]), len(a)
+  rng = np.random.default_rng(seed)
+  extreme = 0
+  for _ in range(permutations):
+    order = rng.permutation(len(pooled))
+    permuted = statistic(pooled[order[:k]]) - statistic(pooled[order[k:]])
+    # A hair of slack: a relabelling that reproduces the observed split must count.
+    extreme += bool(abs(permuted) >= abs(observed) * (1 - 1e-12))
+  return {"difference": float(observed), "p": (1 + extreme) / (1 + permutations),
+          "permutations": permutations}
+
+
+def versus_null(data: AuditData, models: Mapping[str, Mapping[str, Any]],
+                which: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """name -> audit -> {"key", "null", "difference", "p", "distinguishable"}: each model's
+  `null_key` of each audit against the null's (the difference of the two values), tested by
+  `permutation_test` over models (p < ALPHA: distinguishable). The null itself and the reference
+  are not tested."""
+  out = {}
+  for name in data.audited:
+    if name == NULL:
+      continue
+    out[name] = row = {}
+    for audit_name in which:
+      audit = get(audit_name)
+      key = audit.null_key
+      if key is None:
+        continue
+      seed = zlib.crc32(f"{name}/{audit_name}".encode())
+      difference = None
+      if None not in (spread.point(models[name].get(key)), spread.point(models[NULL].get(key))):
+        difference = spread.point(models[name][key]) - spread.point(models[NULL][key])
+      if audit.statistic is not None:
+        test = permutation_test(lambda scores: audit.statistic(data, scores), data.scores[name],
+                                data.scores[NULL], permutations=data.settings["permutations"],
+                                seed=seed)
+      else:
+        values = [np.array([np.nan if v is None else v for v in models[n][key]["values"]],
+                           np.float64) for n in (name, NULL)]
+        test = permutation_test(np.mean, *values, permutations=data.settings["permutations"],
+                                seed=seed)
+      test.update(key=key, null=spread.point(models[NULL].get(key)), difference=difference,
+                  distinguishable=None if test["p"] is None else test["p"] < ALPHA)
+      row[audit_name] = test
+  return out
+
+
 def _seed_mean(data: AuditData, name: str, key: str) -> float | None:
   values = [r.get(name, {}).get(key) for r in data.per_seed]
   values = [v for v in values if v is not None]
@@ -209,6 +299,7 @@ class LiRA(Audit):
   name = "lira"
   columns = (("lira_forget_auc", "LiRA retain/forget AUC", "≈ retrained"),
              ("lira_forget_member", "LiRA forget called member", "≈ retrained"))
+  null_key = "lira_forget_auc"
 
   def check(self, s, members):
     shadows = s["shadows"]
@@ -244,22 +335,28 @@ class LiRA(Audit):
 
 class ULiRA(Audit):
   name = "ulira"
-  columns = (("ulira_accuracy", "U-LiRA accuracy", "→ 0.5"),
-             ("ulira_auc", "U-LiRA AUC", "→ 0.5"),
-             ("ulira_model_accuracy", "U-LiRA per-model accuracy", "→ 0.5"))
+  columns = (("ulira_accuracy", "U-LiRA accuracy", "→ null"),
+             ("ulira_auc", "U-LiRA AUC", "→ null"),
+             ("ulira_model_accuracy", "U-LiRA per-model accuracy", "→ null"))
+  null_key = "ulira_accuracy"
 
   def check(self, s, members):
     _need_members(members, "U-LiRA")
 
+  @staticmethod
+  def _ratios(data, scores):
+    return lira.unlearning_ratios(scores[:, data.forget], data.forget_scores(REFERENCE),
+                                  variance=data.settings["variance"])
+
+  def statistic(self, data, scores):
+    ratios = self._ratios(data, scores)
+    return float(np.mean((ratios > 0) == _first_half(ratios.shape)))
+
   def run(self, data):
     out = AuditOutput(info={"roc": {}})
-    reference = data.forget_scores(REFERENCE)
-    k = data.members
-    kind = np.zeros((2 * k, reference.shape[1]), bool)
-    kind[:k] = True
     for name in data.audited:
-      ratios = lira.unlearning_ratios(data.forget_scores(name), reference,
-                                      variance=data.settings["variance"])
+      ratios = self._ratios(data, data.scores[name])
+      kind = _first_half(ratios.shape)
       summary = lira.attack_summary(ratios, kind, ())
       out.samples[f"{name}/ulira"] = ratios
       out.info["roc"][name] = summary["roc"]
@@ -274,34 +371,52 @@ class ULiRA(Audit):
 
 class Epsilon(Audit):
   name = "epsilon"
-  columns = (("epsilon_median", "median per-sample ε", "↓"),
-             ("epsilon_forget_quality", "forget quality F", "↑"),
-             ("epsilon_score", "F × utility ratios", "↑"))
+  columns = (("epsilon_median", "median per-sample ε", "→ null"),
+             ("epsilon_forget_quality", "forget quality F", "→ null"),
+             ("epsilon_score", "F × utility ratios", "→ null"))
+  null_key = "epsilon_forget_quality"
 
   def check(self, s, members):
     _need_members(members, "the epsilon score")
 
+  @staticmethod
+  def _epsilons(data, scores, rows=None):
+    """Per-sample epsilons on the forget rows (or on `rows` of them), in the setting's unit."""
+    rows = np.flatnonzero(data.forget) if rows is None else rows
+    unit = eps_lib.score_unit(data.forget_scores(REFERENCE), data.settings["unit"])
+    return eps_lib.sample_epsilons(scores[:, rows] / unit, data.scores[REFERENCE][:, rows] / unit,
+                                   delta=data.settings["delta"], unit="raw")
+
+  def statistic(self, data, scores):
+    """F on at most TEST_ROWS forget rows (the same ones for every permutation)."""
+    rows = np.flatnonzero(data.forget)
+    if len(rows) > TEST_ROWS:
+      rows = np.sort(np.random.default_rng(0).choice(rows, TEST_ROWS, replace=False))
+    return eps_lib.forget_quality(self._epsilons(data, scores, rows), data.members)
+
   def run(self, data):
-    s, out = data.settings, AuditOutput()
-    reference = data.forget_scores(REFERENCE)
+    out = AuditOutput()
     for name in data.audited:
-      eps = eps_lib.sample_epsilons(data.forget_scores(name), reference, delta=s["delta"],
-                                    grid=s["grid"])
+      eps = self._epsilons(data, data.scores[name])
       quality = eps_lib.forget_quality(eps, data.members)
       ratios = [eps_lib.utility_ratio(_seed_mean(data, name, key), _seed_mean(data, REFERENCE, key))
                 for key in ("retain_train_error", "retain_test_error")]
       out.samples[f"{name}/epsilon"] = eps
       out.models[name] = {"epsilon_median": float(np.median(eps)),
                           "epsilon_forget_quality": quality,
+                          # Samples on which every attack was discarded: F is then undefined.
+                          "epsilon_undefined": int(np.isnan(eps).sum()),
                           "epsilon_retain_ratio": ratios[0], "epsilon_test_ratio": ratios[1],
                           "epsilon_score": eps_lib.final_score(quality, *ratios)}
     out.info["upper"] = math.ceil(math.log(data.members - 1))
+    out.info["unit"] = eps_lib.score_unit(data.forget_scores(REFERENCE), data.settings["unit"])
     return out
 
 
 class KS(Audit):
   name = "ks"
-  columns = (("ks_forget_p", "KS p-value vs retrained", "↑"),)
+  columns = (("ks_forget_p", "KS p-value vs retrained", "→ null"),)
+  null_key = "ks_forget_p"
 
   def check(self, s, members):
     del s, members  # one seed is enough
@@ -322,6 +437,7 @@ class SVM(Audit):
   columns = (("svm_forget", "SVM forget called member", "≈ retrained"),
              ("svm_accuracy", "SVM own accuracy", ""),
              ("svm_auc", "SVM own AUC", ""))
+  null_key = "svm_forget"
   _FROM = {"svm_forget": "mia_forget", "svm_accuracy": "mia_attack_accuracy",
            "svm_auc": "mia_attack_auc"}
 
@@ -341,7 +457,8 @@ def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, 
   """Every selected audit over `data`: (results for results.json, per-sample arrays).
 
   The results hold "settings", "members", "models" (name -> key -> value, the models in
-  `data.scores` order), "info" (audit name -> its own results) and "seconds" per audit.
+  `data.scores` order), "info" (audit name -> its own results), "seconds" per audit and, with
+  the null among the models, "versus_null" (`versus_null`).
   """
   selected = list(data.settings["which"])
   results = {"settings": {k: v for k, v in data.settings.items() if k != "enabled"},
@@ -356,6 +473,10 @@ def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, 
     results["info"][name] = out.info
     samples.update(out.samples)
     results["seconds"][name] = time.perf_counter() - t
+  if NULL in data.scores:
+    t = time.perf_counter()
+    results["versus_null"] = versus_null(data, results["models"], selected)
+    results["seconds"]["versus_null"] = time.perf_counter() - t
   return results, samples
 
 

@@ -170,7 +170,38 @@ def write_audit(audit: Mapping[str, Any]) -> str:
   for name, row in audit["models"].items():
     lines.append("| " + " | ".join([name] + [format_value(row.get(key)) for key, _, _ in columns])
                  + " |")
-  note = ("≈ retrained: closer to the retrained row is better; → 0.5: an attacker telling this "
-          "model's members from retrained ones should be guessing. U-LiRA, ε and KS compare each "
-          "model with the retrained models, so the retrained row has none.")
-  return text + "\n".join(lines) + "\n\n" + note + "\n"
+  null = audit_lib.NULL
+  note = (f"{null!r} is a second retrained ensemble on other seeds, audited like any model: what "
+          "a perfect unlearner scores (→ null). ≈ retrained: closer to the retrained row is "
+          "better. U-LiRA, ε and KS compare each model with the retrained models, so the "
+          "retrained row has none.")
+  text += "\n".join(lines) + "\n\n" + note + "\n"
+  if audit.get("versus_null"):
+    text += _write_versus_null(audit["versus_null"], audit["settings"]["permutations"])
+  return text
+
+
+def _write_versus_null(versus: Mapping[str, Any], permutations: int) -> str:
+  """The table of each model's headline audit numbers minus the null's, with their p-values."""
+  audits = list(dict.fromkeys(a for row in versus.values() for a in row))
+  labels = {key: label for name in audits for key, label, _ in audit_lib.get(name).columns}
+  header = [f"{labels.get(next(iter(versus.values()))[a]['key'], a)} − null (p)" for a in audits]
+  lines = ["| model | " + " | ".join(header) + " | distinguishable from the null by |",
+           "|:--" + "|--:" * len(audits) + "|:--|"]
+  for name, row in versus.items():
+    cells, found = [name], []
+    for a in audits:
+      test = row.get(a)
+      if test is None:
+        cells.append("")
+        continue
+      cells.append(f"{format_value(test['difference'])} ({format_value(test['p'])})")
+      if test["distinguishable"]:
+        found.append(a)
+    cells.append(", ".join(found) or "none")
+    lines.append("| " + " | ".join(cells) + " |")
+  return (f"\n### Against the null\n\nEach model's value minus the null's; p: a two-sided "
+          f"permutation test over models ({permutations} random exchanges of the model's members "
+          "with the null's; the ε score's F on at most "
+          f"{audit_lib.TEST_ROWS} forget rows per exchange). p < {audit_lib.ALPHA:g}: "
+          "distinguishable from retraining.\n\n" + "\n".join(lines) + "\n")
