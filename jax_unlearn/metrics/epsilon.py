@@ -29,9 +29,9 @@ With N models a side, epsilons are bucketed in steps of 0.5 up to ceil(ln(N - 1)
 quality F is the mean of the points. Two independent retrained ensembles do not score F = 1
 (about 0.2 at 8 to 64 models a side): read F against that null. The final score is
 
-  score = F x min(1, retained error ratio on retain rows) x min(1, ... on test rows)
+  score = F x retain utility ratio x test utility ratio
 
-with each ratio the retrained models' mean error over the unlearned models' (see
+with each ratio the retrained models' mean error over the unlearned models', capped at 1 (see
 `utility_ratio`).
 """
 import math
