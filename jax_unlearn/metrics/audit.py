@@ -224,13 +224,6 @@ def member_scores(predict_fn: train.PredictFn, stacked, x: np.ndarray, y: np.nda
   return np.stack(out_scores), np.stack(out_losses)
 
 
-def _first_half(shape) -> np.ndarray:
-  """[2K, F] bool: True on the first K rows (the audited model's targets in U-LiRA)."""
-  kind = np.zeros(shape, bool)
-  kind[:shape[0] // 2] = True
-  return kind
-
-
 def permutation_test(statistic: Callable[[np.ndarray], float], a: np.ndarray, b: np.ndarray, *,
                      permutations: int, seed: int = 0) -> dict[str, Any]:
   """Two-sided permutation test of statistic(a) - statistic(b), a and b [K, ...] over models.
@@ -350,13 +343,13 @@ class ULiRA(Audit):
 
   def statistic(self, data, scores):
     ratios = self._ratios(data, scores)
-    return float(np.mean((ratios > 0) == _first_half(ratios.shape)))
+    return float(np.mean((ratios > 0) == lira.unlearned_rows(ratios.shape)))
 
   def run(self, data):
     out = AuditOutput(info={"roc": {}})
     for name in data.audited:
       ratios = self._ratios(data, data.scores[name])
-      kind = _first_half(ratios.shape)
+      kind = lira.unlearned_rows(ratios.shape)
       summary = lira.attack_summary(ratios, kind, ())
       out.samples[f"{name}/ulira"] = ratios
       out.info["roc"][name] = summary["roc"]

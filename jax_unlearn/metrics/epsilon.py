@@ -84,6 +84,17 @@ def epsilon_table(models: int, delta: float = DELTA) -> np.ndarray:
   return np.where((fpr == 0) & (fnr == 0), np.inf, e)
 
 
+def _right_range(narrow: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The right thresholds' first and last values per sample, as published: (narrow min + width)
+  - buffer and narrow max + buffer; narrow [G, N]."""
+  return narrow.min(1) + width - BUFFER, narrow.max(1) + BUFFER
+
+
+def _right_count(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+  """How many right thresholds (100 per unit) span [low, high]: 400 or 401."""
+  return np.ceil((high - low) * PER_UNIT).astype(np.int64)
+
+
 def _interval_epsilons(narrow: np.ndarray, wide: np.ndarray, width: np.ndarray,
                        table: np.ndarray) -> np.ndarray:
   """[G] the best epsilon of the interval attacks on G samples ([G, N] scores a side), NaN where
@@ -94,9 +105,8 @@ def _interval_epsilons(narrow: np.ndarray, wide: np.ndarray, width: np.ndarray,
   score's first threshold above it.
   """
   g, n = narrow.shape
-  low = narrow.min(1) + width - BUFFER  # as published: (min + width) - buffer
-  high = narrow.max(1) + BUFFER
-  rights = np.linspace(low, high, num=int(np.ceil((high[0] - low[0]) * PER_UNIT)), axis=1)
+  low, high = _right_range(narrow, width)  # the same count of right thresholds for all G
+  rights = np.linspace(low, high, num=int(_right_count(low, high)[0]), axis=1)
   span = int(np.ceil(2 * BUFFER * PER_UNIT))
   # Row r's left thresholds are np.linspace(start_r, stop_r, span); threshold k of it, without
   # building all of them, by linspace's own arithmetic (-inf / inf one step past either end).
@@ -165,8 +175,7 @@ def _epsilons(u: np.ndarray, r: np.ndarray, table: np.ndarray) -> np.ndarray:
   narrow_is_neg = (pos_range >= neg_range)[:, None]
   narrow, wide = np.where(narrow_is_neg, neg, pos), np.where(narrow_is_neg, pos, neg)
   out = np.full(len(pos), math.nan)
-  low = narrow.min(1) + smallest - BUFFER
-  rights = np.ceil((narrow.max(1) + BUFFER - low) * PER_UNIT)  # R per sample: 400 or 401
+  rights = _right_count(*_right_range(narrow, smallest))
   for count in np.unique(rights[~peaky]):
     group = np.flatnonzero(~peaky & (rights == count))
     for chunk in np.array_split(group, -(-len(group) // CHUNK)):

@@ -153,7 +153,14 @@ def unlearning_ratios(unlearned: np.ndarray, retrained: np.ndarray, *,
                     f"models; got {unlearned.shape} and {retrained.shape}.",
                     "score the same forget samples under K models of each kind.")
   scores = np.concatenate([unlearned, retrained])
-  kind = np.zeros(scores.shape, bool)
-  kind[:len(unlearned)] = True
-  online, _ = likelihood_ratios(scores, scores, kind, variance=variance, leave_one_out=True)
+  online, _ = likelihood_ratios(scores, scores, unlearned_rows(scores.shape), variance=variance,
+                                leave_one_out=True)
   return online
+
+
+def unlearned_rows(shape: tuple[int, int]) -> np.ndarray:
+  """[2K, F] bool: which rows of `unlearning_ratios`' output are the unlearned models' (the
+  first K)."""
+  kind = np.zeros(shape, bool)
+  kind[:shape[0] // 2] = True
+  return kind
