@@ -23,7 +23,7 @@ import sys
 
 import ml_collections
 
-from jax_unlearn import config_io, files, pipeline, tuning
+from jax_unlearn import config_io, files, pipeline, runtime, tuning
 from jax_unlearn.configs import set_methods
 from jax_unlearn.errors import UserError
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
   if os.path.exists(path):
     with open(path) as f:
       report = json.load(f)
-  pipeline.enable_compilation_cache(os.path.join(args.workdir, ".jax_cache"))
+  runtime.enable_compilation_cache(os.path.join(args.workdir, ".jax_cache"))
   for name in args.scenarios:
     where = os.path.join(args.workdir, name)
     try:

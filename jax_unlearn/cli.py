@@ -4,12 +4,8 @@ Bad input ends with one line naming the problem and the fix and exit code 2; `--
 the traceback too.
 """
 import argparse
-import importlib
 import os
 import sys
-
-# The benchmark ships with the source tree beside the package, as the experiment configs do.
-SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a shipped config's name (e.g. demo) or a path to a file with get_config()")
     s.add_argument("--workdir", required=True, help="output directory (checkpoints, results)")
   demo = sub.add_parser("demo", help="the offline default experiment (a few minutes on a CPU)",
-                        description="Runs experiments/configs/demo.py; accepts --config.* too.")
+                        description="Runs the shipped config demo; accepts --config.* too.")
   demo.add_argument("--workdir", default="runs/demo", help="output directory (default runs/demo)")
   for s in (run, tune, demo):
     s.add_argument("--fresh", action="store_true",
@@ -54,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
   from jax_unlearn.errors import UserError
   try:
     if argv and argv[0] == "bench":
-      return _bench().main(argv[1:]) or 0
+      from jax_unlearn import bench
+      return bench.main(argv[1:]) or 0
     args, rest = _parser().parse_known_args(argv)
     return _run(args, rest)
   except UserError as e:
@@ -70,17 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{e}. " if str(e) else "finished stages and epochs are checkpointed. "
     print(f"interrupted: {where}Run the same command again to resume.", file=sys.stderr)
     return 130
-
-
-def _bench():
-  """The benchmark module of the source tree (experiments/bench)."""
-  from jax_unlearn.errors import UserError
-  if not os.path.isfile(os.path.join(SOURCE_DIR, "experiments", "bench", "__init__.py")):
-    raise UserError("the benchmark ships with the source tree, which this installation lacks.",
-                    "run it from a clone of the repository (pip install -e .).")
-  if SOURCE_DIR not in sys.path:
-    sys.path.insert(0, SOURCE_DIR)
-  return importlib.import_module("experiments.bench")
 
 
 def _init_hosts() -> None:
@@ -110,10 +96,10 @@ def _run(args, rest) -> int:
   _init_hosts()
   config = config_io.load_config("demo" if args.command == "demo" else args.config)
   overrides = config_io.parse_overrides(rest)
-  from jax_unlearn import pipeline
+  from jax_unlearn import pipeline, runtime
   cache = args.cache_dir or os.path.join(args.workdir, ".jax_cache")
   if cache != "none":
-    pipeline.enable_compilation_cache(cache)
+    runtime.enable_compilation_cache(cache)
   if args.command == "tune":
     from jax_unlearn import tuning
     run = tuning.tune_experiment

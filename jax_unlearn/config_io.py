@@ -1,59 +1,64 @@
-"""Loading experiment configs and applying `--config.a.b=value` overrides, with clear errors.
+"""The door of every run: loading experiment configs, applying `--config.a.b=value` overrides and
+checking the result (`prepare_config`), with clear errors.
 
-Config files are Python modules with a `get_config()`; they are code the user runs, like any
-script: load only configs you trust. A config is named by its path, or by the name of a file in
-the shipped `experiments/configs/` ("demo"), where configs also find each other by name.
-Override values are parsed with `ast.literal_eval` (never `eval`) and must match the type of
-the field they replace.
+A config is a shipped name ("demo": the module `jax_unlearn.configs.demo`, imported) or the path
+of a Python file with a `get_config()`. A file is code the user runs, like any script: load only
+configs you trust. Override values are parsed with `ast.literal_eval` (never `eval`) and must
+match the type of the field they replace.
 """
 import ast
 import difflib
+import importlib
 import importlib.util
 import os
+import pkgutil
+from typing import Sequence
 
+import jax
 import ml_collections
 
+from jax_unlearn import configs, metrics, ops, train
 from jax_unlearn.errors import UserError
 
-
-# The shipped experiment configs: experiments/configs/ of the source tree beside the package.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "experiments", "configs")
+# Modules of jax_unlearn.configs that are not experiments.
+_NOT_CONFIGS = ("base",)
 
 
 def shipped_configs() -> list[str]:
   """Names of the shipped configs (`jax-unlearn run --config NAME`)."""
-  if not os.path.isdir(CONFIG_DIR):
-    return []
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                if f.endswith(".py") and not f.startswith("_"))
+  return sorted(m.name for m in pkgutil.iter_modules(configs.__path__)
+                if not m.name.startswith("_") and m.name not in _NOT_CONFIGS)
 
 
-def find_config(name_or_path: str) -> str:
-  """The file of a config given by path or by shipped name."""
-  if os.path.isfile(name_or_path):
-    return name_or_path
-  shipped = os.path.join(CONFIG_DIR, f"{name_or_path}.py")
-  if os.sep not in name_or_path and not name_or_path.endswith(".py") and os.path.isfile(shipped):
-    return shipped
+def check_config_name(name_or_path: str) -> None:
+  """Raises a UserError naming the shipped configs unless `name_or_path` is one or a file."""
+  if name_or_path in shipped_configs() or os.path.isfile(name_or_path):
+    return
   names = shipped_configs()
   close = difflib.get_close_matches(os.path.splitext(os.path.basename(name_or_path))[0], names,
                                     n=1)
   hint = (f"did you mean {close[0]!r}? " if close else "") + (
-      f"shipped configs: {', '.join(names)}; or pass a path to a config file."
-      if names else "pass a path to a config file with get_config().")
+      f"shipped configs: {', '.join(names)}; or pass a path to a config file.")
   raise UserError(f"config {name_or_path!r} is neither a file nor a shipped config.", hint)
 
 
-def load_config(name_or_path: str, *args) -> ml_collections.ConfigDict:
-  """The ConfigDict returned by `get_config(*args)` of a config file (a path or shipped name)."""
-  path = find_config(name_or_path)
-  name = "jax_unlearn_config_" + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
+def _module(name_or_path: str):
+  """The config module of a shipped name (imported) or of a file path (run as a script)."""
+  check_config_name(name_or_path)
+  if name_or_path in shipped_configs():
+    return importlib.import_module(f"{configs.__name__}.{name_or_path}")
+  name = "jax_unlearn_config_" + os.path.splitext(os.path.basename(name_or_path))[0]
+  spec = importlib.util.spec_from_file_location(name, name_or_path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)  # the user's own config file, like running a script
+  return module
+
+
+def load_config(name_or_path: str, *args) -> ml_collections.ConfigDict:
+  """The ConfigDict returned by `get_config(*args)` of a shipped config or a config file."""
+  module = _module(name_or_path)
   if not hasattr(module, "get_config"):
-    raise UserError(f"config file {path!r} has no get_config() function.",
+    raise UserError(f"config file {name_or_path!r} has no get_config() function.",
                     "define get_config() returning an ml_collections.ConfigDict.")
   return module.get_config(*args)
 
@@ -110,6 +115,13 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
     node = node[key]
 
 
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[tuple[str, str]]) -> None:
+  """`apply_override` for each (field, text) pair in order."""
+  for dotted, text in overrides:
+    apply_override(config, dotted, text)
+
+
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
   """`--config.a.b=v` / `--config.a.b v` arguments -> [(a.b, v)]; anything else is an error."""
   out, i = [], 0
@@ -129,3 +141,39 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     out.append((key, value))
     i += 1
   return out
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  """Rejects unknown names and values out of range before any work starts."""
+  seeds = len(configs.member_seeds(c))
+  train.Recipe.from_settings(configs.train_settings(c))
+  if metrics.audit.NULL_STAGE in c.methods:
+    raise UserError(f"{metrics.audit.NULL_STAGE!r} names the audit's null stage, not a method.",
+                    "give the method another label in config.methods.")
+  for name in c.methods:
+    configs.method_settings(c, name)
+  metrics.resolve_settings(c.metrics)
+  audit = metrics.audit.resolve_settings(c.audit, seeds)
+  ops.check_kernels(c.kernels)
+  processes = jax.process_count()
+  # An ensemble's members are spread whole over the processes, as many on each.
+  for count, what in ((seeds, "models per stage (seeds)"),
+                      (audit["shadows"] if audit["enabled"] else 1, "shadow models")):
+    if count > 1 and count % processes:
+      raise UserError(f"{count} {what} do not split over {processes} processes.",
+                      f"use a multiple of {processes}, or one process.")
+
+
+def prepare_config(config: ml_collections.ConfigDict,
+                   overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+  """A checked copy of `config` with the command-line overrides applied.
+
+  `overrides` are (field, text) pairs (`--config.a.b=v`); with `smoke` on, the smoke sizes
+  replace every other field's value, so a value the user typed wins over them.
+  """
+  c = ml_collections.ConfigDict(config.to_dict())
+  apply_overrides(c, overrides)
+  if c.smoke:
+    configs.shrink_for_smoke(c, keep=[dotted for dotted, _ in overrides])
+  check_config(c)
+  return c

@@ -1,4 +1,6 @@
-"""Atomic file writes, so an interrupted run never leaves a half-written report or plot."""
+"""Atomic file writes, so an interrupted run never leaves a half-written report or plot, and the
+one conversion of results to what JSON can hold."""
+import math
 import os
 import uuid
 from typing import Callable, Mapping
@@ -43,3 +45,25 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
       np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
   atomic_write(path, write)
+
+
+def json_safe(tree):
+  """A copy JSON can hold: numpy scalars and arrays to Python, non-finite floats to None (JSON
+  has no NaN), keys to strings."""
+  if isinstance(tree, dict):
+    return {str(k): json_safe(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple, np.ndarray)):
+    return [json_safe(v) for v in tree]
+  if isinstance(tree, np.generic):
+    tree = tree.item()
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
+
+
+def finite_or_none(value) -> float | None:
+  """A plain float, or None for a missing, non-numeric or non-finite value."""
+  try:
+    return json_safe(float(value))
+  except (TypeError, ValueError):
+    return None

@@ -1,4 +1,5 @@
-"""Generated stand-ins for the manually downloaded datasets, in their real file formats."""
+"""Generated stand-ins for the manually downloaded datasets, in their real file formats, and the
+smoke-sized configs the pipeline tests run."""
 import csv
 
 import numpy as np
@@ -67,3 +68,15 @@ def write_electricity(path, start, quarters, customers, seed=0):
         f"{v:.6f}".replace(".", ",") for v in row))
   path.write_text("\n".join(lines) + "\n")
   return str(path)
+
+
+def smoke_config(name, **overrides):
+  """Shipped config `name` at smoke size with one model per stage (tests/test_seeds.py runs
+  ensembles), with `overrides` (field -> command-line text) applied."""
+  from jax_unlearn import config_io
+  c = config_io.load_config(name)
+  c.smoke = True
+  c.seeds = 1
+  for key, value in overrides.items():
+    config_io.apply_override(c, key, value)
+  return c

@@ -215,7 +215,7 @@ def test_permutation_test_by_hand():
 # ---- settings and the pipeline --------------------------------------------------------------
 
 def _config(**overrides):
-  c = config_io.load_config("experiments/configs/diabetes_mlp.py")
+  c = config_io.load_config("diabetes_mlp")
   c.smoke = True
   for key, value in {"audit.enabled": True, "seeds": 3, "audit.shadows": 8,
                      "methods.blindspot.epochs": 1, **overrides}.items():
@@ -238,7 +238,7 @@ def _config(**overrides):
 ])
 def test_bad_audit_settings_fail_before_training(overrides, match):
   with pytest.raises(UserError, match=match):
-    pipeline.prepare_config(_config(**overrides))
+    config_io.prepare_config(_config(**overrides))
 
 
 def test_shadow_batch_larger_than_half_the_data_fails_before_training(tmp_path):
@@ -261,7 +261,7 @@ def test_pipeline_writes_the_audit(audited):
                                                       "blindspot", "finetune", "gaussian"]
   # The null is retrained models of other seeds, checkpointed as a stage, and it is the noise
   # floor of the metrics too.
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", "mlp", pipeline.NULL_STAGE))
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "mlp", audit.NULL_STAGE))
   assert results["models"][audit.NULL]["wasserstein_to_retrained"]["mean"] > 0
   null = a["models"][audit.NULL]
   assert 0 <= null["ulira_accuracy"]["mean"] <= 1 and 0 <= null["epsilon_forget_quality"] <= 1

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import bench
-from experiments.bench import report
+from jax_unlearn import bench
+from jax_unlearn.bench import report
 from jax_unlearn import ops
 from jax_unlearn.errors import UserError
 from jax_unlearn.ops import onednn
@@ -174,7 +174,7 @@ def test_missing_pipeline_config_is_an_error_before_any_work(tmp_path, capsys):
 
 
 def test_the_package_runs_as_a_module():
-  done = subprocess.run([sys.executable, "-m", "experiments.bench", "--help"], cwd=ROOT,
+  done = subprocess.run([sys.executable, "-m", "jax_unlearn.bench", "--help"], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)
   assert done.returncode == 0, done.stderr
   assert "--kernels" in done.stdout and "--pipeline" in done.stdout
@@ -189,7 +189,7 @@ TINY_ENSEMBLE = {"mlp": bench.ModelSpec({"hidden": (8,)}, (3,), (1,))}
 
 
 def test_ensemble_rows_are_computed_from_their_own_times(monkeypatch):
-  from experiments.bench import ensembles
+  from jax_unlearn.bench import ensembles
   assert ensembles.member_counts("mlp", 16) == [1, 4, 16, 64]  # the cheap model also at 4 K
   assert ensembles.member_counts("allcnn", 16) == [1, 4, 16]
   monkeypatch.setattr(ensembles, "CHEAP", ())  # K = 1, 2 only
@@ -223,7 +223,7 @@ def test_ensemble_rows_are_computed_from_their_own_times(monkeypatch):
 
 
 def test_main_adds_the_ensemble_rows(tmp_path, monkeypatch):
-  from experiments.bench import ensembles
+  from jax_unlearn.bench import ensembles
   monkeypatch.setattr(ensembles, "ENSEMBLE_MODELS", TINY_ENSEMBLE)
   monkeypatch.setattr(ensembles, "ENSEMBLE_BATCH", 4)
   monkeypatch.setattr(ensembles, "CHEAP", ())
@@ -239,7 +239,7 @@ def test_main_adds_the_ensemble_rows(tmp_path, monkeypatch):
 
 
 def test_quick_steps_get_more_rounds(monkeypatch):
-  from experiments.bench import ensembles
+  from jax_unlearn.bench import ensembles
   monkeypatch.setattr(ensembles, "MAX_ROUNDS", 50)
   assert ensembles.rounds([lambda: None], 3) == 50  # microseconds: up to the cap
   monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
@@ -247,7 +247,7 @@ def test_quick_steps_get_more_rounds(monkeypatch):
 
 
 def test_audit_rows_time_both_ways_and_the_statistics(monkeypatch):
-  from experiments.bench import audit
+  from jax_unlearn.bench import audit
   monkeypatch.setattr(audit, "ROWS", 128)
   monkeypatch.setattr(audit, "FORGET", 16)
   assert audit.member_counts(32) == [8, 16, 32] and audit.member_counts(4) == [8]
@@ -259,7 +259,7 @@ def test_audit_rows_time_both_ways_and_the_statistics(monkeypatch):
 
 
 def test_loader_rows_read_every_way_and_time_the_step():
-  from experiments.bench import loader
+  from jax_unlearn.bench import loader
   (row,) = loader.bench_loader([16], images=120, workers=(1,), steps=1)
   assert row["train_rows"] > loader.BATCH  # rates after the first batch
   assert set(row["samples_per_s"]) == {"memory", "threads", "workers=1"}
@@ -273,6 +273,6 @@ def test_loader_rows_read_every_way_and_time_the_step():
 @pytest.mark.parametrize("args", [["--loader", "64,big"], ["--loader", "4"],
                                   ["--loader", "64", "--loader-images", "3"]])
 def test_bad_loader_arguments(args, capsys):
-  from experiments import bench
+  from jax_unlearn import bench
   assert bench.main(["--models", "", "--no-torch", *args]) == 2
   assert "--loader" in capsys.readouterr().err

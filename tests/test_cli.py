@@ -18,9 +18,8 @@ from jax_unlearn.checkpoint import Checkpointer
 from jax_unlearn.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
-DIABETES = os.path.join(CONFIGS, "diabetes_mlp.py")
-NPZ = os.path.join(CONFIGS, "npz_mlp.py")
+DIABETES = "diabetes_mlp"
+NPZ = "npz_mlp"
 # 30 steps an epoch for 12 epochs: long enough to stop the original or retrained model mid-way.
 LONG = ("--config.train.epochs=12", "--config.train.batch_size=8")
 WAIT_S = 240  # bound on every wait for a subprocess
@@ -259,7 +258,7 @@ BAD = {  # name -> (config, extra arguments, words of the message, words of the 
     "tabular data for a CNN": ("allcnn_npz", ["--config.data.kwargs.path=tabular"],
                                "model 'allcnn' cannot take inputs of shape (5,) per sample",
                                "tabular [N, F] for mlp"),
-    "missing manual download": (os.path.join(CONFIGS, "agedb_allcnn.py"),
+    "missing manual download": ("agedb_allcnn",
                                 ["--config.data.kwargs.path=no_download",
                                  "--config.data.kwargs.data_dir=tfds"],
                                 "agedb is not prepared yet", "ibug.doc.ic.ac.uk"),

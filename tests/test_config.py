@@ -1,48 +1,42 @@
-import glob
 import os
 
 import ml_collections
 import numpy as np
 import pytest
 
-from jax_unlearn import config_io
+from jax_unlearn import config_io, configs
 from jax_unlearn.data import make_forget_masks
 from jax_unlearn.data.base import Split, make_dataset
 from jax_unlearn.data.forget import SETTINGS
 from jax_unlearn.errors import UserError
 
-CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",
-                                        "configs", "*.py")))
-CONFIGS = [p for p in CONFIGS if os.path.basename(p) not in ("__init__.py", "base.py")]
+CONFIGS = config_io.shipped_configs()
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_every_config_loads_and_names_its_run_command(path):
-  c = config_io.load_config(path)
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_loads_and_names_its_run_command(name):
+  c = config_io.load_config(name)
   assert isinstance(c, ml_collections.ConfigDict)
   assert c.experiment and c.data.name and c.model.name
   # The command its docstring shows parses and runs this very config.
-  import importlib.util
+  import importlib
   import shlex
   from jax_unlearn import cli
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = importlib.import_module(f"jax_unlearn.configs.{name}")
   text = (module.__doc__ or "").replace("\\\n", " ")
   commands = [line.strip() for line in text.splitlines()
               if "jax-unlearn run" in line or "jax-unlearn tune" in line]
   assert commands, "the docstring shows the command that runs it"
   argv = shlex.split(commands[0].split("jax-unlearn", 1)[1])
   args, rest = cli._parser().parse_known_args(argv)
-  assert os.path.samefile(config_io.find_config(args.config), path)
+  assert args.config == name
   config = config_io.load_config(args.config)
   for key, value in config_io.parse_overrides(rest):
     config_io.apply_override(config, key, value)
 
 
 def _demo():
-  return config_io.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments",
-                                            "configs", "demo.py"))
+  return config_io.load_config("demo")
 
 
 def test_overrides_are_typed():
@@ -80,7 +74,7 @@ def test_missing_config_file_and_bad_arguments():
 def test_shipped_configs_load_by_name_and_by_path():
   names = config_io.shipped_configs()
   assert {"demo", "rotdigits_allcnn", "stsb_lstm"} <= set(names)
-  by_path = config_io.load_config(os.path.join(config_io.CONFIG_DIR, "demo.py"))
+  by_path = config_io.load_config(os.path.join(os.path.dirname(configs.__file__), "demo.py"))
   assert config_io.load_config("demo").to_dict() == by_path.to_dict()
   with pytest.raises(UserError, match="unexpected argument"):
     config_io.parse_overrides(["--epochs=3"])
@@ -102,9 +96,9 @@ def _override(c, *args):
   return c
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_every_config_can_switch_forget_kind(path):
-  c = config_io.load_config(path)
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_can_switch_forget_kind(name):
+  c = config_io.load_config(name)
   assert set(SETTINGS) <= set(c.forget)  # every kind's argument is a field to override
   _override(c, "--config.forget.kind=groups", "--config.forget.ids=[7]")
   m = make_forget_masks(_grouped_dataset(), c.forget.to_dict())

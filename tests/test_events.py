@@ -30,7 +30,7 @@ def test_nothing_is_written_without_a_log(tmp_path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  c = config_io.load_config("experiments/configs/diabetes_mlp.py")
+  c = config_io.load_config("diabetes_mlp")
   c.smoke = True
   configs.set_methods(c, {"blindspot": ("blindspot", {}), "finetune": ("finetune", {})})
   workdir = str(tmp_path_factory.mktemp("events"))
@@ -57,7 +57,7 @@ def test_every_stage_and_the_final_metrics_are_logged(run):
 
 
 def test_tensorboard_off_writes_no_events(tmp_path):
-  c = config_io.load_config("experiments/configs/diabetes_mlp.py")
+  c = config_io.load_config("diabetes_mlp")
   c.smoke, c.tensorboard = True, False
   configs.set_methods(c, {"finetune": ("finetune", {})})
   pipeline.run_experiment(c, str(tmp_path), quiet=True)

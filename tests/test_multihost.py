@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,8 +85,10 @@ def test_two_processes_match_one(tmp_path):
 
 # The whole pipeline from the command line, on fixed batch blocks, so any device count and any
 # process count dividing them computes the same bits.
+# The conftest's persistent compilation cache: no process compiles what another already has.
 CLI = [sys.executable, "-m", "jax_unlearn", "run", "--config", "diabetes_mlp", "--quiet",
-       "--config.smoke=True", "--config.batch_shards=4", "--config.plots=False"]
+       "--config.smoke=True", "--config.batch_shards=4", "--config.plots=False",
+       "--cache-dir", jax.config.jax_compilation_cache_dir or "none"]
 
 
 def _slurm_job() -> int:
@@ -125,31 +128,23 @@ STAGES = ["original", "retrained", "blindspot", "finetune", "gaussian"]
 
 @pytest.mark.slow
 def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
-  one, _ = _cli(tmp_path / "one", 1)
-  two, _ = _cli(tmp_path / "two", 2)
+  """Two models per stage, one on each process: every metric of every model is the one
+  process's, bit for bit; checkpoints of one process count are restored by the other."""
+  seeds = "--config.seeds=2"
+  one, _ = _cli(tmp_path / "one", 1, "jax", seeds)
+  two, _ = _cli(tmp_path / "two", 2, "jax", seeds)
   assert len(two["devices"]) == len(one["devices"]) == 4
-  assert two["models"] == one["models"]  # every metric of every model, bit for bit
+  assert two["models"] == one["models"] and two["seeds"] == one["seeds"] == [0, 1]
   assert two["reused"] == [] and os.path.isdir(tmp_path / "two" / "tensorboard")
-  # Checkpoints written by one process count are restored by the other; the 2-process rerun is
-  # launched as Slurm would, with none of JAX's variables.
+  # The 2-process rerun is launched as Slurm would, with none of JAX's variables.
   shutil.copytree(tmp_path / "one", tmp_path / "one_then_two")
-  again, errors = _cli(tmp_path / "one_then_two", 2, "slurm")
+  again, errors = _cli(tmp_path / "one_then_two", 2, "slurm", seeds)
   assert all("joining a Slurm run of 2 processes" in e for e in errors)
   assert len(again["devices"]) == 4
-  back, _ = _cli(tmp_path / "two", 1)
+  back, _ = _cli(tmp_path / "two", 1, "jax", seeds)
   for results in (again, back):
     assert results["reused"] == STAGES
     assert results["models"] == one["models"]
-
-
-@pytest.mark.slow
-def test_ensembles_spread_their_members_over_the_processes(tmp_path):
-  """Two models per stage, one on each process: the numbers of one process, bit for bit."""
-  one, _ = _cli(tmp_path / "one", 1, "jax", "--config.seeds=2")
-  two, _ = _cli(tmp_path / "two", 2, "jax", "--config.seeds=2")
-  assert two["models"] == one["models"] and two["seeds"] == one["seeds"] == [0, 1]
-  back, _ = _cli(tmp_path / "two", 1, "jax", "--config.seeds=2")
-  assert back["reused"] == STAGES and back["models"] == one["models"]
 
 
 @pytest.mark.parametrize("processes, overrides, match", [
@@ -158,15 +153,15 @@ def test_ensembles_spread_their_members_over_the_processes(tmp_path):
      "8 shadow models do not split over 3 processes")])
 def test_members_that_do_not_split_over_the_processes_fail_first(processes, overrides, match,
                                                                    monkeypatch):
-  from jax_unlearn import config_io, pipeline
+  from jax_unlearn import config_io
   from jax_unlearn.errors import UserError
   c = config_io.load_config("diabetes_mlp")
   for key, value in overrides.items():
     config_io.apply_override(c, key, value)
-  pipeline.check_config(c)  # one process: any count
-  monkeypatch.setattr(pipeline.jax, "process_count", lambda: processes)
+  config_io.check_config(c)  # one process: any count
+  monkeypatch.setattr(config_io.jax, "process_count", lambda: processes)
   with pytest.raises(UserError, match=match):
-    pipeline.check_config(c)
+    config_io.check_config(c)
 
 
 def test_cluster_detection_reads_the_launchers_variables():

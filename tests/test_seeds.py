@@ -1,4 +1,5 @@
-"""Several seeds through the whole pipeline: every stage an ensemble, every result with its spread."""
+"""Several seeds through the whole pipeline: every stage an ensemble, every result with its
+spread."""
 import json
 import os
 
@@ -39,7 +40,8 @@ def test_every_result_has_mean_spread_interval_and_values(two_seeds):
   for name, row in results["models"].items():
     for key in SMOOTH + ("mia_forget",) + (("ain",) if name != FLOOR else ()):
       cell = row[key]
-      assert set(cell) == {"mean", "std", "ci95", "values"} and len(cell["values"]) == 2, (name, key)
+      assert set(cell) == {"mean", "std", "ci95", "values"}, (name, key)
+      assert len(cell["values"]) == 2, (name, key)
       assert cell["mean"] == pytest.approx(np.mean(cell["values"]))
       assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
   # Two retrained models of different seeds are not the same model: the floor is above zero.
@@ -108,9 +110,9 @@ def test_member_seeds(seeds, expected):
 @pytest.mark.parametrize("text", ["0", "-1", "[1,1]", "[]", "[0.5]", "True"])
 def test_bad_seeds_are_user_errors(text):
   with pytest.raises(UserError, match="seeds|is a bool"):
-    pipeline.prepare_config(load(), [("seeds", text)])
+    config_io.prepare_config(load(), [("seeds", text)])
 
 
 def test_seeds_from_the_command_line_take_a_list():
-  c = pipeline.prepare_config(load(), [("seeds", "[3,5,7]")])
+  c = config_io.prepare_config(load(), [("seeds", "[3,5,7]")])
   assert configs.member_seeds(c) == [3, 5, 7]

@@ -6,7 +6,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from experiments.bench.loader import write_jpeg_faces
+from jax_unlearn.bench.loader import write_jpeg_faces
 from jax_unlearn import config_io, configs, losses, parallel, pipeline, train
 from jax_unlearn.checkpoint import Checkpointer
 from jax_unlearn.data import ArrayLoader, augment_for, load_dataset, records

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from jax_unlearn import metrics, pipeline, tuning
+from jax_unlearn import metrics, results, tuning
 
 
 def _scores(**rows):
@@ -34,7 +34,7 @@ def test_tradeoff_plot_has_one_point_per_model_and_seed(tmp_path):
 
 
 def test_cost_is_each_methods_seconds_against_retraining():
-  out = pipeline.cost({"retrained": {"seconds": 20.0}, "blindspot": {"seconds": 5.0}})
+  out = results.cost({"retrained": {"seconds": 20.0}, "blindspot": {"seconds": 5.0}})
   assert out["retrained"] == {"seconds": 20.0, "vs_retrained": 1.0}
   assert out["blindspot"]["vs_retrained"] == pytest.approx(0.25)
   assert np.isfinite(out["blindspot"]["seconds"])

@@ -43,6 +43,7 @@ from jax_unlearn.train import ensemble
 SCORES = ("residual", "loss")
 REFERENCE = "retrained"
 NULL = spread.FLOOR  # a retrained ensemble of other seeds, against the reference
+NULL_STAGE = "retrained_null"  # the pipeline stage that trains it
 ALPHA = 0.05  # the level at which a model is distinguishable from the null
 DEFAULTS = {
     "enabled": False,
@@ -183,6 +184,11 @@ def _need_members(members: int, what: str) -> None:
                     f"set --config.seeds={MIN_MODELS} or more (8 or more for a useful audit).")
 
 
+# Folded into the run's seed for every random draw of the shadow models (their halves, their
+# keys): streams apart from every stage's.
+SHADOW_PURPOSE = 0x5AD0
+
+
 def shadow_halves(n: int, shadows: int, seed: int) -> np.ndarray:
   """[S, N] bool: shadow 2j trains on a random half of the N rows, shadow 2j + 1 on the other
   half, so each shadow has N // 2 rows. With N odd, each pair leaves out a different row (out
@@ -193,7 +199,7 @@ def shadow_halves(n: int, shadows: int, seed: int) -> np.ndarray:
   if n < max(2, shadows // 2):
     raise UserError(f"{shadows} shadow models need at least {max(2, shadows // 2)} rows, got {n}.",
                     "use fewer shadows or more data.")
-  rng = np.random.default_rng([seed, 0x5AD0])
+  rng = np.random.default_rng([seed, SHADOW_PURPOSE])
   spare = rng.permutation(n)[:shadows // 2]
   keep = np.zeros((shadows, n), bool)
   half = n // 2

@@ -14,11 +14,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jax_unlearn import files
+from jax_unlearn.files import finite_or_none
 from jax_unlearn.metrics import base, distances
 from jax_unlearn.metrics.evaluate import Evaluation
 
 REFERENCES = ("original", "retrained")
-SEED_KEYS = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained", "mia_forget")
+PLOTTED_PER_SEED = ("forget_test_error", "retain_test_error", "wasserstein_to_retrained",
+                    "mia_forget")
 
 
 def _grid(n: int, title: str) -> tuple[Figure, list]:
@@ -95,18 +97,8 @@ def plot_predictions(evaluation: Evaluation, labels_forget: np.ndarray, out_dir:
   return _save(fig, os.path.join(out_dir, "predictions.png"))
 
 
-def _finite(value) -> float | None:
-  if value is None or isinstance(value, (bool, np.bool_)):
-    return None
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    return None
-  return value if math.isfinite(value) else None
-
-
 def plot_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: str,
-               keys: Sequence[str] = SEED_KEYS) -> str:
+               keys: Sequence[str] = PLOTTED_PER_SEED) -> str:
   """One dot per seed for each model, with a tick at the mean: the spread a bar would hide.
 
   One panel per key of `keys` that some model has a number for; `per_seed` holds one
@@ -114,7 +106,7 @@ def plot_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: str
   """
   per_seed = list(per_seed)
   models = list(dict.fromkeys(m for results in per_seed for m in results))
-  values = {key: [[_finite((results.get(m) or {}).get(key)) for results in per_seed]
+  values = {key: [[finite_or_none((results.get(m) or {}).get(key)) for results in per_seed]
                   for m in models] for key in keys}  # key -> [models][seeds]
   keys = [k for k in keys if any(v is not None for row in values[k] for v in row)]
   labels = base.columns()
@@ -147,8 +139,8 @@ def plot_tradeoff(per_seed: Sequence[Mapping[str, Mapping[str, Any]]], out_dir: 
   """
   per_seed = list(per_seed)
   models = list(dict.fromkeys(m for results in per_seed for m in results))
-  points = {m: [(_finite((r.get(m) or {}).get(x_key)), _finite((r.get(m) or {}).get(y_key)))
-                for r in per_seed] for m in models}
+  points = {m: [(finite_or_none((r.get(m) or {}).get(x_key)),
+                 finite_or_none((r.get(m) or {}).get(y_key))) for r in per_seed] for m in models}
   points = {m: [(x, y) for x, y in p if x is not None and y is not None] for m, p in points.items()}
   points = {m: p for m, p in points.items() if p}
   if not points:

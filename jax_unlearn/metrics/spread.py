@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import scipy.stats
 
+from jax_unlearn.files import finite_or_none
 from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import base, builtin  # noqa: F401  (builtin registers)
 
@@ -29,14 +30,6 @@ def _is_bool(value) -> bool:
 
 def _is_number(value) -> bool:
   return isinstance(value, (int, float, np.integer, np.floating)) and not _is_bool(value)
-
-
-def _float(value) -> float | None:
-  """A plain float, None for a missing or non-finite value (JSON has no NaN)."""
-  if value is None:
-    return None
-  value = float(value)
-  return value if math.isfinite(value) else None
 
 
 def is_summary(value) -> bool:
@@ -73,22 +66,22 @@ def summarize(values: Sequence) -> dict[str, Any]:
     if v is not None and not (_is_bool(v) or _is_number(v)):
       raise UserError(f"summarize takes numbers or booleans over seeds, got {v!r}.",
                       "summarize one numeric result key at a time (aggregate keeps the rest).")
-  defined = [v for v in values if v is not None and (_is_bool(v) or _float(v) is not None)]
+  defined = [v for v in values if v is not None and (_is_bool(v) or finite_or_none(v) is not None)]
   if defined and all(_is_bool(v) for v in defined):
     return {"mean": sum(bool(v) for v in defined) / len(defined), "std": None, "ci95": None,
             "values": [None if v is None else bool(v) for v in values]}
-  clean = [None if v is None else _float(v) for v in values]
+  clean = [None if v is None else finite_or_none(v) for v in values]
   numbers = np.array([v for v in clean if v is not None], np.float64)  # [n]
   if len(numbers) == 0:
     return {"mean": None, "std": None, "ci95": None, "values": clean}
   mean = float(np.mean(numbers))
   if len(numbers) == 1:
-    return {"mean": _float(mean), "std": 0.0, "ci95": [_float(mean)] * 2, "values": clean}
+    return {"mean": finite_or_none(mean), "std": 0.0, "ci95": [finite_or_none(mean)] * 2,
+            "values": clean}
   std = float(np.std(numbers, ddof=1))
   half = float(scipy.stats.t.ppf(0.975, len(numbers) - 1)) * std / math.sqrt(len(numbers))
-  return {"mean": _float(mean), "std": _float(std), "ci95": [_float(mean - half),
-                                                              _float(mean + half)],
-          "values": clean}
+  return {"mean": finite_or_none(mean), "std": finite_or_none(std),
+          "ci95": [finite_or_none(mean - half), finite_or_none(mean + half)], "values": clean}
 
 
 def _ordered_union(groups) -> list:
@@ -139,7 +132,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int 
   if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
     raise UserError(f"resamples must be an integer >= 1, got {resamples!r}.",
                     "use e.g. resamples=10000.")
-  pairs = [(_float(x), _float(y)) for x, y in zip(a, b)]
+  pairs = [(finite_or_none(x), finite_or_none(y)) for x, y in zip(a, b)]
   diffs = [x - y for x, y in pairs if x is not None and y is not None]
   n = len(diffs)
   if n == 0:
@@ -155,8 +148,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int 
   if n >= 2 and np.any(d != 0):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
-      p = _float(scipy.stats.wilcoxon(d, alternative="two-sided").pvalue)
-  return {"n": n, "mean": _float(np.mean(d)), "ci95": [_float(v) for v in ci95],
+      p = finite_or_none(scipy.stats.wilcoxon(d, alternative="two-sided").pvalue)
+  return {"n": n, "mean": finite_or_none(np.mean(d)), "ci95": [finite_or_none(v) for v in ci95],
           "wilcoxon_p": p, "values": [float(v) for v in d]}
 
 
@@ -225,7 +218,7 @@ def _distance(values: list, ref: list) -> list:
   """[K] |v_k - ref_k|, None where either is undefined."""
   out = []
   for v, r in zip(values, ref):
-    v, r = _float(v), _float(r)
+    v, r = finite_or_none(v), finite_or_none(r)
     out.append(None if v is None or r is None else abs(v - r))
   return out
 

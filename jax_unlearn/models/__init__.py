@@ -1,6 +1,10 @@
 """The model zoo. Every model's __call__(x, *, train) returns (pred, acts); see `adapters`."""
+import jax
+import numpy as np
+
 from jax_unlearn.errors import UserError, unknown_name
-from jax_unlearn.models.adapters import from_function, from_linen, from_nnx, init_linen, split_outputs
+from jax_unlearn.models.adapters import (from_function, from_linen, from_nnx, init_linen,
+                                         split_outputs)
 from jax_unlearn.models.allcnn import AllCNN
 from jax_unlearn.models.init import CONV_INITS, DEFAULT_INIT, INITS, initialize, torch_init
 from jax_unlearn.models.lstm import LSTMPairRegressor
@@ -41,7 +45,31 @@ def get_model(name: str, *, data_facts: dict | None = None, **kwargs):
   return cls(**defaults, **kwargs)
 
 
+def check_model_input(name: str, apply_fn, init_fn, x: np.ndarray, out_dim: int) -> None:
+  """Fails before any training, naming the model and the input shape, when they do not fit.
+
+  Shapes only (`eval_shape`): nothing is computed or compiled.
+  """
+  hint = ("give inputs in a layout the model takes (images [N, H, W, C], with a channel axis "
+          "for grayscale; tabular [N, F] for mlp; text pairs [N, 2, T, E]; windows "
+          "[N, L + H, F]), or choose another model.name.")
+  try:
+    pred = jax.eval_shape(lambda key: apply_fn(init_fn(key), x, train=False)[0],
+                          jax.random.key(0))
+  except UserError:
+    raise
+  except Exception as e:  # shape errors of flax, lax and user models share no type
+    cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise UserError(f"model {name!r} cannot take inputs of shape {tuple(x.shape[1:])} per "
+                    f"sample: {cause}", hint) from e
+  if tuple(pred.shape[:2]) != (len(x), out_dim):
+    raise UserError(
+        f"model {name!r} maps a batch of inputs of shape {tuple(x.shape)} to predictions of "
+        f"shape {tuple(pred.shape)}, not [{len(x)}, {out_dim}, ...]: the input layout does "
+        "not fit the model.", hint)
+
+
 __all__ = ["get_model", "model_names", "from_linen", "from_nnx", "from_function",
            "init_linen", "initialize", "torch_init", "INITS", "DEFAULT_INIT", "CONV_INITS",
-           "split_outputs", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
+           "split_outputs", "check_model_input", "AllCNN", "MLP", "ResNet18", "MobileNetV3",
            "LSTMPairRegressor", "TemporalFusionTransformer"]

@@ -28,8 +28,8 @@ from jax_unlearn.errors import unknown_name
 from jax_unlearn.unlearn import base, gaussian
 from jax_unlearn.unlearn.blindspot import prediction_distance
 
-SEED_BAD_TEACHER_INIT = 22
-SEED_BAD_TEACHER_DATA = 23
+PURPOSE_BAD_TEACHER_INIT = 22
+PURPOSE_BAD_TEACHER_DATA = 23
 
 INCOMPETENT_TEACHERS = ("random", "gaussian")
 
@@ -91,14 +91,14 @@ def bad_teacher(ctx: base.Context, original_variables: Mapping, data: base.Unlea
     return distillation_arrays(data, fraction, subset_key, y)
 
   incompetent = None if labels else base.fresh_variables(
-      ctx, original_variables, SEED_BAD_TEACHER_INIT, "incompetent teacher")
-  arrays = ctx.each(member_arrays, SEED_BAD_TEACHER_DATA)
+      ctx, original_variables, PURPOSE_BAD_TEACHER_INIT, "incompetent teacher")
+  arrays = ctx.each(member_arrays, PURPOSE_BAD_TEACHER_DATA)
   rows = len((arrays if ctx.members is None else arrays[0])["x"])
   outcome = base.fit(
       ctx, original_variables, make_bad_teacher_loss(ctx.apply_fn, ctx.loss), arrays,
       base.capped_recipe(s, rows),
       loss_settings={k: s[k] for k in ("bad_teacher", "retain_fraction")}, name="bad_teacher",
-      stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
       augment=data.augment, frozen=(original_variables, incompetent))
   auxiliary = {} if incompetent is None else {"bad_teacher": incompetent}
   return base.MethodResult(outcome.variables, base.record(outcome), auxiliary)

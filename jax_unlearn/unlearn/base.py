@@ -18,13 +18,13 @@ from jax_unlearn.data import records
 from jax_unlearn.errors import UserError
 
 # Per-purpose constants folded into the run's key: one independent stream per use.
-SEED_INIT = 1
-SEED_TRAIN = 2
-SEED_ORDER = 3
-SEED_LABELS = 4
-SEED_BLINDSPOT_INIT = 5
-SEED_BLINDSPOT_TRAIN = 6
-SEED_BLINDSPOT_ORDER = 7
+PURPOSE_INIT = 1
+PURPOSE_TRAIN = 2
+PURPOSE_ORDER = 3
+PURPOSE_LABELS = 4
+PURPOSE_BLINDSPOT_INIT = 5
+PURPOSE_BLINDSPOT_TRAIN = 6
+PURPOSE_BLINDSPOT_ORDER = 7
 
 # Settings every method understands, with their defaults: the recipe of its training stages.
 COMMON_DEFAULTS = {"epochs": 1, "batch_size": 64, "lr": 1e-3, "clip_norm": None,

@@ -220,13 +220,13 @@ def train_blindspot_model(ctx: base.Context, original_variables: Mapping, data: 
   Its learning rate is the original recipe's (0.01), as in the published code, which trains the
   partial model with the same settings as the full one, only for fewer epochs.
   """
-  variables = base.fresh_variables(ctx, original_variables, base.SEED_BLINDSPOT_INIT,
+  variables = base.fresh_variables(ctx, original_variables, base.PURPOSE_BLINDSPOT_INIT,
                                    "blindspot model")
   recipe = train.Recipe.from_settings(s, epochs=s["blindspot_epochs"], lr=s["blindspot_lr"])
   return base.fit(ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
                   recipe, loss_settings={}, name="blindspot model", stage="blindspot_model",
                   validate=base.validation_loss(ctx, data, s["blindspot_keep_best"]),
-                  train_key=base.SEED_BLINDSPOT_TRAIN, order_key=base.SEED_BLINDSPOT_ORDER,
+                  train_key=base.PURPOSE_BLINDSPOT_TRAIN, order_key=base.PURPOSE_BLINDSPOT_ORDER,
                   augment=data.augment)
 
 
@@ -258,7 +258,7 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
   loss_settings = {k: s[k] for k in ("beta", "attention", "layers")}
   outcome = base.fit(ctx, original_variables, loss_fn, data.arrays(),
                      train.Recipe.from_settings(s), loss_settings=loss_settings, name="blindspot",
-                     stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+                     stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
                      augment=data.augment, frozen=blindspot_variables,
                      validate=base.validation_loss(ctx, data, s["keep_best"]))
   rec = base.record(outcome, blindspot_steps=int(steps), blindspot_seconds=float(seconds))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from jax_unlearn.unlearn import base, importance
 
-SEED_FISHER_NOISE = 40
+PURPOSE_FISHER_NOISE = 40
 _EPS = 1e-8  # added to F before inverting, as published
 
 DEFAULTS = {"batch_size": 1, "alpha": 1e-6, "variance_cap": 1e3}
@@ -65,7 +65,7 @@ def fisher(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDat
       importance.task_objective(ctx.loss), batch_size=s["batch_size"], squared=True)
   std = noise_std(retain_fisher, alpha, cap)
   params = jax.jit(importance.per_member(ctx, perturb))(
-      original_variables["params"], std, ctx.key(SEED_FISHER_NOISE))
+      original_variables["params"], std, ctx.key(PURPOSE_FISHER_NOISE))
   variables = {**original_variables, "params": params}
   jax.block_until_ready(variables)
   return base.MethodResult(variables, {

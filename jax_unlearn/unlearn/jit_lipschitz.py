@@ -115,6 +115,6 @@ def jit_lipschitz(ctx: base.Context, original_variables: Mapping, data: base.Unl
       perturbed, original_variables, lipschitz_loss, forget_arrays,
       base.capped_recipe(s, len(forget_arrays["x"])),
       loss_settings={k: s[k] for k in ("samples", "sigma")}, name="jit_lipschitz",
-      stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
       augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(outcome))

@@ -39,7 +39,7 @@ from jax_unlearn import train
 from jax_unlearn.errors import UserError
 from jax_unlearn.unlearn import base, importance
 
-SEED_MSG_INIT = 41
+PURPOSE_MSG_INIT = 41
 
 DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "optimizer": "sgd",
             "reinit_fraction": 0.3, "damping": 0.1}
@@ -88,7 +88,7 @@ def msg(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
       ctx, original_variables, data.arrays(forget_only=True), objective,
       batch_size=s["batch_size"], squared=False)
   gradient = jax.tree_util.tree_map(jnp.subtract, retain, forget)
-  fresh = base.fresh_variables(ctx, original_variables, SEED_MSG_INIT, "re-initialised model")
+  fresh = base.fresh_variables(ctx, original_variables, PURPOSE_MSG_INIT, "re-initialised model")
   params, weights, mask = jax.jit(importance.per_member(
       ctx, lambda p, f, g: _start(p, f, g, fraction, damping)))(
           original_variables["params"], fresh["params"], gradient)
@@ -96,7 +96,7 @@ def msg(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
       ctx, {**original_variables, "params": params}, train.supervised_loss(ctx.loss),
       data.arrays(retain_only=True), train.Recipe.from_settings(s),
       loss_settings={"reinit_fraction": fraction, "damping": damping}, name="msg",
-      stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
       augment=data.augment, frozen=weights, param_hook=importance.gradient_scale_hook)
   rec = base.record(
       outcome, reinitialised_fraction=importance.member_mean(mask, ctx.members),

@@ -79,6 +79,6 @@ def neggrad(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDa
   outcome = base.fit(
       ctx, original_variables, make_neggrad_loss(ctx.loss, float(s["alpha"])), data.arrays(),
       train.Recipe.from_settings(s), loss_settings={k: s[k] for k in ("alpha", "forget_bound")},
-      name="neggrad", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      name="neggrad", stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
       augment=data.augment, frozen=jnp.asarray(bound))
   return base.MethodResult(outcome.variables, base.record(outcome, forget_bound=bound.tolist()))

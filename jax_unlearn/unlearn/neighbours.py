@@ -27,7 +27,7 @@ from jax_unlearn import train
 from jax_unlearn.errors import UserError
 from jax_unlearn.unlearn import base
 
-# Chosen on validation rows of the demo's scenario (experiments/configs/tune_rotdigits.py, 3
+# Chosen on validation rows of the demo's scenario (jax_unlearn/configs/tune_rotdigits.py, 3
 # seeds): 5 neighbours and 3 epochs had the lowest forget-cohort distance to the retrained
 # model among 5, 20, 50 neighbours and 1, 3 epochs.
 DEFAULTS = {"epochs": 3, "lr": 1e-3, "neighbours": 5, "neighbour_weight": 1.0, "keep_best": False}
@@ -96,8 +96,9 @@ def neighbours(ctx: base.Context, original_variables: Mapping, data: base.Unlear
   outcome = base.fit(
       ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
       train.Recipe.from_settings(s), loss_settings={"neighbours": s["neighbours"]},
-      name="neighbours", stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
-      augment=data.augment, validate=base.validation_loss(ctx, data, s["keep_best"]))
+      name="neighbours", stage="unlearn", train_key=base.PURPOSE_TRAIN,
+      order_key=base.PURPOSE_ORDER, augment=data.augment,
+      validate=base.validation_loss(ctx, data, s["keep_best"]))
   rec = base.record(outcome, search_seconds=search)
   rec["seconds"] += search
   return base.MethodResult(outcome.variables, rec)

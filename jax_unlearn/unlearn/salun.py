@@ -60,11 +60,11 @@ def salun(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   mask = jax.jit(importance.per_member(ctx, lambda g: saliency_mask(
       jax.tree_util.tree_map(jnp.abs, g), share)))(gradient)
   arrays = ctx.each(lambda key: data.arrays(y=gaussian.gaussian_labels(data.y, data.forget, key)),
-                    base.SEED_LABELS)
+                    base.PURPOSE_LABELS)
   outcome = base.fit(
       ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
       train.Recipe.from_settings(s), loss_settings={"sparsity": share}, name="salun",
-      stage="unlearn", train_key=base.SEED_TRAIN, order_key=base.SEED_ORDER,
+      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
       augment=data.augment, frozen=mask, validate=base.validation_loss(ctx, data, s["keep_best"]),
       param_hook=importance.gradient_scale_hook)
   rec = base.record(outcome, masked_fraction=importance.member_mean(mask, ctx.members),

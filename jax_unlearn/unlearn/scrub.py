@@ -39,8 +39,8 @@ from jax_unlearn import losses, train
 from jax_unlearn.unlearn import base, neggrad
 from jax_unlearn.unlearn.blindspot import prediction_distance
 
-SEED_SCRUB_MAX = 20
-SEED_SCRUB_MIN = 21
+PURPOSE_SCRUB_MAX = 20
+PURPOSE_SCRUB_MIN = 21
 
 DEFAULTS = {"epochs": 3, "lr": 5e-4, "max_epochs": 2, "alpha": 0.001, "gamma": 0.99,
             "forget_bound": 4.0}
@@ -100,7 +100,7 @@ def scrub(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
                            gamma=float(s["gamma"]))
   forget_arrays = data.arrays(forget_only=True)
   max_recipe = base.capped_recipe(s, len(forget_arrays["x"]), epochs=1)
-  max_ctx, min_ctx = _stream(ctx, SEED_SCRUB_MAX), _stream(ctx, SEED_SCRUB_MIN)
+  max_ctx, min_ctx = _stream(ctx, PURPOSE_SCRUB_MAX), _stream(ctx, PURPOSE_SCRUB_MIN)
   variables, outcomes, max_steps = original_variables, [], 0
   for epoch in range(s["epochs"]):
     if epoch < s["max_epochs"]:

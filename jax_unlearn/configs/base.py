@@ -4,10 +4,10 @@ smoke shrink.
 Every method, metric and the forget specification owns its settings and their defaults
 (`unlearn.get_method(name).defaults`, `metrics.defaults()`, `data.forget_defaults()`); the config
 is assembled from them, so a setting has one default and every setting a module accepts can be
-overridden from the command line. Experiment files in `experiments/configs/` start from
+overridden from the command line. The shipped configs (`jax_unlearn.configs.*`) start from
 `base_config()` and change what differs.
 """
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -142,24 +142,25 @@ def method_settings(c: ml_collections.ConfigDict, label: str) -> dict:
   return unlearn.get_method(method_of(c, label)).settings(given)
 
 
-def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
-  """In place: tiny data, model and epochs, so a whole pipeline runs in seconds on a CPU."""
-  c.data.kwargs.max_samples = 240
-  c.train.epochs = 2
-  c.train.batch_size = 32
+def shrink_for_smoke(c: ml_collections.ConfigDict, keep: Sequence[str] = ()) -> None:
+  """In place: tiny data, model and epochs, so a whole pipeline runs in seconds on a CPU. Fields
+  named in `keep` (dotted, e.g. the command line's overrides) keep their values."""
+  sizes = {"data.kwargs.max_samples": 240, "train.epochs": 2, "train.batch_size": 32,
+           "metrics.mia_samples": 60, "metrics.ain_max_epochs": 1, "metrics.ain_batch_size": 32,
+           "metrics.ain_steps_per_call": 1, "metrics.predict_batch_size": 64}
   for name in c.methods:
-    m = c.methods[name]
-    m.epochs = 1
-    if "blindspot_epochs" in m:
-      m.blindspot_epochs = 1
+    sizes[f"methods.{name}.epochs"] = 1
+    if "blindspot_epochs" in c.methods[name]:
+      sizes[f"methods.{name}.blindspot_epochs"] = 1
   if c.model.name in ("allcnn", "resnet18", "mobilenet"):
-    c.model.kwargs.width = 0.05 if c.model.name == "allcnn" else 0.125
+    sizes["model.kwargs.width"] = 0.05 if c.model.name == "allcnn" else 0.125
   if c.model.name == "tft":  # compile time grows with the window and the width
-    c.model.kwargs.hidden = 8
-    c.data.kwargs.encoder_length = 24
-    c.data.kwargs.horizon = 6
-  c.metrics.mia_samples = 60
-  c.metrics.ain_max_epochs = 1
-  c.metrics.ain_batch_size = 32
-  c.metrics.ain_steps_per_call = 1
-  c.metrics.predict_batch_size = 64
+    sizes.update({"model.kwargs.hidden": 8, "data.kwargs.encoder_length": 24,
+                  "data.kwargs.horizon": 6})
+  for dotted, value in sizes.items():
+    if dotted not in keep:
+      *parents, key = dotted.split(".")
+      node = c
+      for part in parents:
+        node = node[part]
+      node[key] = value

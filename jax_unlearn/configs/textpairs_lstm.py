@@ -6,13 +6,13 @@ settings), with the sizes of a run of under two minutes on 2 CPU cores: 15 epoch
 batches of 64 for the original and retrained models (published: 100 of 256 on STS-B's 5.7k
 pairs), a blindspot model of 2 epochs (published: 10) and 1,000 MIA samples.
 
-  jax-unlearn run --config experiments/configs/textpairs_lstm.py --workdir runs/textpairs
+  jax-unlearn run --config textpairs_lstm --workdir runs/textpairs
 """
-from jax_unlearn.config_io import load_config
+from jax_unlearn.configs import stsb_lstm
 
 
 def get_config():
-  c = load_config("stsb_lstm", "textpairs")
+  c = stsb_lstm.get_config("textpairs")
   c.train.epochs = 15
   c.train.batch_size = 64
   c.methods.blindspot.blindspot_epochs = 2

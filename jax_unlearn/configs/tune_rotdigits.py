@@ -7,12 +7,11 @@ fine-tuning joins as a reference. The test cohorts are never read.
 
   jax-unlearn tune --config tune_rotdigits --workdir runs/tune_rotdigits
 """
-from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import set_methods
+from jax_unlearn.configs import demo, set_methods
 
 
 def get_config():
-  c = load_config("demo")
+  c = demo.get_config()
   c.experiment = "tune_rotdigits"
   entries = {"blindspot": ("blindspot", {}), "gaussian": ("gaussian", {})}
   for beta in (0.0, 50.0):

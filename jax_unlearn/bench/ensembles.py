@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import measure
-from experiments.bench.cases import ModelSpec, build_model, make_batch
-from experiments.bench.report import fmt
+from jax_unlearn.bench import measure
+from jax_unlearn.bench.cases import ModelSpec, build_model, make_batch
+from jax_unlearn.bench.report import fmt
 from jax_unlearn import losses, ops, parallel, train
 from jax_unlearn.models import from_linen, init_linen
 from jax_unlearn.train import ensemble

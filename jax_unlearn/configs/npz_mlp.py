@@ -2,7 +2,7 @@
 with an MLP. For images use a CNN: --config.model.name=allcnn --config.model.kwargs.hidden=None
 (a setting set to None is left out). Forget a label range by default.
 
-  jax-unlearn run --config experiments/configs/npz_mlp.py --config.data.kwargs.path=my.npz \
+  jax-unlearn run --config npz_mlp --config.data.kwargs.path=my.npz \
       --config.forget.high=0.0 --workdir runs/mine
 """
 from jax_unlearn.configs import base_config

@@ -6,12 +6,11 @@ over 3 seeds.
 
   jax-unlearn run --config blindspot_ablation --workdir runs/blindspot_ablation
 """
-from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import set_methods
+from jax_unlearn.configs import demo, set_methods
 
 
 def get_config():
-  c = load_config("demo")
+  c = demo.get_config()
   c.experiment = "blindspot_ablation"
   set_methods(c, {
       "blindspot": ("blindspot", {}),

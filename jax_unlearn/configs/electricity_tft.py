@@ -3,7 +3,7 @@ customer. Quantile loss (0.1, 0.5, 0.9); errors on the median forecast.
 
 Download LD2011_2014.txt by hand (see README, "Real datasets"); then:
 
-  jax-unlearn run --config experiments/configs/electricity_tft.py \
+  jax-unlearn run --config electricity_tft \
       --config.data.kwargs.path=/data/LD2011_2014.txt --workdir runs/electricity
 """
 from jax_unlearn.configs import base_config

@@ -1,13 +1,13 @@
 """The demo: the offline image default, sized to finish in a few minutes on 2 CPU cores.
 
   jax-unlearn demo                      # same as:
-  jax-unlearn run --config experiments/configs/demo.py --workdir runs/demo
+  jax-unlearn run --config demo --workdir runs/demo
 """
-from jax_unlearn.config_io import load_config
+from jax_unlearn.configs import rotdigits_allcnn
 
 
 def get_config():
-  c = load_config("rotdigits_allcnn")
+  c = rotdigits_allcnn.get_config()
   c.experiment = "demo"
   # Three models per stage, trained at once (README, "Several seeds"); 16x16 images keep the three
   # within a few minutes on 2 CPU cores (the digits are 8x8 scans, so 16 loses no detail).

@@ -1,7 +1,7 @@
 """Offline tabular default: scikit-learn's diabetes progression data with an MLP, forgetting a
 random 10% of patients.
 
-  jax-unlearn run --config experiments/configs/diabetes_mlp.py --workdir runs/diabetes
+  jax-unlearn run --config diabetes_mlp --workdir runs/diabetes
 """
 from jax_unlearn.configs import base_config
 

@@ -1,4 +1,4 @@
-"""PyTorch eager peers of the zoo models and of the benchmarked steps, for `experiments.bench`.
+"""PyTorch eager peers of the zoo models and of the benchmarked steps, for `jax_unlearn.bench`.
 
 Each peer is the same architecture as its Flax model (same layers, shapes, activations dict),
 trained with the same losses and Adam, so the benchmark compares the same work. Weights are

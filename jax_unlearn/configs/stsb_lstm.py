@@ -21,7 +21,7 @@ Published settings this profile cannot set yet (the library has no switch for th
 
 Needs network access once for tfds "glue/stsb"; then:
 
-  jax-unlearn run --config experiments/configs/stsb_lstm.py --workdir runs/stsb
+  jax-unlearn run --config stsb_lstm --workdir runs/stsb
 """
 from jax_unlearn import published
 from jax_unlearn.configs import base_config

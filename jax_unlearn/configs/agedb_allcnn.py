@@ -13,7 +13,7 @@ Published settings this profile cannot set yet (the library has no switch for th
 
 AgeDB must be downloaded by hand (see README, "Real datasets"); then:
 
-  jax-unlearn run --config experiments/configs/agedb_allcnn.py \
+  jax-unlearn run --config agedb_allcnn \
       --config.data.kwargs.path=/data/agedb --workdir runs/agedb_allcnn
 """
 from jax_unlearn import published

@@ -2,7 +2,7 @@
 
 Forgets every image rotated by <= -30 degrees, as the paper forgets ages <= 30.
 
-  jax-unlearn run --config experiments/configs/rotdigits_allcnn.py --workdir runs/rotdigits
+  jax-unlearn run --config rotdigits_allcnn --workdir runs/rotdigits
 """
 from jax_unlearn.configs import base_config
 

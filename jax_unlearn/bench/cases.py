@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import measure
+from jax_unlearn.bench import measure
 from jax_unlearn import losses, ops, parallel, train
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.models import from_linen, get_model, init_linen
@@ -25,7 +25,7 @@ class ModelSpec:
   label_shape: tuple[int, ...]
   quantiles: tuple[float, ...] | None = None
   series_ids: int = 0  # > 0: the last input channel is a series id in [0, series_ids)
-  peer: bool = True  # whether experiments.bench.torch_peer has a twin of the model
+  peer: bool = True  # whether jax_unlearn.bench.torch_peer has a twin of the model
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -170,7 +170,7 @@ def torch_device(info: Mapping[str, Any]) -> str | None:
 def torch_case(s: JaxSetup, case: str, device: str, dtype: str) -> Callable[[], Any]:
   """The peer's step of `case`, blocking, with weights copied from the same initial variables."""
   import torch
-  from experiments.bench import torch_peer
+  from jax_unlearn.bench import torch_peer
 
   kwargs = {**s.spec.kwargs, "in_features": s.spec.sample_shape[-1]}
   model = torch_peer.make_peer(s.name, s.variables, device, **kwargs)

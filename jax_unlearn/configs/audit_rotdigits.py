@@ -20,12 +20,11 @@ On an accelerator, raise the model counts (README, "Auditing"): --config.seeds=1
 import ml_collections
 
 from jax_unlearn import unlearn
-from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import set_methods
+from jax_unlearn.configs import demo, set_methods
 
 
 def get_config():
-  c = load_config("demo")
+  c = demo.get_config()
   c.experiment = "audit_rotdigits"
   c.seeds = 8
   c.model.name = "mlp"

@@ -1,7 +1,7 @@
 """Offline forecasting default: real half-hourly electricity demand (England and Wales, 2000,
 shipped with pmdarima) with a Temporal Fusion Transformer, forgetting a time window.
 
-  jax-unlearn run --config experiments/configs/taylor_tft.py --workdir runs/taylor
+  jax-unlearn run --config taylor_tft --workdir runs/taylor
 """
 from jax_unlearn.configs import base_config
 

@@ -9,8 +9,7 @@ under their own names.
   jax-unlearn run --config compare_all --workdir runs/compare_all
 """
 from jax_unlearn import unlearn
-from jax_unlearn.config_io import load_config
-from jax_unlearn.configs import set_methods
+from jax_unlearn.configs import demo, set_methods
 
 # The Blindspot settings chosen on validation rows by `jax-unlearn tune --config tune_rotdigits`
 # (tune.md): no attention term, a blindspot model of 8 epochs, 3 unlearning epochs.
@@ -18,7 +17,7 @@ TUNED = {"blindspot_tuned": ("blindspot", {"beta": 0.0, "blindspot_epochs": 8, "
 
 
 def get_config():
-  c = load_config("demo")
+  c = demo.get_config()
   c.experiment = "compare_all"
   c.seeds = 5
   # Every method but the retrained one (it always runs, as the reference); the tuned variants

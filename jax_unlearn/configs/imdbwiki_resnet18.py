@@ -2,14 +2,14 @@
 
 IMDB-WIKI must be downloaded by hand (see README, "Real datasets"); then:
 
-  jax-unlearn run --config experiments/configs/imdbwiki_resnet18.py \
+  jax-unlearn run --config imdbwiki_resnet18 \
       --config.data.kwargs.path=/data/imdbwiki --workdir runs/imdbwiki
 """
-from jax_unlearn.config_io import load_config
+from jax_unlearn.configs import agedb_allcnn
 
 
 def get_config():
-  c = load_config("agedb_allcnn", "resnet18")
+  c = agedb_allcnn.get_config("resnet18")
   c.experiment = "imdbwiki_resnet18"
   c.data.name = "imdbwiki"
   return c

@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from experiments.bench import measure
-from experiments.bench.cases import ModelSpec, jax_case, setup_model
+from jax_unlearn.bench import measure
+from jax_unlearn.bench.cases import ModelSpec, jax_case, setup_model
 
 SIZES = (64, 112, 224)
 IMAGES = 512

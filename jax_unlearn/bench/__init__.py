@@ -1,6 +1,6 @@
 """Throughput benchmark of the jitted steps users run, with a PyTorch eager peer in the same run.
 
-  python -m experiments.bench --models allcnn --batch-sizes 64 --out runs/bench
+  python -m jax_unlearn.bench --models allcnn --batch-sizes 64 --out runs/bench
   jax-unlearn bench --models allcnn,resnet18 --dtype bfloat16 --devices 4
   jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
   jax-unlearn bench --models "" --no-torch --ensemble 16  # only the ensemble rows
@@ -42,7 +42,7 @@ With `--loader SIZES`, rows of the input pipeline at each image size: generated 
 prepared by the AgeDB builder, one epoch read in memory, streamed by grain threads and by worker
 processes, against the samples/s the AllCNN train step consumes at that size.
 
-The PyTorch peer (experiments/bench/torch_peer.py) runs the same architecture, losses and Adam
+The PyTorch peer (jax_unlearn/bench/torch_peer.py) runs the same architecture, losses and Adam
 on the same batch. Before timing, its weights are copied from ours and both must produce the
 same loss on two consecutive steps (the second checks the gradients and the optimizer update
 too), else the case is reported as a guard failure and not compared. Then our step and the
@@ -66,12 +66,12 @@ from typing import Sequence
 
 import jax
 
-from experiments.bench import audit, ensembles, loader, measure, report
-from experiments.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
+from jax_unlearn.bench import audit, ensembles, loader, measure, report
+from jax_unlearn.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
                                      bench_model, build_model, configure_torch, guard_tolerance,
                                      jax_case, relative_error, setup_model, torch_case)
-from experiments.bench.measure import device_info, peak_flops
-from experiments.bench.report import markdown, pipeline_comparison, pipeline_markdown
+from jax_unlearn.bench.measure import device_info, peak_flops
+from jax_unlearn.bench.report import markdown, pipeline_comparison, pipeline_markdown
 from jax_unlearn import config_io, ops
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.files import write_text
@@ -153,7 +153,7 @@ def _torch(info, use: bool) -> tuple[bool, str | None, float | None]:
   configure_torch(info)
   rate = None
   if info["backend"] == "cpu":
-    from experiments.bench import torch_peer
+    from jax_unlearn.bench import torch_peer
     rate = torch_peer.gemm_flops_per_s()
   return True, torch.__version__, rate
 
@@ -184,7 +184,7 @@ def _main(args) -> int:
     raise UserError("--ensemble must be >= 0 and --ensemble-steps >= 1.",
                     "e.g. --ensemble 16 --ensemble-steps 5.")
   if args.pipeline is not None:
-    config_io.find_config(args.pipeline)  # names the shipped configs if it is none of them
+    config_io.check_config_name(args.pipeline)  # names the shipped configs if it is none of them
   if args.steps < 1 or args.warmup < 0 or args.shards < 0:
     raise UserError("--steps must be >= 1, --warmup and --shards >= 0.",
                     "e.g. --steps 20 --warmup 3 --shards 4.")
