@@ -38,20 +38,21 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  with session(config, workdir, overrides) as c, events.recording(_events_dir(c, workdir)):
-    e = load_experiment(c, workdir, quiet=quiet, fresh=fresh)
-    original = train_original(e)
-    models, records, auxiliary = run_methods(e, original)
+  with session(config, workdir, overrides) as config, \
+      events.recording(_events_dir(config, workdir)):
+    exp = load_experiment(config, workdir, quiet=quiet, fresh=fresh)
+    original = train_original(exp)
+    models, records, auxiliary = run_methods(exp, original)
     null = models.pop(NULL_STAGE, None)
-    with e.clock.timing("metrics"):
-      evaluations, aux_results = evaluate(e, models, auxiliary, null)
-    audited = audit(e, models, evaluations, null)
-    return report(e, evaluations, aux_results, records, audited)
+    with exp.clock.timing("metrics"):
+      evaluations, aux_results = evaluate(exp, models, auxiliary, null)
+    audited = audit(exp, models, evaluations, null)
+    return report(exp, evaluations, aux_results, records, audited)
 
 
-def _events_dir(c: ml_collections.ConfigDict, workdir: str) -> str | None:
+def _events_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
   """Where the TensorBoard events go (process 0 writes them), or None when they are off."""
-  if not c.tensorboard or jax.process_index() != 0:
+  if not config.tensorboard or jax.process_index() != 0:
     return None
   return os.path.join(workdir, "tensorboard")
 
@@ -61,9 +62,9 @@ def session(config: ml_collections.ConfigDict, workdir: str,
             overrides: Sequence[tuple[str, str]] = ()):
   """The checked config (`config_io.prepare_config`) with `workdir` writable and its log.txt
   attached to the log for the duration: what every command over the stages starts with."""
-  c = config_io.prepare_config(config, overrides)
+  config = config_io.prepare_config(config, overrides)
   with runtime.workdir_log(workdir):
-    yield c
+    yield config
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ class Experiment:
   With several seeds every stage is an ensemble (`members` = K): `root` holds one key per seed,
   variables carry a leading member axis, and member k is the model one run of seed k trains.
   """
-  c: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict
   workdir: str
   quiet: bool
   dp: parallel.DataParallel
@@ -92,7 +93,7 @@ class Experiment:
 
   @property
   def checkpoints(self) -> str:
-    return os.path.join(self.workdir, "checkpoints", self.c.model.name)
+    return os.path.join(self.workdir, "checkpoints", self.config.model.name)
 
   @property
   def members(self) -> int | None:
@@ -112,95 +113,96 @@ class Experiment:
     return train.ensemble.init_members(self.init_fn, self.key(purpose), self.members)
 
 
-def load_experiment(c: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
+def load_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
                     fresh: bool = False) -> Experiment:
   """Stage 0: the parallel context, the data and forget masks, the model; every check that can
   fail before training."""
-  dp = parallel.DataParallel.create(c.devices or None, c.batch_shards or None)
-  log.info("experiment %s on %d device(s): %s", c.experiment, dp.devices,
+  dp = parallel.DataParallel.create(config.devices or None, config.batch_shards or None)
+  log.info("experiment %s on %d device(s): %s", config.experiment, dp.devices,
            jax.devices()[0].device_kind)
   clock = runtime.Clock()
   with clock.timing("data"):
-    ds = data_lib.load_dataset(c.data.name, seed=c.seed, **c.data.kwargs.to_dict())
-    masks = data_lib.make_forget_masks(ds, c.forget.to_dict())
+    ds = data_lib.load_dataset(config.data.name, seed=config.seed, **config.data.kwargs.to_dict())
+    masks = data_lib.make_forget_masks(ds, config.forget.to_dict())
   task = ds.task
   n = masks.counts()
   log.info("data %s (%s): %s (%.1fs)", ds.name, task.label, n, clock.seconds["data"])
-  if c.train.batch_size > n["retain"]:  # checked now, not after hours of original training
+  if config.train.batch_size > n["retain"]:  # checked now, not after hours of original training
     raise UserError(
-        f"config train.batch_size {c.train.batch_size} is larger than the training data: "
+        f"config train.batch_size {config.train.batch_size} is larger than the training data: "
         f"{n['train']} samples, {n['retain']} of them retained (the retrained model trains on "
         "those).", f"set --config.train.batch_size={n['retain']} or less.")
-  if _audit_settings(c)["lira"] and c.train.batch_size > n["train"] // 2:
+  if _audit_settings(config)["lira"] and config.train.batch_size > n["train"] // 2:
     raise UserError(
-        f"config train.batch_size {c.train.batch_size} is larger than the {n['train'] // 2} "
+        f"config train.batch_size {config.train.batch_size} is larger than the {n['train'] // 2} "
         "rows each of LiRA's shadow models trains on (half the training data).",
         f"set --config.train.batch_size={n['train'] // 2} or less, or leave lira out of "
         "audit.which.")
 
   loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
   per_example = losses.get_loss(task.loss, **loss_kwargs)
-  facts = {**task.extra, "out_dim": ds.train.y.shape[1], "kernels": c.kernels}
+  facts = {**task.extra, "out_dim": ds.train.y.shape[1], "kernels": config.kernels}
   if task.quantiles:
     facts["quantiles"] = tuple(task.quantiles)
-  model_kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
-  module = get_model(c.model.name, data_facts=facts, **model_kwargs)
+  model_kwargs = {k: v for k, v in config.model.kwargs.to_dict().items() if v is not None}
+  module = get_model(config.model.name, data_facts=facts, **model_kwargs)
   apply_fn = from_linen(module)
   sample_x = np.asarray(ds.train.x[:2])  # decoded, when the inputs are streamed
 
   def init_fn(key):
-    return initialize(module, key, sample_x, init=c.model.init)
+    return initialize(module, key, sample_x, init=config.model.init)
 
-  check_model_input(c.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
+  check_model_input(config.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
   if fresh:
     shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  augment = data_lib.augment_for(task, c.data.augment)  # images only; flips keep the label
+  augment = data_lib.augment_for(task, config.data.augment)  # images only; flips keep the label
   # The training loop fingerprints the arrays, keys and starting variables it sees; validation
   # rows, augmentation and the model's definition (kernels included) come from these settings.
-  data_identity = c.data.to_dict()  # how inputs are read (workers, prefetch) changes no result
+  data_identity = config.data.to_dict()  # how inputs are read (workers, prefetch) changes no result
   data_identity["kwargs"] = {k: v for k, v in data_identity["kwargs"].items()
                              if k not in data_lib.records.READ_SETTINGS}
-  identity = {"data": data_identity, "forget": c.forget.to_dict(),
-              "model": {"name": c.model.name, "kwargs": model_kwargs, "facts": facts,
-                        "init": c.model.init}}
-  seeds = configs.member_seeds(c)
+  identity = {"data": data_identity, "forget": config.forget.to_dict(),
+              "model": {"name": config.model.name, "kwargs": model_kwargs, "facts": facts,
+                        "init": config.model.init}}
+  seeds = configs.member_seeds(config)
   root = (jax.random.key(seeds[0]) if len(seeds) == 1
           else jnp.stack([jax.random.key(s) for s in seeds]))
   if len(seeds) > 1:
     log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
              seeds, dp.members(len(seeds)).devices)
-  return Experiment(c, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn, augment,
-                    root, seeds, identity, clock)
+  return Experiment(config, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn,
+                    augment, root, seeds, identity, clock)
 
 
-def _validation(e: Experiment):
+def _validation(exp: Experiment):
   """The original recipe's validation loss (on the whole validation split)."""
-  return train.make_validation_loss(e.apply_fn, e.per_example, e.ds.val.x, e.ds.val.y,
-                                    batch_size=e.c.metrics.predict_batch_size, dp=e.dp)
+  return train.make_validation_loss(exp.apply_fn, exp.per_example, exp.ds.val.x, exp.ds.val.y,
+                                    batch_size=exp.config.metrics.predict_batch_size, dp=exp.dp)
 
 
-def _train_by_recipe(e: Experiment, stage: str, variables, arrays, *, rng: jax.Array,
+def _train_by_recipe(exp: Experiment, stage: str, variables, arrays, *, rng: jax.Array,
                      seed) -> train.TrainOutcome:
   """A stage trained on `arrays` by the config's recipe (the original's), validated on the
   validation split and checkpointed under its name; timed, and logged as reused or not."""
-  with e.clock.timing(stage):
+  with exp.clock.timing(stage):
     outcome = train.train_model(
-        e.apply_fn, variables, train.supervised_loss(e.per_example), arrays,
-        train.Recipe.from_settings(configs.train_settings(e.c)), rng=rng, seed=seed, dp=e.dp,
-        validate=_validation(e), augment=e.augment,
-        checkpoint_dir=os.path.join(e.checkpoints, stage),
-        identity={**e.identity, "stage": stage},
-        progress=runtime.epoch_progress(stage, e.quiet), name=stage)
+        exp.apply_fn, variables, train.supervised_loss(exp.per_example), arrays,
+        train.Recipe.from_settings(configs.train_settings(exp.config)), rng=rng, seed=seed,
+        dp=exp.dp,
+        validate=_validation(exp), augment=exp.augment,
+        checkpoint_dir=os.path.join(exp.checkpoints, stage),
+        identity={**exp.identity, "stage": stage},
+        progress=runtime.epoch_progress(stage, exp.quiet), name=stage)
   if outcome.reused:
-    e.reused.append(stage)
-  _summary(stage, outcome, e.clock.seconds[stage])
+    exp.reused.append(stage)
+  _summary(stage, outcome, exp.clock.seconds[stage])
   return outcome
 
 
-def train_original(e: Experiment) -> train.TrainOutcome:
+def train_original(exp: Experiment) -> train.TrainOutcome:
   """Stage 1: the original model on all training data, the paper's recipe."""
-  return _train_by_recipe(e, "original", e.fresh(0), {"x": e.ds.train.x, "y": e.ds.train.y},
-                          rng=e.key(1), seed=e.order_seed())
+  return _train_by_recipe(exp, "original", exp.fresh(0), {"x": exp.ds.train.x, "y": exp.ds.train.y},
+                          rng=exp.key(1), seed=exp.order_seed())
 
 
 def stage_purpose(label: str) -> int:
@@ -213,7 +215,7 @@ def stage_purpose(label: str) -> int:
 NULL_STAGE = metrics.audit.NULL_STAGE
 
 
-def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
+def run_methods(exp: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
   """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method; with
   the audit on, also `NULL_STAGE`, retrained models of other seeds (what a perfect unlearner
   would be) against which every audit number is read.
@@ -221,32 +223,32 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
   Returns (name -> variables, with "original" first; name -> the method's record; name -> the
   variables of models the methods built on the way, e.g. "blindspot_model").
   """
-  ds, masks, c = e.ds, e.masks, e.c
-  udata = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
-                              val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
-                              augment=e.augment)
+  ds, masks, config = exp.ds, exp.masks, exp.config
+  method_data = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
+                                    val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
+                                    augment=exp.augment)
   models, records, auxiliary = {"original": original.variables}, {}, {}
-  stages = {"retrained": ("retrained", configs.train_settings(c))}
-  if _audit_settings(c)["enabled"]:
+  stages = {"retrained": ("retrained", configs.train_settings(config))}
+  if _audit_settings(config)["enabled"]:
     stages[NULL_STAGE] = stages["retrained"]
-  stages.update({name: (configs.method_of(c, name), configs.method_settings(c, name))
-                 for name in c.methods})
+  stages.update({name: (configs.method_of(config, name), configs.method_settings(config, name))
+                 for name in config.methods})
   for name, (method, settings) in stages.items():
-    ctx = unlearn.Context(apply_fn=e.apply_fn, init_fn=e.init_fn, loss=e.per_example,
-                          rng=e.key(stage_purpose(name)), dp=e.dp,
-                          checkpoint_dir=os.path.join(e.checkpoints, name),
-                          identity={**e.identity, "method": name},
-                          progress=runtime.epoch_progress(name, e.quiet), members=e.members)
-    with e.clock.timing(name):
-      result = unlearn.run_method(method, ctx, original.variables, udata, settings)
+    ctx = unlearn.Context(apply_fn=exp.apply_fn, init_fn=exp.init_fn, loss=exp.per_example,
+                          rng=exp.key(stage_purpose(name)), dp=exp.dp,
+                          checkpoint_dir=os.path.join(exp.checkpoints, name),
+                          identity={**exp.identity, "method": name},
+                          progress=runtime.epoch_progress(name, exp.quiet), members=exp.members)
+    with exp.clock.timing(name):
+      result = unlearn.run_method(method, ctx, original.variables, method_data, settings)
     models[name] = result.variables
     records[name] = result.record
     # A variant's models built on the way carry its label ("blindspot_beta0:blindspot_model").
     auxiliary.update({k if name == method else f"{name}:{k}": v
                       for k, v in result.auxiliary.items()})
     if result.record.get("reused"):
-      e.reused.append(name)
-    log.info("%-10s done in %.1fs (%s)", name, e.clock.seconds[name],
+      exp.reused.append(name)
+    log.info("%-10s done in %.1fs (%s)", name, exp.clock.seconds[name],
              ", ".join(f"{k}={v}" for k, v in result.record.items() if k != "seconds"))
   return models, records, auxiliary
 
@@ -255,7 +257,7 @@ def run_methods(e: Experiment, original: train.TrainOutcome) -> tuple[dict, dict
 AUXILIARY_METRICS = ("errors", "wasserstein")
 
 
-def evaluate(e: Experiment, models: dict, auxiliary: dict, null=None
+def evaluate(exp: Experiment, models: dict, auxiliary: dict, null=None
              ) -> tuple[list[metrics.Evaluation], list[dict]]:
   """Stage 4: every model evaluated with the configured metrics; the auxiliary models (the
   blindspot model) with their errors and Wasserstein distance to the retrained model.
@@ -268,79 +270,79 @@ def evaluate(e: Experiment, models: dict, auxiliary: dict, null=None
 
   Returns (one evaluation per seed, one dict name -> the auxiliary models' results per seed).
   """
-  ds, masks, task = e.ds, e.masks, e.ds.task
+  ds, masks, task = exp.ds, exp.masks, exp.ds.task
   eval_data = metrics.EvalData(
       train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
       forget_val=masks.val)
   evaluations, aux = [], []
-  k_all = e.members or 1
+  k_all = exp.members or 1
   for k in range(k_all):
     floor = {}
-    if e.members is None:
-      these, extra = models, auxiliary
+    if exp.members is None:
+      picked, picked_aux = models, auxiliary
     else:
       pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
-      these = {name: pick(v) for name, v in models.items()}
+      picked = {name: pick(v) for name, v in models.items()}
       floor = {metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)
                if null is None else pick(null)}
-      extra = {name: pick(v) for name, v in auxiliary.items()}
-    common = dict(task_loss=e.per_example, error=task.error,
-                  quantiles=tuple(task.quantiles) if task.quantiles else None, seed=e.seeds[k],
-                  dp=e.dp)
-    evaluation = metrics.evaluate_models(e.apply_fn, these, eval_data, config=e.c.metrics,
-                                         augment=e.augment, **common)
-    found = {}
-    if extra or floor:
+      picked_aux = {name: pick(v) for name, v in auxiliary.items()}
+    common = dict(task_loss=exp.per_example, error=task.error,
+                  quantiles=tuple(task.quantiles) if task.quantiles else None, seed=exp.seeds[k],
+                  dp=exp.dp)
+    evaluation = metrics.evaluate_models(exp.apply_fn, picked, eval_data,
+                                         config=exp.config.metrics, augment=exp.augment, **common)
+    aux_results = {}
+    if picked_aux or floor:
       # One more evaluation for the floor (its metrics but AIN) and the auxiliary models (errors
       # and distances only); the references come again, as every evaluation needs them.
-      which = [m for m in metrics.resolve_settings(e.c.metrics)["which"] if m != "ain"]
+      which = [m for m in metrics.resolve_settings(exp.config.metrics)["which"] if m != "ain"]
       which = list(dict.fromkeys(which + list(AUXILIARY_METRICS)))
-      references = {n: these[n] for n in ("original", "retrained")}
-      found = metrics.evaluate_models(
-          e.apply_fn, {**references, **floor, **extra}, eval_data, augment=e.augment,
-          config={**e.c.metrics.to_dict(), "which": which}, **common).results
+      references = {n: picked[n] for n in ("original", "retrained")}
+      aux_results = metrics.evaluate_models(
+          exp.apply_fn, {**references, **floor, **picked_aux}, eval_data, augment=exp.augment,
+          config={**exp.config.metrics.to_dict(), "which": which}, **common).results
       allowed = {key for m in AUXILIARY_METRICS for key in metrics.get(m).keys}
       for name in floor:  # beside the retrained model, in the main table
         evaluation.results = {**{n: evaluation.results[n] for n in ("original", "retrained")},
-                              name: found[name], **evaluation.results}
-      found = {name: {key: v for key, v in found[name].items() if v is not None and key in allowed}
-               for name in extra}
+                              name: aux_results[name], **evaluation.results}
+      aux_results = {name: {key: v for key, v in aux_results[name].items()
+                            if v is not None and key in allowed} for name in picked_aux}
     evaluations.append(evaluation)
-    aux.append(found)
-    if e.members is not None:
-      log.info("metrics of seed %d (%d/%d) done", e.seeds[k], k + 1, k_all)
-  e.clock.seconds["metrics_per_model"] = dict(evaluations[0].seconds)
+    aux.append(aux_results)
+    if exp.members is not None:
+      log.info("metrics of seed %d (%d/%d) done", exp.seeds[k], k + 1, k_all)
+  exp.clock.seconds["metrics_per_model"] = dict(evaluations[0].seconds)
   return evaluations, aux
 
 
-def _audit_settings(c: ml_collections.ConfigDict) -> dict:
+def _audit_settings(config: ml_collections.ConfigDict) -> dict:
   """The audit's settings, with "lira": whether shadow models train."""
-  s = metrics.audit.resolve_settings(c.audit, len(configs.member_seeds(c)))
-  return {**s, "lira": bool(s["enabled"] and "lira" in s["which"])}
+  resolved = metrics.audit.resolve_settings(config.audit, len(configs.member_seeds(config)))
+  return {**resolved, "lira": bool(resolved["enabled"] and "lira" in resolved["which"])}
 
 
 # The first data-order seed of the shadow models (apart from every stage's).
 SHADOW_ORDER_SEEDS = 1 << 20
 
 
-def train_shadows(e: Experiment, keep: np.ndarray) -> dict:
+def train_shadows(exp: Experiment, keep: np.ndarray) -> dict:
   """LiRA's shadow models: S models of the original recipe, shadow s on the rows `keep[s]`,
   trained at once (an ensemble, one compiled program) and checkpointed as one stage.
 
   Returns their stacked variables.
   """
-  ds, seed, shadows = e.ds, e.c.seed, len(keep)
+  ds, seed, shadows = exp.ds, exp.config.seed, len(keep)
   keys = jax.random.split(
       jax.random.fold_in(jax.random.key(seed), metrics.audit.SHADOW_PURPOSE), shadows)
   return _train_by_recipe(
-      e, "shadows", train.ensemble.init_members(e.init_fn, keys, shadows),
+      exp, "shadows", train.ensemble.init_members(exp.init_fn, keys, shadows),
       [{"x": ds.train.x[rows], "y": ds.train.y[rows]} for rows in keep],
       rng=train.ensemble.fold_in(keys, 1, shadows),
       seed=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
 
 
-def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation], null
+def audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], null
           ) -> tuple[dict, dict] | None:
   """Stage 5, with audit.enabled: LiRA's shadow models, every member's per-sample scores on
   every training row, and every selected audit (`metrics.audit`) over them, the null ensemble
@@ -348,62 +350,64 @@ def audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation], nu
 
   Returns (the audit's results, its per-sample arrays), or None when the audit is off.
   """
-  s = _audit_settings(e.c)
-  if not s["enabled"]:
+  audit_settings = _audit_settings(exp.config)
+  if not audit_settings["enabled"]:
     return None
-  with e.clock.timing("audit"):
-    results, samples = _audit(e, models, evaluations, null, s)
-  log.info("audit done in %.1fs (%s)", e.clock.seconds["audit"],
+  with exp.clock.timing("audit"):
+    results, samples = _audit(exp, models, evaluations, null, audit_settings)
+  log.info("audit done in %.1fs (%s)", exp.clock.seconds["audit"],
            ", ".join(f"{k} {v:.1f}s" for k, v in results["seconds"].items()))
   return results, samples
 
 
-def _audit(e: Experiment, models: dict, evaluations: list[metrics.Evaluation], null,
-           s: dict) -> tuple[dict, dict]:
-  """The audit with settings `s`: (its results, its per-sample arrays)."""
-  ds, task = e.ds, e.ds.task
-  predict_fn = train.make_predict_fn(e.apply_fn, e.dp)
+def _audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], null,
+           audit_settings: dict) -> tuple[dict, dict]:
+  """The audit with settings `audit_settings`: (its results, its per-sample arrays)."""
+  ds, task = exp.ds, exp.ds.task
+  predict_fn = train.make_predict_fn(exp.apply_fn, exp.dp)
 
   def score(stacked):
     return metrics.audit.member_scores(
-        predict_fn, stacked, ds.train.x, ds.train.y, score=s["score"], task_loss=e.per_example,
+        predict_fn, stacked, ds.train.x, ds.train.y, score=audit_settings["score"],
+        task_loss=exp.per_example,
         quantiles=tuple(task.quantiles) if task.quantiles else None,
-        batch_size=e.c.metrics.predict_batch_size)
+        batch_size=exp.config.metrics.predict_batch_size)
 
   audited = dict(models)
   audited[metrics.audit.NULL] = null
   audited = {n: audited[n] for n in ("original", "retrained", metrics.audit.NULL, *models)}
-  scored = {name: score(v if e.members else train.ensemble.stack([v]))
+  scored = {name: score(v if exp.members else train.ensemble.stack([v]))
             for name, v in audited.items()}
   data = metrics.audit.AuditData(
       scores={n: v[0] for n, v in scored.items()}, losses={n: v[1] for n, v in scored.items()},
-      forget=e.masks.train, per_seed=[ev.results for ev in evaluations], settings=s)
-  if s["lira"]:
-    data.shadow_keep = metrics.audit.shadow_halves(len(ds.train.x), s["shadows"], e.c.seed)
-    data.shadow_scores, _ = score(train_shadows(e, data.shadow_keep))
-  return metrics.audit.run_audit(data, runtime.progress(e.quiet))
+      forget=exp.masks.train, per_seed=[ev.results for ev in evaluations], settings=audit_settings)
+  if audit_settings["lira"]:
+    data.shadow_keep = metrics.audit.shadow_halves(len(ds.train.x), audit_settings["shadows"],
+                                                   exp.config.seed)
+    data.shadow_scores, _ = score(train_shadows(exp, data.shadow_keep))
+  return metrics.audit.run_audit(data, runtime.progress(exp.quiet))
 
 
-def report(e: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list[dict],
+def report(exp: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list[dict],
            records: dict, audited: tuple[dict, dict] | None = None) -> dict:
   """Stage 6: the results record (`results.assemble`), written by `results.write`; returns it."""
-  c, compiles = e.c, e.clock.finish()
+  config, compiles = exp.config, exp.clock.finish()
   record = results_lib.assemble(evaluations, auxiliary, records, audited[0] if audited else None)
   record = {
-      "experiment": c.experiment, "error": e.ds.task.error, "seed": c.seed,
-      "seeds": list(e.seeds), "dataset": {"name": e.ds.name, "label": e.ds.task.label},
-      "n": e.masks.counts(),
-      "devices": [str(d) for d in e.dp.mesh.devices.flat], "kernels": ops.kernels_info(c.kernels),
-      "versions": runtime.versions(), **record, "seconds": e.clock.seconds, **compiles,
-      "reused": list(e.reused), "config": c.to_dict(),
+      "experiment": config.experiment, "error": exp.ds.task.error, "seed": config.seed,
+      "seeds": list(exp.seeds), "dataset": {"name": exp.ds.name, "label": exp.ds.task.label},
+      "n": exp.masks.counts(), "devices": [str(d) for d in exp.dp.mesh.devices.flat],
+      "kernels": ops.kernels_info(config.kernels),
+      "versions": runtime.versions(), **record, "seconds": exp.clock.seconds, **compiles,
+      "reused": list(exp.reused), "config": config.to_dict(),
   }
   if jax.process_index() == 0:
-    results_lib.write(e.workdir, record, evaluations, forget=e.masks.train,
-                      labels=e.ds.train.y[e.masks.train], config=c,
+    results_lib.write(exp.workdir, record, evaluations, forget=exp.masks.train,
+                      labels=exp.ds.train.y[exp.masks.train], config=config,
                       samples=audited[1] if audited else None)
   events.final_metrics(record["models"])
   log.info("\n%s", metrics.write_markdown(record["models"], None))
-  log.info("results in %s (%.1fs in all)", e.workdir, e.clock.seconds["total"])
+  log.info("results in %s (%.1fs in all)", exp.workdir, exp.clock.seconds["total"])
   return record
 
 

@@ -40,20 +40,20 @@ def check_cohorts(forget_val: np.ndarray) -> None:
         "use a larger data.kwargs.val_fraction, or a forget set the validation split shares.")
 
 
-def validation_scores(e: pipeline.Experiment, models: dict) -> dict:
+def validation_scores(exp: pipeline.Experiment, models: dict) -> dict:
   """name -> {"val_forget_wasserstein", "val_retain_error"}, one value per seed (lists); with
   several seeds also for the noise floor (`spread.FLOOR`, retrained of seed k + 1 vs seed k)."""
-  ds, masks, task = e.ds, e.masks, e.ds.task
+  ds, masks, task = exp.ds, exp.masks, exp.ds.task
   check_cohorts(masks.val)
-  predict_fn = train.make_predict_fn(e.apply_fn, e.dp)
-  members = e.members or 1
+  predict_fn = train.make_predict_fn(exp.apply_fn, exp.dp)
+  members = exp.members or 1
   quantiles = tuple(task.quantiles) if task.quantiles else None
   preds = {}
   for name, variables in models.items():
     per = []
     for k in range(members):
-      v = variables if e.members is None else train.ensemble.member(variables, k)
-      p = train.predict(predict_fn, v, ds.val.x, batch_size=e.c.metrics.predict_batch_size)
+      v = variables if exp.members is None else train.ensemble.member(variables, k)
+      p = train.predict(predict_fn, v, ds.val.x, batch_size=exp.config.metrics.predict_batch_size)
       per.append(np.asarray(p))
     preds[name] = per
   point = lambda p: np.asarray(losses.point_prediction(p, quantiles))  # noqa: E731
@@ -86,22 +86,22 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
                     quiet: bool = False, fresh: bool = False) -> dict:
   """Trains the original, the retrained model and every candidate of `config.methods`, scores
   them on validation rows and writes tune.json and tune.md into `workdir`; returns the report."""
-  with pipeline.session(config, workdir, overrides) as c:
+  with pipeline.session(config, workdir, overrides) as config:
     t0 = time.perf_counter()
-    e = pipeline.load_experiment(c, workdir, quiet=quiet, fresh=fresh)
-    check_cohorts(e.masks.val)  # before any training
-    original = pipeline.train_original(e)
-    models, records, _ = pipeline.run_methods(e, original)
-    scores = validation_scores(e, models)
-    candidates = list(c.methods)
+    exp = pipeline.load_experiment(config, workdir, quiet=quiet, fresh=fresh)
+    check_cohorts(exp.masks.val)  # before any training
+    original = pipeline.train_original(exp)
+    models, records, _ = pipeline.run_methods(exp, original)
+    scores = validation_scores(exp, models)
+    candidates = list(config.methods)
     chosen = choose(scores, candidates)
     report = {
-        "experiment": c.experiment, "seeds": e.seeds, "rule": (
+        "experiment": config.experiment, "seeds": exp.seeds, "rule": (
             "lowest mean val_forget_wasserstein among candidates with mean val_retain_error <= "
             f"{MAX_RETAIN_RATIO} x the original's"),
         "chosen": chosen,
         "scores": {n: {k: spread.summarize(v) for k, v in s.items()} for n, s in scores.items()},
-        "settings": {n: c.methods[n].to_dict() for n in candidates},
+        "settings": {n: config.methods[n].to_dict() for n in candidates},
         "seconds": {n: float(np.max(r["seconds"])) for n, r in records.items()},
         "total_seconds": time.perf_counter() - t0}
     files.write_text(os.path.join(workdir, "tune.json"), json.dumps(report, indent=2) + "\n")
