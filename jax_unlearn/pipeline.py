@@ -190,9 +190,9 @@ def _train_by_recipe(exp: Experiment, stage: str, variables, arrays, *, rng: jax
         train.Recipe.from_settings(configs.train_settings(exp.config)), rng=rng, seed=seed,
         dp=exp.dp,
         validate=_validation(exp), augment=exp.augment,
-        checkpoint_dir=os.path.join(exp.checkpoints, stage),
-        identity={**exp.identity, "stage": stage},
-        progress=runtime.epoch_progress(stage, exp.quiet), name=stage)
+        stage=train.Stage(stage, os.path.join(exp.checkpoints, stage),
+                          {**exp.identity, "stage": stage}),
+        progress=runtime.epoch_progress(stage, exp.quiet))
   if outcome.reused:
     exp.reused.append(stage)
   _summary(stage, outcome, exp.clock.seconds[stage])

@@ -77,10 +77,10 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
     np.save(f"{out}.rows{process_id}.npy", np.asarray(source.read))
   if resume_dir != "-":
     leaves.update({f"resumed_{i}": v
-                   for i, v in enumerate(fit(x, sharded, checkpoint_dir=resume_dir))})
+                   for i, v in enumerate(fit(x, sharded, stage=train.Stage(directory=resume_dir)))})
   if cut_dir != "-":
     try:
-      fit(x, sharded, checkpoint_dir=cut_dir, progress=_interrupt_mid_epoch)
+      fit(x, sharded, stage=train.Stage(directory=cut_dir), progress=_interrupt_mid_epoch)
       raise AssertionError("the run was not interrupted")
     except KeyboardInterrupt:
       pass

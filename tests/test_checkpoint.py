@@ -14,7 +14,7 @@ def _model(hidden=(8,)):
   return from_linen(model), init_linen(model, jax.random.key(0), np.zeros((2, 3), np.float32))
 
 
-def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, **kw):
+def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identity=(), **kw):
   x, y = linear_data
   apply_fn, variables = _model()
   recipe = train.Recipe(epochs=epochs, batch_size=32, lr=lr,
@@ -22,7 +22,8 @@ def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, **kw):
                         plateau_patience=plateau_patience or 10)
   return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                            {"x": x, "y": y}, recipe, rng=jax.random.key(1),
-                           checkpoint_dir=str(tmp_path / "ck"), **kw)
+                           stage=train.Stage(directory=str(tmp_path / "ck"),
+                                             identity=dict(identity)), **kw)
 
 
 def test_round_trip_into_a_sharding(tmp_path):
@@ -122,7 +123,7 @@ def test_a_changed_setting_recomputes_and_the_log_says_why(tmp_path, linear_data
   assert not changed.reused and changed.resumed_from_epoch == 0
   assert changed.fingerprint != first.fingerprint
   assert "recipe.lr: 0.01 -> 0.02" in caplog.text
-  # What the loop cannot see (a loss setting) enters through `identity`.
+  # What the loop cannot see (a loss setting) enters through the stage's identity.
   with caplog.at_level("INFO", logger="jax_unlearn"):
     tagged = _train(tmp_path, linear_data, epochs=2, lr=0.02, identity={"beta": 1})
   assert not tagged.reused and "beta: (unset) -> 1" in caplog.text
@@ -144,7 +145,8 @@ def test_another_start_recomputes(tmp_path, linear_data):
 
   def run(start):
     return train.train_model(apply_fn, start, train.supervised_loss(losses.mse), {"x": x, "y": y},
-                             recipe, rng=jax.random.key(1), checkpoint_dir=str(tmp_path / "ck"))
+                             recipe, rng=jax.random.key(1),
+                             stage=train.Stage(directory=str(tmp_path / "ck")))
 
   run(variables)
   assert run(variables).reused

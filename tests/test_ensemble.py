@@ -198,7 +198,8 @@ def _train_model(arrays, seeds, tmp_path=None, epochs=2, validate=False, plateau
   return train.train_model(apply_fn, ensemble.stack(variables), loss, arrays, recipe,
                            rng=_rngs(len(seeds)), seed=seeds, dp=parallel.DataParallel.create(),
                            validate=val,
-                           checkpoint_dir=str(tmp_path / "ckpt") if tmp_path else None, **kw)
+                           stage=train.Stage(directory=str(tmp_path / "ckpt") if tmp_path
+                                             else None), **kw)
 
 
 def test_train_model_trains_members_as_single_runs():

@@ -60,8 +60,8 @@ def test_a_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, l
   def fit(directory, augment=None):
     return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                              {"x": x, "y": y}, train.Recipe(epochs=3, batch_size=32, lr=0.01),
-                             rng=jax.random.key(1), checkpoint_dir=str(directory),
-                             augment=augment, name="original")
+                             rng=jax.random.key(1), augment=augment,
+                             stage=train.Stage("original", str(directory)))
 
   with pytest.raises(train.NonFiniteLossError, match=r"original: loss became nan at epoch 2, "
                      r"batch 1\. Lower the learning rate"):

@@ -3,8 +3,8 @@ reuse of a finished stage, and its fingerprint.
 
 A stage's fingerprint covers everything that determines its result: the recipe, the data order
 seed and key, the arrays it trains on, the variables it starts from, the frozen arguments, the
-fixed batch blocks, and what the caller adds (`identity`: loss settings, model and data
-configuration). A checkpoint whose fingerprint differs is discarded and the stage recomputed,
+fixed batch blocks, and what the caller declares (`Stage.identity`: loss settings, model and
+data configuration). A checkpoint whose fingerprint differs is discarded and the stage recomputed,
 with the changed entries in the log; so a stage that starts from a recomputed one is recomputed
 too, as its starting variables differ.
 """
@@ -325,24 +325,34 @@ def _plateau_record(plateau):
   return [dataclasses.asdict(p) for p in plateau]
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A training stage as its caller declares it: the name its messages and curves carry, the
+  directory it checkpoints into (None: none), and its `identity`, what determines its result
+  that `train_model` cannot see (model and data configuration, a method's settings), which joins
+  its fingerprint."""
+  name: str = "train"
+  directory: str | None = None
+  identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                 arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
                 recipe: Recipe, *, rng: jax.Array, seed: int | Sequence[int] = 0,
                 dp: parallel.DataParallel | None = None, frozen: Any = None,
                 validate: Callable[[dict], float] | None = None, augment=None,
-                checkpoint_dir: str | None = None, identity: Mapping[str, Any] | None = None,
-                progress: Callable | None = None, name: str = "train",
+                stage: Stage = Stage(), progress: Callable | None = None,
                 param_hook: Callable | None = None) -> "TrainOutcome":
   """Trains `variables` with `loss_fn` on `arrays` by `recipe`, checkpointing every epoch.
 
-  With `checkpoint_dir`, a run of the same fingerprint (see the module docstring; `identity`
-  describes what this function cannot see, such as the loss's settings) that reached
+  With `stage.directory`, a run of the same fingerprint (see the module docstring and `Stage`)
+  that reached
   `recipe.epochs` is reused as is, an unfinished one resumes where it stopped (state, data
   position, plateau schedule, best validation), so a killed job loses at most one epoch; a
   checkpoint of another fingerprint, or one trained for more epochs, is discarded. More epochs
   than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
   raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
-  else the final ones. `param_hook`: see `train.step` (its settings belong in `identity`).
+  else the final ones. `param_hook`: see `train.step` (its settings belong in the identity).
 
   An ensemble of K models trains when `seed` is a sequence of K data-order seeds: `variables`
   (and `frozen`, if any) are then stacked pytrees with a leading axis K (`ensemble.stack`), `rng`
@@ -356,20 +366,22 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   from jax_unlearn.train import ensemble
 
   dp = parallel.resolve(dp)
+  name = stage.name
   seeds = None if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
   n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
   if recipe.batch_size > n:
     raise UserError(f"{name}: batch size {recipe.batch_size} is larger than the {n} samples it "
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
-  stage = {"recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
-           "seed": seeds if seeds is not None else int(seed), "rng": _key_values(rng),
-           "shards": dp.shards,
-           "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
-           "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
-           **dict(identity or {})}
-  stage_key = fingerprint(stage)
-  result_fingerprint = fingerprint({**stage, "epochs": recipe.epochs})
+  determined = {
+      "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
+      "seed": seeds if seeds is not None else int(seed), "rng": _key_values(rng),
+      "shards": dp.shards,
+      "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
+      "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
+      **dict(stage.identity)}
+  stage_key = fingerprint(determined)
+  result_fingerprint = fingerprint({**determined, "epochs": recipe.epochs})
   tx = recipe.optimizer_fn()
   plateau = recipe.plateau()
   if seeds is None:
@@ -389,13 +401,13 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                                        blocks=dp.shards, members=place.local_members())
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
-  ckpt = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
+  ckpt = Checkpointer(stage.directory, max_to_keep=1) if stage.directory else None
   meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
           "seconds": 0.0}
   resume = Resume()
   if ckpt is not None and ckpt.latest_step() is not None:
     old = ckpt.read_meta()
-    why = changes(old.get("stage", {}), stage) if old.get("stage_key") != stage_key else []
+    why = changes(old.get("stage", {}), determined) if old.get("stage_key") != stage_key else []
     if not why and old.get("epoch", 0) > recipe.epochs:
       why = [f"epochs: {old['epoch']} -> {recipe.epochs}"]
     if why:
@@ -427,7 +439,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
               "plateau": _plateau_record(plateau), "history": history,
               "steps": meta["steps"] + _steps(st) - start_step,
               "seconds": meta["seconds"] + time.perf_counter() - t0,
-              "stage_key": stage_key, "stage": stage}
+              "stage_key": stage_key, "stage": determined}
     ckpt.save(_steps(st), {"state": st, "best": best or st.variables}, record, force=True)
 
   def on_epoch_end(epoch, st, record):

@@ -237,7 +237,7 @@ def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str
   return train.train_model(
       ctx.apply_fn, variables, loss_fn, arrays, recipe, rng=ctx.key(train_key),
       seed=ctx.seed(order_key), dp=ctx.dp, frozen=frozen, validate=validate, augment=augment,
-      checkpoint_dir=ctx.stage_dir(stage), identity=identity, progress=ctx.progress, name=name,
+      stage=train.Stage(name, ctx.stage_dir(stage), identity), progress=ctx.progress,
       param_hook=param_hook)
 
 
