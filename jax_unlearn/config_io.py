@@ -7,12 +7,13 @@ configs you trust. Override values are parsed with `ast.literal_eval` (never `ev
 match the type of the field they replace.
 """
 import ast
+import dataclasses
 import difflib
 import importlib
 import importlib.util
 import os
 import pkgutil
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -143,30 +144,44 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
   return out
 
 
-def check_config(c: ml_collections.ConfigDict) -> None:
-  """Rejects unknown names and values out of range before any work starts."""
-  seeds = len(configs.member_seeds(c))
-  train.Recipe.from_settings(configs.train_settings(c))
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """What a checked config resolves to, once: the stages read their part from here."""
+  seeds: tuple[int, ...]  # of each stage's models
+  train: Mapping[str, Any]  # the original's (and the retrained model's) settings
+  methods: Mapping[str, tuple[str, Mapping[str, Any]]]  # label -> (registered method, settings)
+  metrics: Mapping[str, Any]
+  audit: Mapping[str, Any]  # with "lira": whether shadow models train
+
+
+def check_config(c: ml_collections.ConfigDict) -> RunSpec:
+  """Rejects unknown names and values out of range before any work starts; returns what the
+  config resolves to."""
+  seeds = tuple(configs.member_seeds(c))
+  train_settings = configs.train_settings(c)
+  train.Recipe.from_settings(train_settings)
   if metrics.audit.NULL_STAGE in c.methods:
     raise UserError(f"{metrics.audit.NULL_STAGE!r} names the audit's null stage, not a method.",
                     "give the method another label in config.methods.")
-  for name in c.methods:
-    configs.method_settings(c, name)
-  metrics.resolve_settings(c.metrics)
-  audit = metrics.audit.resolve_settings(c.audit, seeds)
+  methods = {name: (configs.method_of(c, name), configs.method_settings(c, name))
+             for name in c.methods}
+  metric_settings = metrics.resolve_settings(c.metrics)
+  audit = metrics.audit.resolve_settings(c.audit, len(seeds))
+  audit["lira"] = bool(audit["enabled"] and "lira" in audit["which"])
   ops.check_kernels(c.kernels)
   processes = jax.process_count()
   # An ensemble's members are spread whole over the processes, as many on each.
-  for count, what in ((seeds, "models per stage (seeds)"),
+  for count, what in ((len(seeds), "models per stage (seeds)"),
                       (audit["shadows"] if audit["enabled"] else 1, "shadow models")):
     if count > 1 and count % processes:
       raise UserError(f"{count} {what} do not split over {processes} processes.",
                       f"use a multiple of {processes}, or one process.")
+  return RunSpec(seeds, train_settings, methods, metric_settings, audit)
 
 
-def prepare_config(config: ml_collections.ConfigDict,
-                   overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
-  """A checked copy of `config` with the command-line overrides applied.
+def prepare(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]] = ()
+            ) -> tuple[ml_collections.ConfigDict, RunSpec]:
+  """A checked copy of `config` with the command-line overrides applied, and its `RunSpec`.
 
   `overrides` are (field, text) pairs (`--config.a.b=v`); with `smoke` on, the smoke sizes
   replace every other field's value, so a value the user typed wins over them.
@@ -175,5 +190,10 @@ def prepare_config(config: ml_collections.ConfigDict,
   apply_overrides(c, overrides)
   if c.smoke:
     configs.shrink_for_smoke(c, keep=[dotted for dotted, _ in overrides])
-  check_config(c)
-  return c
+  return c, check_config(c)
+
+
+def prepare_config(config: ml_collections.ConfigDict,
+                   overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+  """`prepare` without the spec."""
+  return prepare(config, overrides)[0]

@@ -21,8 +21,7 @@ import ml_collections
 import numpy as np
 
 from jax_unlearn import data as data_lib
-from jax_unlearn import (config_io, configs, events, losses, metrics, ops, parallel, train,
-                         unlearn)
+from jax_unlearn import (config_io, events, losses, metrics, ops, parallel, train, unlearn)
 from jax_unlearn import results as results_lib
 from jax_unlearn import runtime
 from jax_unlearn.errors import UserError
@@ -38,9 +37,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  with session(config, workdir, overrides) as config, \
+  with session(config, workdir, overrides) as (config, spec), \
       events.recording(_events_dir(config, workdir)):
-    exp = load_experiment(config, workdir, quiet=quiet, fresh=fresh)
+    exp = load_experiment(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
     original = train_original(exp)
     models, records, auxiliary = run_methods(exp, original)
     null = models.pop(NULL_STAGE, None)
@@ -60,11 +59,11 @@ def _events_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
 @contextlib.contextmanager
 def session(config: ml_collections.ConfigDict, workdir: str,
             overrides: Sequence[tuple[str, str]] = ()):
-  """The checked config (`config_io.prepare_config`) with `workdir` writable and its log.txt
-  attached to the log for the duration: what every command over the stages starts with."""
-  config = config_io.prepare_config(config, overrides)
+  """(the checked config, its `RunSpec`) (`config_io.prepare`) with `workdir` writable and its
+  log.txt attached to the log for the duration: what every command over the stages starts with."""
+  config, spec = config_io.prepare(config, overrides)
   with runtime.workdir_log(workdir):
-    yield config
+    yield config, spec
 
 
 @dataclasses.dataclass
@@ -75,6 +74,7 @@ class Experiment:
   variables carry a leading member axis, and member k is the model one run of seed k trains.
   """
   config: ml_collections.ConfigDict
+  spec: config_io.RunSpec  # what the config resolves to (seeds, each stage's settings)
   workdir: str
   quiet: bool
   dp: parallel.DataParallel
@@ -113,10 +113,12 @@ class Experiment:
     return train.ensemble.init_members(self.init_fn, self.key(purpose), self.members)
 
 
-def load_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: bool = False,
+def load_experiment(config: ml_collections.ConfigDict, workdir: str, *,
+                    spec: config_io.RunSpec | None = None, quiet: bool = False,
                     fresh: bool = False) -> Experiment:
   """Stage 0: the parallel context, the data and forget masks, the model; every check that can
-  fail before training."""
+  fail before training. `spec`: the checked config's (`config_io.check_config` when None)."""
+  spec = spec or config_io.check_config(config)
   dp = parallel.DataParallel.create(config.devices or None, config.batch_shards or None)
   log.info("experiment %s on %d device(s): %s", config.experiment, dp.devices,
            jax.devices()[0].device_kind)
@@ -132,7 +134,7 @@ def load_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: b
         f"config train.batch_size {config.train.batch_size} is larger than the training data: "
         f"{n['train']} samples, {n['retain']} of them retained (the retrained model trains on "
         "those).", f"set --config.train.batch_size={n['retain']} or less.")
-  if _audit_settings(config)["lira"] and config.train.batch_size > n["train"] // 2:
+  if spec.audit["lira"] and config.train.batch_size > n["train"] // 2:
     raise UserError(
         f"config train.batch_size {config.train.batch_size} is larger than the {n['train'] // 2} "
         "rows each of LiRA's shadow models trains on (half the training data).",
@@ -164,13 +166,13 @@ def load_experiment(config: ml_collections.ConfigDict, workdir: str, *, quiet: b
   identity = {"data": data_identity, "forget": config.forget.to_dict(),
               "model": {"name": config.model.name, "kwargs": model_kwargs, "facts": facts,
                         "init": config.model.init}}
-  seeds = configs.member_seeds(config)
+  seeds = list(spec.seeds)
   root = (jax.random.key(seeds[0]) if len(seeds) == 1
           else jnp.stack([jax.random.key(s) for s in seeds]))
   if len(seeds) > 1:
     log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
              seeds, dp.members(len(seeds)).devices)
-  return Experiment(config, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn,
+  return Experiment(config, spec, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn,
                     augment, root, seeds, identity, clock)
 
 
@@ -187,7 +189,7 @@ def _train_by_recipe(exp: Experiment, stage: str, variables, arrays, *, rng: jax
   with exp.clock.timing(stage):
     outcome = train.train_model(
         exp.apply_fn, variables, train.supervised_loss(exp.per_example), arrays,
-        train.Recipe.from_settings(configs.train_settings(exp.config)), rng=rng, seed=seed,
+        train.Recipe.from_settings(exp.spec.train), rng=rng, seed=seed,
         dp=exp.dp,
         validate=_validation(exp), augment=exp.augment,
         stage=train.Stage(stage, os.path.join(exp.checkpoints, stage),
@@ -223,16 +225,15 @@ def run_methods(exp: Experiment, original: train.TrainOutcome) -> tuple[dict, di
   Returns (name -> variables, with "original" first; name -> the method's record; name -> the
   variables of models the methods built on the way, e.g. "blindspot_model").
   """
-  ds, masks, config = exp.ds, exp.masks, exp.config
+  ds, masks, spec = exp.ds, exp.masks, exp.spec
   method_data = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
                                     val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
                                     augment=exp.augment)
   models, records, auxiliary = {"original": original.variables}, {}, {}
-  stages = {"retrained": ("retrained", configs.train_settings(config))}
-  if _audit_settings(config)["enabled"]:
+  stages = {"retrained": ("retrained", spec.train)}
+  if spec.audit["enabled"]:
     stages[NULL_STAGE] = stages["retrained"]
-  stages.update({name: (configs.method_of(config, name), configs.method_settings(config, name))
-                 for name in config.methods})
+  stages.update(spec.methods)
   for name, (method, settings) in stages.items():
     ctx = unlearn.Context(apply_fn=exp.apply_fn, init_fn=exp.init_fn, loss=exp.per_example,
                           rng=exp.key(stage_purpose(name)), dp=exp.dp,
@@ -296,7 +297,7 @@ def evaluate(exp: Experiment, models: dict, auxiliary: dict, null=None
     if picked_aux or floor:
       # One more evaluation for the floor (its metrics but AIN) and the auxiliary models (errors
       # and distances only); the references come again, as every evaluation needs them.
-      which = [m for m in metrics.resolve_settings(exp.config.metrics)["which"] if m != "ain"]
+      which = [m for m in exp.spec.metrics["which"] if m != "ain"]
       which = list(dict.fromkeys(which + list(AUXILIARY_METRICS)))
       references = {n: picked[n] for n in ("original", "retrained")}
       aux_results = metrics.evaluate_models(
@@ -314,12 +315,6 @@ def evaluate(exp: Experiment, models: dict, auxiliary: dict, null=None
       log.info("metrics of seed %d (%d/%d) done", exp.seeds[k], k + 1, k_all)
   exp.clock.seconds["metrics_per_model"] = dict(evaluations[0].seconds)
   return evaluations, aux
-
-
-def _audit_settings(config: ml_collections.ConfigDict) -> dict:
-  """The audit's settings, with "lira": whether shadow models train."""
-  resolved = metrics.audit.resolve_settings(config.audit, len(configs.member_seeds(config)))
-  return {**resolved, "lira": bool(resolved["enabled"] and "lira" in resolved["which"])}
 
 
 # The first data-order seed of the shadow models (apart from every stage's).
@@ -350,7 +345,7 @@ def audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], 
 
   Returns (the audit's results, its per-sample arrays), or None when the audit is off.
   """
-  audit_settings = _audit_settings(exp.config)
+  audit_settings = exp.spec.audit
   if not audit_settings["enabled"]:
     return None
   with exp.clock.timing("audit"):

@@ -86,9 +86,9 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
                     quiet: bool = False, fresh: bool = False) -> dict:
   """Trains the original, the retrained model and every candidate of `config.methods`, scores
   them on validation rows and writes tune.json and tune.md into `workdir`; returns the report."""
-  with pipeline.session(config, workdir, overrides) as config:
+  with pipeline.session(config, workdir, overrides) as (config, spec):
     t0 = time.perf_counter()
-    exp = pipeline.load_experiment(config, workdir, quiet=quiet, fresh=fresh)
+    exp = pipeline.load_experiment(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
     check_cohorts(exp.masks.val)  # before any training
     original = pipeline.train_original(exp)
     models, records, _ = pipeline.run_methods(exp, original)
