@@ -11,11 +11,11 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from jax_unlearn import data, metrics, models, settings, unlearn
+from jax_unlearn import data, metrics, models, published, settings, unlearn
 from jax_unlearn.errors import UserError
 
 # The paper's original-training batch; methods inherit it (their batch_size None).
-TRAIN_BATCH_SIZE = 256
+TRAIN_BATCH_SIZE = published.TRAIN_RECIPE["batch_size"]
 # Methods run by default (retrained always runs first, the rest in the config's key order).
 METHODS = ("finetune", "gaussian", "blindspot")
 # Method settings that default to the original training's (None in a method's config).

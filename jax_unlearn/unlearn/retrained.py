@@ -5,10 +5,13 @@ epochs without improvement of the retain-cohort validation loss, best-validation
 """
 from typing import Mapping
 
-from jax_unlearn import train
+from jax_unlearn import published, train
 from jax_unlearn.unlearn import base
 
-DEFAULTS = {"epochs": 100, "lr": 0.01, "plateau_factor": 0.1, "plateau_patience": 10}
+# The published recipe (one place: `published.TRAIN_RECIPE`); its batch size is the base
+# config's `train.batch_size`, its optimizer every method's default.
+DEFAULTS = {k: published.TRAIN_RECIPE[k]
+            for k in ("epochs", "lr", "plateau_factor", "plateau_patience")}
 
 
 def retrained(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
