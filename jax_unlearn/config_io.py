@@ -1,5 +1,5 @@
 """The door of every run: loading experiment configs, applying `--config.a.b=value` overrides and
-checking the result (`prepare_config`), with clear errors.
+checking the result (`prepare`), with clear errors.
 
 A config is a shipped name ("demo": the module `jax_unlearn.configs.demo`, imported) or the path
 of a Python file with a `get_config()`. A file is code the user runs, like any script: load only
@@ -33,9 +33,9 @@ def shipped_configs() -> list[str]:
 
 def check_config_name(name_or_path: str) -> None:
   """Raises a UserError naming the shipped configs unless `name_or_path` is one or a file."""
-  if name_or_path in shipped_configs() or os.path.isfile(name_or_path):
-    return
   names = shipped_configs()
+  if name_or_path in names or os.path.isfile(name_or_path):
+    return
   close = difflib.get_close_matches(os.path.splitext(os.path.basename(name_or_path))[0], names,
                                     n=1)
   hint = (f"did you mean {close[0]!r}? " if close else "") + (
@@ -45,9 +45,9 @@ def check_config_name(name_or_path: str) -> None:
 
 def _module(name_or_path: str):
   """The config module of a shipped name (imported) or of a file path (run as a script)."""
-  check_config_name(name_or_path)
   if name_or_path in shipped_configs():
     return importlib.import_module(f"{configs.__name__}.{name_or_path}")
+  check_config_name(name_or_path)
   name = "jax_unlearn_config_" + os.path.splitext(os.path.basename(name_or_path))[0]
   spec = importlib.util.spec_from_file_location(name, name_or_path)
   module = importlib.util.module_from_spec(spec)

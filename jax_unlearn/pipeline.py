@@ -85,7 +85,6 @@ class Experiment:
   init_fn: Callable
   augment: Callable | None
   root: jax.Array
-  seeds: list
   # What determines every stage beyond what the training loop sees itself (see train.loop).
   identity: dict
   clock: runtime.Clock = dataclasses.field(default_factory=runtime.Clock)
@@ -94,6 +93,11 @@ class Experiment:
   @property
   def checkpoints(self) -> str:
     return os.path.join(self.workdir, "checkpoints", self.config.model.name)
+
+  @property
+  def seeds(self) -> list[int]:
+    """The seeds of each stage's models (`spec.seeds`)."""
+    return list(self.spec.seeds)
 
   @property
   def members(self) -> int | None:
@@ -106,7 +110,7 @@ class Experiment:
 
   def order_seed(self):
     """The data-order seed of a stage trained on the config's recipe (one per member)."""
-    return self.seeds[0] if self.members is None else list(self.seeds)
+    return self.seeds[0] if self.members is None else self.seeds
 
   def fresh(self, purpose: int) -> dict:
     """Fresh variables (stacked over the members of an ensemble, each from its own key)."""
@@ -118,7 +122,8 @@ def load_experiment(config: ml_collections.ConfigDict, workdir: str, *,
                     fresh: bool = False) -> Experiment:
   """Stage 0: the parallel context, the data and forget masks, the model; every check that can
   fail before training. `spec`: the checked config's (`config_io.check_config` when None)."""
-  spec = spec or config_io.check_config(config)
+  if spec is None:
+    spec = config_io.check_config(config)
   dp = parallel.DataParallel.create(config.devices or None, config.batch_shards or None)
   log.info("experiment %s on %d device(s): %s", config.experiment, dp.devices,
            jax.devices()[0].device_kind)
@@ -166,14 +171,14 @@ def load_experiment(config: ml_collections.ConfigDict, workdir: str, *,
   identity = {"data": data_identity, "forget": config.forget.to_dict(),
               "model": {"name": config.model.name, "kwargs": model_kwargs, "facts": facts,
                         "init": config.model.init}}
-  seeds = list(spec.seeds)
+  seeds = spec.seeds
   root = (jax.random.key(seeds[0]) if len(seeds) == 1
           else jnp.stack([jax.random.key(s) for s in seeds]))
   if len(seeds) > 1:
     log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
-             seeds, dp.members(len(seeds)).devices)
+             list(seeds), dp.members(len(seeds)).devices)
   return Experiment(config, spec, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn,
-                    augment, root, seeds, identity, clock)
+                    augment, root, identity, clock)
 
 
 def _validation(exp: Experiment):
