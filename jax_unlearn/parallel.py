@@ -140,6 +140,18 @@ class DataParallel:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items()}
 
+  def put_plan(self, plan: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """An epoch's batch indices, [batches, B] (`train.scan`): on every device."""
+    return self.replicate(dict(plan))
+
+  def constrain_state(self, tree: Any) -> Any:
+    """Inside a traced program: a state placed as `jit_step` places it (replicated)."""
+    return jax.lax.with_sharding_constraint(tree, self.replicated)
+
+  def constrain_batch(self, tree: Any) -> Any:
+    """Inside a traced program: a batch placed as `jit_step` places it (rows over "data")."""
+    return jax.lax.with_sharding_constraint(tree, self.data_sharded)
+
   def jit_step(self, fn: Callable, *, donate: bool = True) -> Callable:
     """jit `fn(state, batch, rng, frozen)`: batch sharded, everything else replicated."""
     repl = self.replicated
@@ -219,6 +231,26 @@ class Members:
     return {k: jax.make_array_from_process_local_data(self.sharded, np.asarray(v),
                                                       (self.count,) + np.shape(v)[1:])
             for k, v in batch.items()}
+
+
+  def replicate(self, tree: Any) -> Any:
+    """`tree` on every device of the members' mesh (e.g. rows every member reads)."""
+    return place_tree(tree, NamedSharding(self.mesh, P()))
+
+  def put_plan(self, plan: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """The members' batch indices of an epoch, [batches, K, B], each member's on its device
+    (with several processes, `plan` holds this process's members)."""
+    sharding = NamedSharding(self.mesh, P(None, MODEL_AXIS))
+    if jax.process_count() == 1:
+      return jax.device_put(dict(plan), sharding)
+    return {k: jax.make_array_from_process_local_data(
+        sharding, np.asarray(v), (len(v), self.count) + np.shape(v)[2:]) for k, v in plan.items()}
+
+  def constrain_state(self, tree: Any) -> Any:
+    """Inside a traced program: members' leaves over "model", as the ensemble step returns them."""
+    return jax.lax.with_sharding_constraint(tree, self.sharded)
+
+  constrain_batch = constrain_state  # a [K, B, ...] batch: each member's rows on its device
 
 
 def _largest_divisor(count: int, limit: int) -> int:

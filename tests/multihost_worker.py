@@ -46,10 +46,10 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
   variables = init_linen(model, jax.random.key(0), x[:2])
   sharded = parallel.DataParallel.create(shards=4)
 
-  def fit(inputs, dp, **kw):
+  def fit(inputs, dp, scan=True, **kw):
     outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
                                 {"x": inputs, "y": y},
-                                train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01),
+                                train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01, scan=scan),
                                 rng=jax.random.key(1), dp=dp, **kw)
     return [np.asarray(jax.device_get(v)) for v in jax.tree_util.tree_leaves(outcome.variables)]
 
@@ -80,7 +80,9 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
                    for i, v in enumerate(fit(x, sharded, stage=train.Stage(directory=resume_dir)))})
   if cut_dir != "-":
     try:
-      fit(x, sharded, stage=train.Stage(directory=cut_dir), progress=_interrupt_mid_epoch)
+      # Fed batch by batch, so the cut lands mid-epoch (scanned epochs end whole).
+      fit(x, sharded, stage=train.Stage(directory=cut_dir), progress=_interrupt_mid_epoch,
+          scan=False)
       raise AssertionError("the run was not interrupted")
     except KeyboardInterrupt:
       pass

@@ -276,3 +276,16 @@ def test_bad_loader_arguments(args, capsys):
   from jax_unlearn import bench
   assert bench.main(["--models", "", "--no-torch", *args]) == 2
   assert "--loader" in capsys.readouterr().err
+
+
+def test_epoch_rows_time_both_ways(monkeypatch):
+  from jax_unlearn.bench import epochs
+  spec = epochs.EPOCH_MODELS["mlp"][0]
+  monkeypatch.setattr(epochs, "EPOCH_MODELS", {"mlp": (spec, 40, 16, (1, 4, 16))})
+  monkeypatch.setattr(epochs, "ROUNDS", 1)
+  rows = epochs.bench_epochs(max_members=4)
+  assert [r["members"] for r in rows] == [1, 4]
+  for row in rows:
+    assert row["batches"] == 3 and min(row["stepped_epoch_s"], row["scanned_epoch_s"]) > 0
+    assert row["speedup"] == pytest.approx(row["stepped_epoch_s"] / row["scanned_epoch_s"])
+  assert "| mlp | 4 |" in epochs.markdown(rows)

@@ -14,12 +14,13 @@ def _model(hidden=(8,)):
   return from_linen(model), init_linen(model, jax.random.key(0), np.zeros((2, 3), np.float32))
 
 
-def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identity=(), **kw):
+def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identity=(),
+           scan=True, **kw):
   x, y = linear_data
   apply_fn, variables = _model()
   recipe = train.Recipe(epochs=epochs, batch_size=32, lr=lr,
                         plateau_factor=None if plateau_patience is None else 0.1,
-                        plateau_patience=plateau_patience or 10)
+                        plateau_patience=plateau_patience or 10, scan=scan)
   return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                            {"x": x, "y": y}, recipe, rng=jax.random.key(1),
                            stage=train.Stage(directory=str(tmp_path / "ck"),
@@ -93,22 +94,25 @@ def test_batch_larger_than_data_is_a_user_error(tmp_path, linear_data):
                       rng=jax.random.key(0))
 
 
-def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, linear_data):
+@pytest.mark.parametrize("scan, lands_at", [(False, (1, 2)), (True, (2, 0))])
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches(tmp_path, linear_data, scan, lands_at):
+  """Fed batch by batch, a Ctrl-C lands mid-epoch, after the step in flight; scanned, after the
+  epoch in flight. Resuming either way (the other way too) gives the uninterrupted model."""
   import os
   import signal
 
-  def interrupt_after_two_batches(it, epoch, epochs, total):
+  def interrupt_in_epoch_two(it, epoch, epochs, total):
     for i, batch in enumerate(it):
       yield batch
-      if epoch == 1 and i == 0:  # the flag is seen after the next step
+      if epoch == 1 and i == 0:  # the flag is seen after the next step (or scanned epoch)
         os.kill(os.getpid(), signal.SIGINT)
 
   full = _train(tmp_path / "full", linear_data, epochs=3)
   with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
-    _train(tmp_path / "cut", linear_data, epochs=3, progress=interrupt_after_two_batches)
+    _train(tmp_path / "cut", linear_data, epochs=3, progress=interrupt_in_epoch_two, scan=scan)
   meta = Checkpointer(str(tmp_path / "cut" / "ck")).read_meta()
-  assert (meta["epoch"], meta["batch"]) == (1, 2)
-  resumed = _train(tmp_path / "cut", linear_data, epochs=3)
+  assert (meta["epoch"], meta["batch"]) == lands_at
+  resumed = _train(tmp_path / "cut", linear_data, epochs=3, scan=not scan)
   assert resumed.steps == full.steps == 9
   chex.assert_trees_all_close(jax.device_get(full.variables), jax.device_get(resumed.variables),
                               rtol=1e-6)

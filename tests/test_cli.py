@@ -124,8 +124,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_rerun_matches(tmp_path, bas
   with Checkpointer(str(stage_dir)) as ck:
     step, meta = ck.latest_step(), ck.read_meta()
   assert meta["epoch"] < 12  # stopped during training ...
-  assert f"original interrupted at epoch {meta['epoch'] + 1}, step {step}; checkpoint saved" \
-      in output  # ... at the step it names
+  assert (f"original interrupted after {meta['epoch']} epoch(s) and {meta['batch']} batch(es) "
+          f"(step {step}); checkpoint saved") in output  # ... at the step it names
   assert "Run the same command again to resume." in output
   assert "Traceback" not in output
   assert cli.main(_args(workdir, *LONG)) == 0

@@ -53,7 +53,10 @@ def _model_and_variables(name):
 def _abstract(model, shape, dtype=jnp.float32):
   """Variables and outputs in train and eval mode, as shapes only (no compilation)."""
   x = jax.ShapeDtypeStruct((B,) + shape, dtype)
-  variables = jax.eval_shape(lambda x: init_linen(model, jax.random.key(0), x), x)
+  # `model.init` itself, as `init_linen` runs it: `init_linen` keeps one traced program per model,
+  # which a method interceptor (`_dropouts`) would then not see.
+  rngs = dict(zip(("params", "dropout"), jax.random.split(jax.random.key(0))))
+  variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
   apply_fn = from_linen(model)
   outs = {train: jax.eval_shape(
       lambda v, x: apply_fn(v, x, train=train, rngs={"dropout": jax.random.key(1)}), variables, x)

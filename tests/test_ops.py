@@ -150,14 +150,36 @@ def test_xla_convolutions_override_the_setting_and_key_the_cache():
   assert "stablehlo.case" in f.lower(x, w).as_text()  # the program traced inside is not reused
 
 
-def test_onednn_convolution_can_be_vmapped():
+@pytest.mark.parametrize("batched", ["both", "inputs", "weights", "nested"])
+@pytest.mark.parametrize("hw,ci,co,k,stride", LAYERS[:2])
+def test_vmapped_onednn_convolution_is_each_members_own(hw, ci, co, k, stride, batched):
+  """Member m of a vmapped oneDNN convolution (its calls run member by member) has the value and
+  both gradients of the single convolution on member m's operands; an operand
+  vmap leaves unbatched is shared (its gradient summed over members, as vmap defines it)."""
   _usable("onednn")
-  x, w = _case(6, 3, 4, 3)
-  xs = jnp.stack([x, 2 * x])
-  f = lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,  # noqa: E731
-                                     kernels="onednn")
-  ref = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN))
-  np.testing.assert_allclose(jax.jit(jax.vmap(f))(xs), ref(xs), rtol=1e-5, atol=1e-5)
+  members = [_case(hw, ci, co, k, seed=m) for m in range(3)]
+  xs, ws = jnp.stack([m[0] for m in members]), jnp.stack([m[1] for m in members])
+  pad = [((k - 1) // 2, (k - 1) // 2)] * 2
+
+  def loss(fn):
+    def one(w, x):
+      return jnp.sum(jnp.sin(fn(x, w, (stride, stride), pad, dimension_numbers=DN)))
+    return jax.value_and_grad(one, argnums=(0, 1))
+
+  def run(fn):
+    f = loss(fn)
+    if batched == "both":
+      return jax.jit(jax.vmap(f))(ws, xs)
+    if batched == "inputs":
+      return jax.jit(jax.vmap(f, in_axes=(None, 0)))(ws[0], xs)
+    if batched == "weights":
+      return jax.jit(jax.vmap(f, in_axes=(0, None)))(ws, xs[0])
+    pairs = lambda a: jnp.stack([a, a[::-1]])  # noqa: E731  [2, 3, ...]: vmap inside vmap
+    return jax.jit(jax.vmap(jax.vmap(f)))(pairs(ws), pairs(xs))
+
+  ours, ref = run(_conv("onednn")), run(lax.conv_general_dilated)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernels", KERNELS)

@@ -5,6 +5,7 @@
   jax-unlearn bench --models "" --no-torch --pipeline   # only the demo, end to end
   jax-unlearn bench --models "" --no-torch --ensemble 16  # only the ensemble rows
   jax-unlearn bench --models "" --no-torch --audit 32     # only the audit rows
+  jax-unlearn bench --models "" --no-torch --epochs 64    # only the scanned-epoch rows
   jax-unlearn bench --models "" --no-torch --loader 64,112,224  # only the input rows
 
 Cases, per model and batch size (random inputs of the model's data contract, L1 loss, or the
@@ -38,6 +39,11 @@ With `--audit N`, rows of N shadow MLPs trained as one vmapped ensemble against 
 runs (end to end, compilation included) at N = 8, 16, ... up to N, and the seconds of LiRA and
 the epsilon score over them.
 
+With `--epochs K`, rows of whole epochs fed batch by batch against epochs scanned in one program
+(`train.scan`): an MLP, the LSTM, the TFT and AllCNN at the offline defaults' sizes, one model
+and K vmapped members (K = 4, 16, 64 as far as each model's row list and K allow), seconds per
+epoch after a compiled one.
+
 With `--loader SIZES`, rows of the input pipeline at each image size: generated JPEG faces
 prepared by the AgeDB builder, one epoch read in memory, streamed by grain threads and by worker
 processes, against the samples/s the AllCNN train step consumes at that size.
@@ -53,6 +59,7 @@ processes, clock changes) hits both alike; "ours/torch" is the peer's median tim
   measure     compile clock, interleaved timing, device peaks, memory, FLOPs
   cases       models, batches, our steps and the peer's, the guard, one model's rows
   ensembles   K models in one vmapped step against K single steps, memory and chunking
+  epochs      epochs batch by batch against one scanned program, one model and K members
   audit       N shadow models at once against N runs; the audit's statistics over N
   loader      streamed faces against the in-memory loader and the train step's need
   report      bench.md, and the whole pipeline as configured against paper style
@@ -66,7 +73,7 @@ from typing import Sequence
 
 import jax
 
-from jax_unlearn.bench import audit, ensembles, loader, measure, report
+from jax_unlearn.bench import audit, ensembles, epochs, loader, measure, report
 from jax_unlearn.bench.cases import (CASES, DEFAULT_BATCH_SIZES, MODELS, ModelSpec, Options,
                                      bench_model, build_model, configure_torch, guard_tolerance,
                                      jax_case, relative_error, setup_model, torch_case)
@@ -119,6 +126,9 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--audit", type=int, default=0, metavar="N",
                  help="also time N shadow models vmapped against N runs, and the audit's "
                       "statistics (N = 8, 16, ... up to N)")
+  p.add_argument("--epochs", type=int, default=0, metavar="K",
+                 help="also time epochs batch by batch against scanned epochs, for one model and "
+                      "up to K members (e.g. 64; about 4 minutes on 2 CPU cores); 0: not")
   p.add_argument("--loader", default="", metavar="SIZES",
                  help="also time the input pipeline at these image sizes, e.g. 64,112,224")
   p.add_argument("--loader-images", type=int, default=loader.IMAGES, metavar="N",
@@ -170,8 +180,8 @@ def _main(args) -> int:
   for m in ensemble_models:
     if m not in ensembles.ENSEMBLE_MODELS:
       raise unknown_name("ensemble model", m, ensembles.ENSEMBLE_MODELS)
-  if args.audit < 0:
-    raise UserError("--audit must be >= 0.", "e.g. --audit 32.")
+  if args.audit < 0 or args.epochs < 0:
+    raise UserError("--audit and --epochs must be >= 0.", "e.g. --audit 32 --epochs 64.")
   try:
     loader_sizes = [int(v) for v in _csv(args.loader)]
   except ValueError:
@@ -216,6 +226,10 @@ def _main(args) -> int:
         warmup=min(args.warmup, 1), dtype=args.dtype, info=info, peak=peak, seed=args.seed)
     rows += ens_rows
     md += ensembles.markdown(ens_rows)
+  if args.epochs:
+    epoch_rows = epochs.bench_epochs(max_members=args.epochs, seed=args.seed)
+    rows += epoch_rows
+    md += epochs.markdown(epoch_rows)
   if args.audit:
     audit_rows = audit.bench_audit(args.audit, seed=args.seed)
     rows += audit_rows

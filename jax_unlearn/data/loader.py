@@ -44,6 +44,7 @@ class ArrayLoader:
   """
 
   seekable = True  # `fit` starts a resumed epoch with `start` instead of skipping batches
+  per_member_rows = False  # one model's rows (an ensemble's batches may hold one set per member)
 
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
                shuffle: bool = True, dp: parallel.DataParallel | None = None,
@@ -71,7 +72,7 @@ class ArrayLoader:
     return -(-self.n // self.batch_size)
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    order = epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
+    order = self._order(epoch)
     read = functools.partial(self._batch, order, epoch,
                              jax.process_index() if self.per_host else 0)
     lazy = [v for v in self.arrays.values() if records.is_lazy(v)]
@@ -80,12 +81,40 @@ class ArrayLoader:
     return records.stream(read, range(start, len(self)), workers=lazy[0].workers,
                           prefetch=lazy[0].prefetch)
 
-  def _batch(self, order: np.ndarray, epoch: int, process: int, b: int) -> dict[str, np.ndarray]:
-    """Batch b of an epoch's order: this process's rows of it, padded by repeating the batch's
-    first row (so running statistics see real data), with mask 0 on the padding."""
+  @property
+  def on_device(self) -> bool:
+    """Whether an epoch can run on the device from `device_rows` and `plan` alone: the rows are
+    in memory and no host-side augmentation draws from numpy."""
+    return self.augment is None and not any(records.is_lazy(v) for v in self.arrays.values())
+
+  def device_rows(self) -> dict[str, np.ndarray]:
+    """The rows a batch is gathered from on the device, as `_batch` reads them."""
+    return {k: v.astype(np.float32) if k in ("forget", "mask") else v
+            for k, v in self.arrays.items()}
+
+  def plan(self, epoch: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Batches `start`, ... of an epoch as whole global batches: row indices and validity,
+    [batches, padded] each; `_batch` reads these same rows."""
+    order = self._order(epoch)
+    parts = [self._indices(order, b) for b in range(start, len(self))]
+    if not parts:
+      return np.zeros((0, self.padded), np.int32), np.zeros((0, self.padded), np.float32)
+    idx, valid = zip(*parts)
+    return np.stack(idx).astype(np.int32), np.stack(valid)
+
+  def _order(self, epoch: int) -> np.ndarray:
+    return epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
+
+  def _indices(self, order: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch b's rows, padded by repeating its first row (so running statistics see real data),
+    and 1 on real rows, 0 on the padding."""
     idx = order[b * self.batch_size:(b + 1) * self.batch_size]
     full = np.concatenate([idx, np.full(self.padded - len(idx), idx[0], idx.dtype)])
-    valid = (np.arange(self.padded) < len(idx)).astype(np.float32)
+    return full, (np.arange(self.padded) < len(idx)).astype(np.float32)
+
+  def _batch(self, order: np.ndarray, epoch: int, process: int, b: int) -> dict[str, np.ndarray]:
+    """Batch b of an epoch's order: this process's rows of it, with mask 0 on the padding."""
+    full, valid = self._indices(order, b)
     rows = full[self.rows]
     batch = {k: records.take(v, rows) for k, v in self.arrays.items()}
     batch["mask"] = (valid[self.rows] * batch.get("mask", 1.0)).astype(np.float32)

@@ -10,6 +10,7 @@ An apply function may also take a keyword `mask` ([B], 0 on padded rows): the tr
 passes the batch's padding mask, so that BatchNorm statistics ignore padding and a padded batch
 trains exactly like the unpadded one.
 """
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -66,9 +67,18 @@ def from_linen(module: nn.Module) -> ApplyFn:
 def init_linen(module: nn.Module, rng: jax.Array, x: jnp.ndarray) -> dict:
   """Variables of a linen module for inputs shaped like `x` (dropout seeded from `rng` too)."""
   p_rng, d_rng = jax.random.split(rng)
-  # One compiled program instead of hundreds of small eager ones (seconds for a deep CNN).
-  init = jax.jit(lambda rngs, x: module.init(rngs, x, train=False))
+  try:
+    init = _init_program(module)
+  except TypeError:  # a module with unhashable fields: compiled for this call only
+    init = _init_program.__wrapped__(module)
   return dict(init({"params": p_rng, "dropout": d_rng}, jnp.asarray(x)))
+
+
+@functools.lru_cache(maxsize=32)
+def _init_program(module: nn.Module):
+  """One compiled init per module (linen modules compare by their fields), instead of hundreds
+  of small eager ops, and instead of compiling again for every member's key."""
+  return jax.jit(lambda rngs, x: module.init(rngs, x, train=False))
 
 
 def from_nnx(module: nnx.Module) -> tuple[ApplyFn, dict]:

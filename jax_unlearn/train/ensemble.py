@@ -109,14 +109,22 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
   jitted = jax.jit(mapped, out_shardings=members.sharded,
                    donate_argnums=(0,) if donate else ())
 
-  def call(state, batch, rng, frozen=None):
+  def check(state):
     k, d = size(state), members.devices
     if k % d or (chunk is not None and chunk < k // d and (k // d) % chunk):
       raise UserError(f"{k} ensemble members do not split into {d} device(s) and chunks of "
                       f"{chunk}.", f"use a chunk size dividing {k // max(d, 1)}, or None.")
+
+  def call(state, batch, rng, frozen=None):
+    check(state)
     return jitted(state, batch, rng, frozen)
 
+  def pure(state, batch, rng, frozen=None):
+    check(state)
+    return mapped(state, batch, rng, frozen)
+
   call.jitted = jitted
+  call.pure = pure  # unjitted, for callers that trace it into a larger program (`train.scan`)
   return call
 
 
@@ -137,11 +145,28 @@ class EnsembleBatches:
 
   seekable = True  # as ArrayLoader: `batches(epoch, start)` resumes at a batch
 
-  def __init__(self, loaders: Sequence[ArrayLoader]):
+  def __init__(self, loaders: Sequence[ArrayLoader], shared: bool):
     self.loaders = list(loaders)
+    self.per_member_rows = not shared  # each member its own rows, equally long
 
   def __len__(self) -> int:
     return len(self.loaders[0])
+
+  @property
+  def on_device(self) -> bool:
+    return all(loader.on_device for loader in self.loaders)
+
+  def device_rows(self) -> dict[str, np.ndarray]:
+    """The rows batches are gathered from: shared, or [K, rows, ...] one set per member."""
+    if not self.per_member_rows:
+      return self.loaders[0].device_rows()
+    per = [loader.device_rows() for loader in self.loaders]
+    return {key: np.stack([p[key] for p in per]) for key in per[0]}
+
+  def plan(self, epoch: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's `ArrayLoader.plan`: [batches, K, padded] row indices and validity."""
+    idx, valid = zip(*(loader.plan(epoch, start) for loader in self.loaders))
+    return np.stack(idx, axis=1), np.stack(valid, axis=1)
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     for parts in zip(*(loader(epoch, start) for loader in self.loaders)):
@@ -172,7 +197,8 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
   # A member's batch is whole, on one device: the process holding it reads all of its rows.
   members = range(len(seeds)) if members is None else members
   return EnsembleBatches([ArrayLoader(per[k], batch_size, seed=int(seeds[k]), augment=augment,
-                                      dp=dp, per_host=False) for k in members])
+                                      dp=dp, per_host=False) for k in members],
+                         shared=isinstance(arrays, Mapping))
 
 
 def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:

@@ -26,6 +26,7 @@ import numpy as np
 from jax_unlearn import events, parallel, settings
 from jax_unlearn.data import records
 from jax_unlearn.errors import UserError
+from jax_unlearn.train import scan as scan_lib
 from jax_unlearn.train.step import (LossFn, TrainState, create_state, learning_rate,
                                     make_optimizer, make_train_step, set_learning_rate)
 
@@ -46,6 +47,9 @@ class Recipe:
   clip_norm: float | None = None
   plateau_factor: float | None = None
   plateau_patience: int = 10
+  # Epochs as one compiled program where the rows allow it (`train.scan`); the same batches and
+  # updates as one call per batch, so it is not part of a stage's fingerprint.
+  scan: bool = True
 
   def __post_init__(self):
     settings.check_ranges(dataclasses.asdict(self), "train")
@@ -122,7 +126,8 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
         plateau: Plateau | None = None, resume: Resume | None = None,
         on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-        progress: Callable | None = None, name: str = "train") -> FitResult:
+        progress: Callable | None = None, name: str = "train",
+        scan: bool = True) -> FitResult:
   """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
 
   An ensemble (`train.ensemble`: `dp` a `parallel.Members`, batches [K, B, ...], `rng` [K] keys)
@@ -139,10 +144,13 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
     resume: where a resumed run starts (see `Resume`).
     on_epoch_end: called with (epoch, state, record) after each epoch, e.g. to checkpoint; the
       record holds "best_val" and the FitResult-to-be's best variables under "best_variables".
-    should_stop: polled after every step (e.g. a Ctrl-C flag); when true, fit returns at once
-      with `interrupted_at` set, the state consistent for a checkpoint.
+    should_stop: polled after every step, or after every scanned epoch's end (e.g. a Ctrl-C
+      flag); when true, fit returns at once with `interrupted_at` set, the state consistent for
+      a checkpoint.
     progress: optional callable (iterable, epoch, epochs, batches_per_epoch) -> iterable, e.g. a
-      progress bar.
+      progress bar (over an epoch's batches; over the one scanned program of a scanned epoch).
+    scan: run each epoch as one program (`train.scan`) when the batches allow it and
+      `step_fn` has a traceable `.pure`; else, or False, one step call per host batch.
   Returns:
     FitResult with the final state, the best-validation variables (None without `validate`),
     one history record per epoch, the number of steps and seconds spent.
@@ -153,38 +161,47 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
   resume = resume or Resume()
   history, best_val, best_vars = [], resume.best_val, resume.best_variables
   t0, steps = time.perf_counter(), 0
+  scanned = (scan_lib.ScannedEpochs(step_fn.pure, batches, dp)
+             if scan and hasattr(step_fn, "pure") and scan_lib.scannable(batches) else None)
   for epoch in range(resume.epoch, epochs):
-    loss_sum, n_batches = 0.0, 0
     skip = resume.batch if epoch == resume.epoch else 0
-    it: Iterator = (batches(epoch, start=skip) if getattr(batches, "seekable", False)
-                    else itertools.islice(batches(epoch), skip, None))
-    if progress is not None:
-      total = len(batches) - skip if hasattr(batches, "__len__") else None
-      it = progress(it, epoch, epochs, total)
-    pending = []
-    for batch in it:
-      state, metrics = step_fn(state, dp.put_batch(batch), rng, frozen)
-      pending.append(metrics)
-      steps += 1
-      n_batches += 1
-      if should_stop is not None and should_stop():
-        return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
-                         interrupted_at=(epoch, skip + n_batches))
-    parts = {}
-    if pending:
+    if scanned is not None:
+      n_batches, stacked = len(batches) - skip, None
+      for _ in ([None] if progress is None else progress([None], epoch, epochs, 1)):
+        if n_batches:
+          state, stacked = scanned(state, epoch, skip, rng, frozen)
+          stacked = jax.device_get(parallel.gather(stacked))
+    else:
+      it: Iterator = (batches(epoch, start=skip) if getattr(batches, "seekable", False)
+                      else itertools.islice(batches(epoch), skip, None))
+      if progress is not None:
+        total = len(batches) - skip if hasattr(batches, "__len__") else None
+        it = progress(it, epoch, epochs, total)
+      pending, n_batches = [], 0
+      for batch in it:
+        state, metrics = step_fn(state, dp.put_batch(batch), rng, frozen)
+        pending.append(metrics)
+        n_batches += 1
+        if should_stop is not None and should_stop():
+          return FitResult(state, best_vars, history, steps + n_batches,
+                           time.perf_counter() - t0, interrupted_at=(epoch, skip + n_batches))
       fetched = jax.device_get(parallel.gather(pending))
+      stacked = {key: np.stack([m[key] for m in fetched]) for key in fetched[0]} if fetched else None
+    steps += n_batches
+    loss_sum, parts = 0.0, {}
+    if stacked is not None:
       # Every part the step reports besides the loss (e.g. a method's retain and forget terms),
-      # averaged over the epoch's steps.
-      parts = {f"train_{key}": _plain(np.mean(np.asarray([m[key] for m in fetched], np.float64),
-                                              axis=0))
-               for key in fetched[0] if key != "loss" and np.ndim(fetched[0][key]) <= 1}
-      values = np.asarray([m["loss"] for m in fetched], np.float64)  # [steps] or [steps, K]
+      # averaged over the epoch's steps: [steps] values, or [steps, K] for an ensemble.
+      parts = {f"train_{key}": _plain(np.mean(np.asarray(value, np.float64), axis=0))
+               for key, value in stacked.items() if key != "loss" and np.ndim(value) <= 2}
+      values = np.asarray(stacked["loss"], np.float64)
       if not np.all(np.isfinite(values)):
         bad = tuple(np.argwhere(~np.isfinite(values))[0])
         who = f", member {bad[1]}" if len(bad) > 1 else ""
         raise NonFiniteLossError(
-            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {bad[0] + 1}{who}. "
-            "Lower the learning rate (train.lr) or enable gradient clipping (train.clip_norm).")
+            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {skip + bad[0] + 1}"
+            f"{who}. Lower the learning rate (train.lr) or enable gradient clipping "
+            "(train.clip_norm).")
       loss_sum = values.sum(axis=0)
     record = {"epoch": epoch + 1, "train_loss": _plain(loss_sum / max(n_batches, 1)), **parts}
     if validate is not None:
@@ -204,6 +221,10 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
     history.append(record)
     if on_epoch_end is not None:
       on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
+    if scanned is not None and should_stop is not None and should_stop():
+      # Whole epochs: a Ctrl-C lands after the epoch in flight and its end (checkpoint).
+      return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
+                       interrupted_at=(epoch + 1, 0))
   return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
 
 
@@ -374,7 +395,8 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
   determined = {
-      "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
+      "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
+                 if k not in ("epochs", "scan")},
       "seed": seeds if seeds is not None else int(seed), "rng": _key_values(rng),
       "shards": dp.shards,
       "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
@@ -433,7 +455,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   t0, start_step = time.perf_counter(), _steps(state)
 
   def save(st, best_val, best, epoch, batch):
-    if ckpt is None:
+    if ckpt is None or ckpt.latest_step() == _steps(st):  # this very state is saved already
       return
     record = {"epoch": epoch, "batch": batch, "best_val": best_val,
               "plateau": _plateau_record(plateau), "history": history,
@@ -451,12 +473,14 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
     with _StopFlag() as stop:
       result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=place, frozen=frozen,
                    validate=validate, plateau=plateau, resume=resume,
-                   on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name)
+                   on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name,
+                   scan=recipe.scan)
     if result.interrupted_at is not None:
       best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]
       save(result.state, best_val, result.best_variables, *result.interrupted_at)
-      raise KeyboardInterrupt(f"{name} interrupted at epoch {result.interrupted_at[0] + 1}, "
-                              f"step {_steps(result.state)}; checkpoint saved")
+      epoch, batch = result.interrupted_at
+      raise KeyboardInterrupt(f"{name} interrupted after {epoch} epoch(s) and {batch} batch(es) "
+                              f"(step {_steps(result.state)}); checkpoint saved")
   finally:
     if ckpt is not None:
       ckpt.close()
