@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import ml_collections
 
-from jax_unlearn import configs, metrics, ops, train
+from jax_unlearn import configs, metrics, ops, protocol, train
 from jax_unlearn.errors import UserError
 
 # Modules of jax_unlearn.configs that are not experiments.
@@ -190,6 +190,7 @@ def prepare(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, st
   apply_overrides(c, overrides)
   if c.smoke:
     configs.shrink_for_smoke(c, keep=[dotted for dotted, _ in overrides])
+  protocol.apply(c)  # tuned settings join as "<label>_tuned", or the run is refused
   return c, check_config(c)
 
 

@@ -6,18 +6,21 @@ in `jax-unlearn run`, so a later run of a chosen candidate reuses it); each is t
 validation split, never on the test cohorts: the Wasserstein distance of its predictions on the
 forget cohort's validation rows to the retrained model's, and its error on the retain cohort's
 validation rows. The choice is the candidate closest to the retrained model among those whose
-retain error stays within `max_retain_ratio` of the original's, by the mean over seeds.
+retain error stays within `max_retain_ratio` of the original's, by the mean over seeds: over
+all candidates ("chosen") and per registered method ("chosen_per_method", with the settings of
+its search space). tune.json also records the seeds and the forget request tuned on, which a
+run that uses the choices (`config.tuned`) may not share (`protocol`).
 """
 import json
 import logging
 import os
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import ml_collections
 import numpy as np
 
-from jax_unlearn import files, losses, pipeline, train
+from jax_unlearn import files, losses, pipeline, protocol, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import distances, spread
 from jax_unlearn.metrics.errors import cohort_error
@@ -82,6 +85,22 @@ def choose(scores: dict, candidates: Sequence[str],
   return min(allowed, key=lambda n: float(np.mean(scores[n]["val_forget_wasserstein"])))
 
 
+def choose_per_method(scores: dict, methods: Mapping[str, tuple[str, Mapping]]) -> dict:
+  """registered method -> {"label", "settings"} of its candidate chosen by `choose` among the
+  entries (`RunSpec.methods`: label -> (method, settings)) that run it; the settings are those
+  of its search space. A method none of whose candidates keeps the retain error is left out."""
+  labels = {}
+  for label, (method, _) in methods.items():
+    labels.setdefault(method, []).append(label)
+  out = {}
+  for method, candidates in labels.items():
+    best = choose(scores, candidates)
+    if best is not None:
+      space = unlearn.get_method(method).search_space
+      out[method] = {"label": best, "settings": {k: methods[best][1][k] for k in space}}
+  return out
+
+
 def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, overrides=(),
                     quiet: bool = False, fresh: bool = False) -> dict:
   """Trains the original, the retrained model and every candidate of `config.methods`, scores
@@ -95,11 +114,13 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
     scores = validation_scores(exp, models)
     candidates = list(config.methods)
     chosen = choose(scores, candidates)
+    chosen_per_method = choose_per_method(scores, spec.methods)
     report = {
-        "experiment": config.experiment, "seeds": exp.seeds, "rule": (
+        "experiment": config.experiment, "rule": (
             "lowest mean val_forget_wasserstein among candidates with mean val_retain_error <= "
             f"{MAX_RETAIN_RATIO} x the original's"),
         "chosen": chosen,
+        **protocol.record(config, exp.seeds, chosen_per_method),
         "scores": {n: {k: spread.summarize(v) for k, v in s.items()} for n, s in scores.items()},
         "settings": {n: config.methods[n].to_dict() for n in candidates},
         "seconds": {n: float(np.max(r["seconds"])) for n, r in records.items()},
@@ -112,7 +133,9 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
 
 def _markdown(report: dict) -> str:
   lines = [f"# tuning {report['experiment']} on validation rows (seeds {report['seeds']})", "",
-           f"Rule: {report['rule']}. Chosen: **{report['chosen']}**.", "",
+           f"Rule: {report['rule']}. Chosen: **{report['chosen']}**; per method: "
+           + (", ".join(f"{m} **{c['label']}**" for m, c in report["chosen_per_method"].items())
+              or "none") + ".", "",
            "| model | val forget Wasserstein to retrained | val retain error | seconds |",
            "|:--|--:|--:|--:|"]
   for name, s in report["scores"].items():

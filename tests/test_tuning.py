@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from jax_unlearn import metrics, results, tuning
+from jax_unlearn import metrics, results, tuning, unlearn
 
 
 def _scores(**rows):
@@ -43,8 +43,10 @@ def test_cost_is_each_methods_seconds_against_retraining():
 def test_tune_scores_every_candidate_on_validation_rows_and_writes_its_report(tmp_path):
   from jax_unlearn import config_io, configs
   c = config_io.load_config("tune_rotdigits")
-  c.smoke, c.seeds = True, 1
-  keep = ["blindspot", "blindspot_b0_e4_u1"]
+  c.smoke = True
+  with c.ignore_type():
+    c.seeds = [100]
+  keep = ["blindspot_c0", "blindspot_c1", "gaussian_c0"]
   for name in list(c.methods):
     if name not in keep:
       del c.methods[name]
@@ -52,8 +54,14 @@ def test_tune_scores_every_candidate_on_validation_rows_and_writes_its_report(tm
   assert set(report["scores"]) == {"original", "retrained", *keep}
   assert report["chosen"] in keep + [None]
   assert report["scores"]["retrained"]["val_forget_wasserstein"]["mean"] == 0.0
-  assert report["settings"]["blindspot_b0_e4_u1"]["beta"] == 0.0
-  assert configs.method_of(c, "blindspot_b0_e4_u1") == "blindspot"
+  assert report["settings"]["blindspot_c0"]["beta"] == 50.0  # c0: the method's defaults
+  assert configs.method_of(c, "blindspot_c1") == "blindspot"
+  # What a run that uses the choices needs: per method, the settings of its search space, and
+  # the seeds and forget request it may not share.
+  assert report["seeds"] == [100] and report["forget"]["low"] == 30.0
+  for method, choice in report["chosen_per_method"].items():
+    assert choice["label"] in keep and configs.method_of(c, choice["label"]) == method
+    assert set(choice["settings"]) == set(unlearn.get_method(method).search_space)
   assert os.path.isfile(tmp_path / "tune.json") and "Chosen" in (tmp_path / "tune.md").read_text()
   assert not os.path.exists(tmp_path / "results.json")  # no test cohort was scored
 

@@ -3,8 +3,9 @@
 `rotdigits_allcnn.get_config()`). `base` builds the config every experiment starts from.
 """
 from jax_unlearn.configs.base import (base_config, member_seeds, method_entry, method_of,
-                                      method_settings, method_variant, set_methods,
-                                      shrink_for_smoke, train_settings)
+                                      method_settings, method_variant, search_entries,
+                                      set_methods, shrink_for_smoke, train_settings)
 
 __all__ = ["base_config", "member_seeds", "method_entry", "method_of", "method_settings",
-           "method_variant", "set_methods", "shrink_for_smoke", "train_settings"]
+           "method_variant", "search_entries", "set_methods", "shrink_for_smoke",
+           "train_settings"]

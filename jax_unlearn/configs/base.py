@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   for name in METHODS:
     c.methods[name] = method_entry(name)
 
+  # A tune.json of `jax-unlearn tune`: each tuned method also runs as "<label>_tuned" with the
+  # chosen settings; refused on the seeds or forget request it was tuned on (see protocol).
+  c.tuned = ""
   c.metrics = ml_collections.ConfigDict(metrics.defaults())
   # Strong membership audits over every member of every stage (metrics.audit); off by default,
   # as LiRA trains audit.shadows more models.
@@ -125,6 +128,15 @@ def set_methods(c: ml_collections.ConfigDict,
   c.methods = ml_collections.ConfigDict()
   for label, (method, changes) in entries.items():
     c.methods[label] = method_variant(method, **changes)
+
+
+def search_entries(methods: Sequence[str], budget: int,
+                   seed: int = 0) -> dict[str, tuple[str, dict]]:
+  """Tuning candidates for `set_methods`: label "<method>_c<i>" -> (method, settings) for the
+  `budget` candidates of each method's search space (`unlearn.Method.candidates`; c0 is its
+  defaults), so every method is tuned with the same budget."""
+  return {f"{m}_c{i}": (m, s) for m in methods
+          for i, s in enumerate(unlearn.get_method(m).candidates(budget, seed))}
 
 
 def method_of(c: ml_collections.ConfigDict, label: str) -> str:

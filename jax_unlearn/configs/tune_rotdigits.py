@@ -1,28 +1,27 @@
-"""Method settings chosen on validation rows, on the data and model of the demo.
+"""Method settings chosen on validation rows, on the data and model of the demo, under the tuning
+protocol: on seeds and a forget set the demo never uses, so that a run of the demo with
+`--config.tuned=runs/tune_rotdigits/tune.json` grades the choices on models tuning never saw.
 
-Blindspot candidates: the attention weight beta (the paper's 50, or 0), the blindspot model's
-epochs (the paper's 2, or longer: a retain-only model closer to the retrained one), the
-unlearning epochs. Neighbour relabelling: the neighbour count and the epochs. Gaussian
-fine-tuning joins as a reference. The test cohorts are never read.
+Each tuned method gets the same budget: its defaults and 7 more points of its search space (its
+module's SEARCH_SPACE), drawn at random with seed 0 (`configs.search_entries`). The forget set is
+the other tail of the rotations (angles >= 30, as many images as the demo's <= -30); the seeds
+are 100-102 (the demo's are 0-2). The test cohorts are never read.
 
   jax-unlearn tune --config tune_rotdigits --workdir runs/tune_rotdigits
+  jax-unlearn run --config demo --workdir runs/demo_tuned \
+      --config.tuned=runs/tune_rotdigits/tune.json
 """
-from jax_unlearn.configs import demo, set_methods
+from jax_unlearn.configs import demo, search_entries, set_methods
+
+TUNED = ("blindspot", "neighbours", "finetune", "gaussian")
+BUDGET = 8
 
 
 def get_config():
   c = demo.get_config()
   c.experiment = "tune_rotdigits"
-  entries = {"blindspot": ("blindspot", {}), "gaussian": ("gaussian", {})}
-  for beta in (0.0, 50.0):
-    for epochs in (2, 4, 8):
-      for unlearn_epochs in (1, 3):
-        if (beta, epochs, unlearn_epochs) == (50.0, 2, 1):
-          continue  # the paper's defaults: "blindspot" above
-        entries[f"blindspot_b{beta:g}_e{epochs}_u{unlearn_epochs}"] = (
-            "blindspot", {"beta": beta, "blindspot_epochs": epochs, "epochs": unlearn_epochs})
-  for k in (5, 20, 50):
-    for epochs in (1, 3):
-      entries[f"neighbours_k{k}_u{epochs}"] = ("neighbours", {"neighbours": k, "epochs": epochs})
-  set_methods(c, entries)
+  with c.ignore_type():
+    c.seeds = [100, 101, 102]
+  c.forget.low, c.forget.high = 30.0, None
+  set_methods(c, search_entries(TUNED, BUDGET, seed=0))
   return c

@@ -18,9 +18,12 @@ procedure over the one generic train step (`train.train_model`), model-agnostic 
   neighbours     forget labels replaced by their retain neighbours' mean, then fine-tuning
 """
 import dataclasses
-from typing import Any, Callable, Mapping
+import itertools
+from typing import Any, Callable, Mapping, Sequence
 
-from jax_unlearn.errors import unknown_name
+import numpy as np
+
+from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.unlearn import (bad_teacher, base, blindspot, finetune, fisher, gaussian,
                                  jit_lipschitz, l1_sparse, msg, neggrad, neighbours, retrained,
                                  salun, scrub, ssd)
@@ -30,12 +33,20 @@ from jax_unlearn.unlearn.blindspot import attention_distance, attention_map, mak
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A registered method: its procedure, its own defaults (over COMMON_DEFAULTS) and the
-  bounds of its own bounded settings (`base.settings`)."""
+  """A registered method: its procedure, its own defaults (over COMMON_DEFAULTS), the bounds of
+  its own bounded settings (`base.settings`) and its tuning search space (setting -> candidate
+  values, the defaults among them)."""
   name: str
   run: Callable[..., MethodResult]
   own_defaults: Mapping[str, Any]
   ranges: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+  search_space: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def of(cls, name: str, module, run: Callable | None = None) -> "Method":
+    """The method `name` as its module declares it: DEFAULTS, RANGES and SEARCH_SPACE."""
+    return cls(name, run or getattr(module, name), module.DEFAULTS, getattr(module, "RANGES", {}),
+               getattr(module, "SEARCH_SPACE", {}))
 
   @property
   def defaults(self) -> dict:
@@ -46,29 +57,48 @@ class Method:
     """The defaults updated by `config`, checked (unknown keys, ranges)."""
     return base.settings(self.name, config, self.own_defaults, self.ranges)
 
+  def candidates(self, budget: int, seed: int = 0) -> list[dict]:
+    """`budget` settings of the search space to tune over: the defaults first, then distinct
+    points of the space's grid drawn at random by `seed` (the whole grid when it is smaller)."""
+    if not self.search_space:
+      raise UserError(f"method {self.name!r} declares no search space to tune over.",
+                      "tune the methods that declare one (unlearn.tunable_methods()).")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+      raise UserError(f"a tuning budget must be a positive number of candidates, got {budget!r}.",
+                      "e.g. 8.")
+    keys = sorted(self.search_space)
+    default = tuple(self.defaults[k] for k in keys)
+    others = [p for p in itertools.product(*(self.search_space[k] for k in keys)) if p != default]
+    order = np.random.default_rng(seed).permutation(len(others))[:budget - 1]
+    return [dict(zip(keys, point)) for point in [default] + [others[i] for i in sorted(order)]]
+
 
 _METHODS = {m.name: m for m in (
-    Method("retrained", retrained.retrained, retrained.DEFAULTS),
-    Method("finetune", finetune.finetune, finetune.DEFAULTS),
-    Method("gaussian", gaussian.gaussian, gaussian.DEFAULTS),
-    Method("blindspot", blindspot.blindspot, blindspot.DEFAULTS),
-    Method("neggrad", neggrad.neggrad, neggrad.DEFAULTS, neggrad.RANGES),
-    Method("scrub", scrub.scrub, scrub.DEFAULTS, scrub.RANGES),
-    Method("bad_teacher", bad_teacher.bad_teacher, bad_teacher.DEFAULTS, bad_teacher.RANGES),
-    Method("ssd", ssd.ssd, ssd.DEFAULTS, ssd.RANGES),
-    Method("lfssd", ssd.lfssd, ssd.DEFAULTS, ssd.RANGES),
-    Method("fisher", fisher.fisher, fisher.DEFAULTS, fisher.RANGES),
-    Method("salun", salun.salun, salun.DEFAULTS, salun.RANGES),
-    Method("l1_sparse", l1_sparse.l1_sparse, l1_sparse.DEFAULTS, l1_sparse.RANGES),
-    Method("msg", msg.msg, msg.DEFAULTS, msg.RANGES),
-    Method("jit_lipschitz", jit_lipschitz.jit_lipschitz, jit_lipschitz.DEFAULTS,
-           jit_lipschitz.RANGES),
-    Method("neighbours", neighbours.neighbours, neighbours.DEFAULTS, neighbours.RANGES),
+    Method.of("retrained", retrained),
+    Method.of("finetune", finetune),
+    Method.of("gaussian", gaussian),
+    Method.of("blindspot", blindspot),
+    Method.of("neggrad", neggrad),
+    Method.of("scrub", scrub),
+    Method.of("bad_teacher", bad_teacher),
+    Method.of("ssd", ssd),
+    Method.of("lfssd", ssd),
+    Method.of("fisher", fisher),
+    Method.of("salun", salun),
+    Method.of("l1_sparse", l1_sparse),
+    Method.of("msg", msg),
+    Method.of("jit_lipschitz", jit_lipschitz),
+    Method.of("neighbours", neighbours),
 )}
 
 
 def method_names() -> list[str]:
   return list(_METHODS)
+
+
+def tunable_methods() -> list[str]:
+  """The methods with a search space: every method but the retrained reference."""
+  return [name for name, m in _METHODS.items() if m.search_space]
 
 
 def get_method(name: str) -> Method:
@@ -86,4 +116,4 @@ def run_method(name: str, ctx: Context, original_variables: Mapping, data: Unlea
 
 __all__ = ["COMMON_DEFAULTS", "Context", "Method", "MethodResult", "UnlearnData",
            "attention_distance", "attention_map", "get_method", "make_blindspot_loss",
-           "method_names", "run_method"]
+           "method_names", "run_method", "tunable_methods"]

@@ -36,6 +36,9 @@ INCOMPETENT_TEACHERS = ("random", "gaussian")
 DEFAULTS = {"epochs": 1, "lr": 1e-4, "bad_teacher": "random", "retain_fraction": 0.3}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"retain_fraction": (0.0, 1.0, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-5, 1e-4, 3e-4], "epochs": [1, 2],
+                "retain_fraction": [0.1, 0.3, 1.0]}
 
 
 def make_bad_teacher_loss(apply_fn: Callable, per_example: losses.LossFn) -> train.LossFn:

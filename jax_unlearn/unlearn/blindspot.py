@@ -211,6 +211,9 @@ def make_blindspot_loss(apply_fn: Callable, per_example_loss: losses.LossFn, *,
 DEFAULTS = {"epochs": 1, "lr": 1e-3, "blindspot_epochs": 2, "blindspot_lr": 0.01, "beta": 50.0,
             "attention": "features", "layers": None, "keep_best": False,
             "blindspot_keep_best": False}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [1, 3], "beta": [0.0, 50.0],
+                "blindspot_epochs": [2, 4, 8]}
 
 
 def train_blindspot_model(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,

@@ -10,6 +10,8 @@ from jax_unlearn import train
 from jax_unlearn.unlearn import base
 
 DEFAULTS = {"epochs": 5, "lr": 1e-3, "keep_best": False}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [1, 3, 5, 10]}
 
 
 def finetune(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,

@@ -36,6 +36,8 @@ _EPS = 1e-8  # added to F before inverting, as published
 DEFAULTS = {"batch_size": 1, "alpha": 1e-6, "variance_cap": 1e3}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"alpha": (0.0, math.inf, False), "variance_cap": (0.0, math.inf, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"alpha": [1e-8, 1e-7, 1e-6, 1e-5]}
 
 
 def noise_std(fisher, alpha: float, variance_cap: float):

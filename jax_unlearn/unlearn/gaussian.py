@@ -15,6 +15,8 @@ from jax_unlearn import train
 from jax_unlearn.unlearn import base
 
 DEFAULTS = {"epochs": 1, "lr": 1e-3, "keep_best": False}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [1, 2, 4]}
 
 
 def label_moments(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

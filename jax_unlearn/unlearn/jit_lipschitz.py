@@ -52,6 +52,8 @@ INPUT_DISTANCE = "jit_input_distance"
 DEFAULTS = {"epochs": 1, "lr": 1e-4, "samples": 25, "sigma": 0.5}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"sigma": (0.0, math.inf, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-5, 1e-4, 3e-4], "epochs": [1, 3], "sigma": [0.1, 0.5, 1.0]}
 
 
 def perturbed_apply(apply_fn: Callable, samples: int, sigma: float) -> Callable:

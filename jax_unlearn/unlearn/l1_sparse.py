@@ -28,6 +28,9 @@ from jax_unlearn.unlearn import base
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "l1_gamma": 5e-4}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"l1_gamma": (0.0, math.inf, False)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [5, 10],
+                "l1_gamma": [1e-4, 5e-4, 2e-3]}
 
 
 def l1_weight(step: jax.Array, gamma: float, total_steps: int) -> jax.Array:

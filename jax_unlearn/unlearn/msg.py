@@ -45,6 +45,9 @@ DEFAULTS = {"epochs": 5, "batch_size": 64, "lr": 0.01, "optimizer": "sgd",
             "reinit_fraction": 0.3, "damping": 0.1}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"reinit_fraction": (0.0, 1.0, False), "damping": (0.0, 1.0, False)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-3, 0.01, 0.03], "epochs": [3, 5], "reinit_fraction": [0.1, 0.3, 0.5],
+                "damping": [0.1, 0.3]}
 
 
 def reinit_mask(gradient, fraction: float):

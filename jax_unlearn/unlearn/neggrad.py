@@ -36,6 +36,8 @@ from jax_unlearn.unlearn import base
 DEFAULTS = {"epochs": 5, "lr": 1e-4, "alpha": 0.9, "forget_bound": 4.0}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"alpha": (0.0, 1.0, False), "forget_bound": (0.0, math.inf, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-5, 1e-4, 3e-4], "epochs": [1, 3, 5], "alpha": [0.5, 0.9, 0.99]}
 
 
 def reference_loss(ctx: base.Context, original_variables: Mapping,

@@ -33,6 +33,9 @@ from jax_unlearn.unlearn import base
 DEFAULTS = {"epochs": 3, "lr": 1e-3, "neighbours": 5, "neighbour_weight": 1.0, "keep_best": False}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"neighbour_weight": (0.0, 1.0, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [1, 3, 5], "neighbours": [5, 20, 50],
+                "neighbour_weight": [0.6, 0.8, 1.0]}
 
 
 def neighbour_labels(x: np.ndarray, y: np.ndarray, forget: np.ndarray, k: int, *,

@@ -32,6 +32,8 @@ from jax_unlearn.unlearn import base, gaussian, importance
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "sparsity": 0.5, "keep_best": False}
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"sparsity": (0.0, 1.0, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [3, 10], "sparsity": [0.3, 0.5, 0.7]}
 
 
 def saliency_mask(saliency, share: float):

@@ -47,6 +47,9 @@ DEFAULTS = {"epochs": 3, "lr": 5e-4, "max_epochs": 2, "alpha": 0.001, "gamma": 0
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"alpha": (0.0, math.inf, False), "gamma": (0.0, math.inf, False),
           "forget_bound": (0.0, math.inf, True)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"lr": [1e-4, 5e-4, 1e-3], "epochs": [1, 3], "max_epochs": [1, 2],
+                "alpha": [1e-4, 1e-3, 1e-2]}
 
 
 def make_max_loss(apply_fn: Callable, per_example: losses.LossFn) -> train.LossFn:

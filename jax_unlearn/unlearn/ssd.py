@@ -39,6 +39,9 @@ DEFAULTS = {"batch_size": 128, "selection_weighting": 10.0, "dampening_constant"
 # Bounded settings: name -> (low, high, low_open), checked with the others (base.settings).
 RANGES = {"selection_weighting": (0.0, math.inf, True),
           "dampening_constant": (0.0, math.inf, False)}
+# The tuning search space: setting -> candidate values, the defaults among them.
+SEARCH_SPACE = {"selection_weighting": [1.0, 3.0, 10.0, 30.0],
+                "dampening_constant": [0.1, 0.5, 1.0]}
 
 
 def dampen(params, full_importance, forget_importance, selection_weighting: float,
