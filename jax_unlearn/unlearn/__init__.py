@@ -16,6 +16,7 @@ procedure over the one generic train step (`train.train_model`), model-agnostic 
   msg            re-initialised small-gradient weights, then damped retain fine-tuning
   jit_lipschitz  JiT: smoothing the output around the forget rows (forget data only)
   neighbours     forget labels replaced by their retain neighbours' mean, then fine-tuning
+  eu_k, cf_k     the last k layers retrained from fresh weights / fine-tuned, on the retain rows
 """
 import dataclasses
 import itertools
@@ -25,8 +26,8 @@ import numpy as np
 
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.unlearn import (bad_teacher, base, blindspot, finetune, fisher, gaussian,
-                                 jit_lipschitz, l1_sparse, msg, neggrad, neighbours, retrained,
-                                 salun, scrub, ssd)
+                                 jit_lipschitz, l1_sparse, last_layers, msg, neggrad, neighbours,
+                                 retrained, salun, scrub, ssd)
 from jax_unlearn.unlearn.base import COMMON_DEFAULTS, Context, MethodResult, UnlearnData
 from jax_unlearn.unlearn.blindspot import attention_distance, attention_map, make_blindspot_loss
 
@@ -89,6 +90,8 @@ _METHODS = {m.name: m for m in (
     Method.of("msg", msg),
     Method.of("jit_lipschitz", jit_lipschitz),
     Method.of("neighbours", neighbours),
+    Method.of("eu_k", last_layers),
+    Method.of("cf_k", last_layers),
 )}
 
 
