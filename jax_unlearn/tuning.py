@@ -136,11 +136,21 @@ def _markdown(report: dict) -> str:
            f"Rule: {report['rule']}. Chosen: **{report['chosen']}**; per method: "
            + (", ".join(f"{m} **{c['label']}**" for m, c in report["chosen_per_method"].items())
               or "none") + ".", "",
-           "| model | val forget Wasserstein to retrained | val retain error | seconds |",
-           "|:--|--:|--:|--:|"]
+           "| model | settings | val forget Wasserstein to retrained | val retain error | seconds |",
+           "|:--|:--|--:|--:|--:|"]
   for name, s in report["scores"].items():
     w, r = s["val_forget_wasserstein"], s["val_retain_error"]
     sec = report["seconds"].get(name)
-    lines.append(f"| {name} | {w['mean']:.4g} ± {w['std']:.2g} | {r['mean']:.4g} ± "
-                 f"{r['std']:.2g} | {'' if sec is None else f'{sec:.1f}'} |")
+    lines.append(f"| {name} | {_searched(report['settings'].get(name))} | {w['mean']:.4g} ± "
+                 f"{w['std']:.2g} | {r['mean']:.4g} ± {r['std']:.2g} "
+                 f"| {'' if sec is None else f'{sec:.1f}'} |")
   return "\n".join(lines) + "\n"
+
+
+def _searched(entry) -> str:
+  """A candidate's values of its method's search space ("" for the original and references)."""
+  if not entry:
+    return ""
+  space = unlearn.get_method(entry.get("method") or "retrained").search_space
+  return ", ".join(f"{k}={entry[k]:g}" if isinstance(entry[k], float) else f"{k}={entry[k]}"
+                   for k in space if k in entry)
