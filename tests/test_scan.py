@@ -115,7 +115,11 @@ def test_one_compile_for_every_epoch_and_fit():
 
 def test_what_does_not_scan(monkeypatch):
   arrays = _arrays()
-  assert scan.scannable(ArrayLoader(arrays, 16))
-  assert not scan.scannable(ArrayLoader(arrays, 16, augment=lambda x, rng: x))
-  monkeypatch.setattr(scan, "DEVICE_ROWS_BYTES", 100)
-  assert not scan.scannable(ArrayLoader(arrays, 16))
+  step = train.make_train_step(from_linen(MLP(hidden=(4,))), _weighted_loss,
+                               train.make_optimizer(0.01)).pure
+  place = parallel.resolve(None)
+  assert scan.scanned_epochs(step, ArrayLoader(arrays, 16), place) is not None
+  augmented = ArrayLoader(arrays, 16, augment=lambda x, rng: x)  # numpy draws: host only
+  assert scan.scanned_epochs(step, augmented, place) is None
+  monkeypatch.setattr(scan, "DEVICE_ROWS_BYTES", 100)  # rows beyond the device's share
+  assert scan.scanned_epochs(step, ArrayLoader(arrays, 16), place) is None

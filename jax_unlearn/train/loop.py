@@ -161,8 +161,8 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
   resume = resume or Resume()
   history, best_val, best_vars = [], resume.best_val, resume.best_variables
   t0, steps = time.perf_counter(), 0
-  scanned = (scan_lib.ScannedEpochs(step_fn.pure, batches, dp)
-             if scan and hasattr(step_fn, "pure") and scan_lib.scannable(batches) else None)
+  scanned = (scan_lib.scanned_epochs(step_fn.pure, batches, dp)
+             if scan and hasattr(step_fn, "pure") else None)
   for epoch in range(resume.epoch, epochs):
     skip = resume.batch if epoch == resume.epoch else 0
     if scanned is not None:

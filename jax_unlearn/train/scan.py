@@ -19,12 +19,15 @@ import numpy as np
 DEVICE_ROWS_BYTES = 1 << 30
 
 
-def scannable(batches: Any) -> bool:
-  """Whether `batches` (an `ArrayLoader` or `EnsembleBatches`) can run as scanned epochs."""
+def scanned_epochs(step, batches: Any, place) -> "ScannedEpochs | None":
+  """`ScannedEpochs` of `step` over `batches` (an `ArrayLoader` or `EnsembleBatches`), or None
+  where their rows cannot stay on the device (streamed, augmented on the host, or too large)."""
   if not getattr(batches, "on_device", False):
-    return False
-  rows = sum(np.asarray(a).nbytes for a in batches.device_rows().values())
-  return rows <= DEVICE_ROWS_BYTES
+    return None
+  rows = batches.device_rows()
+  if sum(np.asarray(a).nbytes for a in rows.values()) > DEVICE_ROWS_BYTES:
+    return None
+  return ScannedEpochs(step, batches, place, rows)
 
 
 class ScannedEpochs:
@@ -32,13 +35,12 @@ class ScannedEpochs:
   `epoch` in one program, metrics stacked over them ([batches], or [batches, K] for members).
 
   `step` is a traceable step `(state, batch, rng, frozen) -> (state, metrics)` (a step's
-  `.pure`); `place` (a `parallel.DataParallel` or `parallel.Members`) places the rows, the plan
+  `.pure`); `rows` are the batches' `device_rows()`; `place` (a `parallel.DataParallel` or `parallel.Members`) places the rows, the plan
   and, inside the program, each batch and state as the jitted step would.
   """
 
-  def __init__(self, step, batches, place):
+  def __init__(self, step, batches, place, rows: dict[str, np.ndarray]):
     self.batches, self.place = batches, place
-    rows = batches.device_rows()
     self.rows = place.put_batch(rows) if batches.per_member_rows else place.replicate(rows)
     self._run = _program(step, place, batches.per_member_rows)
 
