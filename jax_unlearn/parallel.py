@@ -223,28 +223,30 @@ class Members:
             if d.process_index == jax.process_index()]
     return range(mine[0] * per_device, (mine[-1] + 1) * per_device)
 
-  def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-    """A [K, B, ...] batch, each member's rows on its device. With several processes, `batch`
-    holds only this process's members (`local_members`)."""
+  def put_batch(self, batch: Mapping[str, np.ndarray],
+                member_axis: int = 0) -> dict[str, jax.Array]:
+    """A batch whose axis `member_axis` is the members' ([K, B, ...] by default), each member's
+    slice on its device. With several processes, `batch` holds only this process's members
+    (`local_members`)."""
+    sharding = NamedSharding(self.mesh, P(*[None] * member_axis, MODEL_AXIS))
     if jax.process_count() == 1:
-      return self.put(dict(batch))
-    return {k: jax.make_array_from_process_local_data(self.sharded, np.asarray(v),
-                                                      (self.count,) + np.shape(v)[1:])
-            for k, v in batch.items()}
+      return jax.device_put(dict(batch), sharding)
 
+    def global_shape(v):
+      shape = list(np.shape(v))
+      shape[member_axis] = self.count
+      return tuple(shape)
+
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v), global_shape(v))
+            for k, v in batch.items()}
 
   def replicate(self, tree: Any) -> Any:
     """`tree` on every device of the members' mesh (e.g. rows every member reads)."""
     return place_tree(tree, NamedSharding(self.mesh, P()))
 
   def put_plan(self, plan: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-    """The members' batch indices of an epoch, [batches, K, B], each member's on its device
-    (with several processes, `plan` holds this process's members)."""
-    sharding = NamedSharding(self.mesh, P(None, MODEL_AXIS))
-    if jax.process_count() == 1:
-      return jax.device_put(dict(plan), sharding)
-    return {k: jax.make_array_from_process_local_data(
-        sharding, np.asarray(v), (len(v), self.count) + np.shape(v)[2:]) for k, v in plan.items()}
+    """The members' batch indices of an epoch, [batches, K, B], each member's on its device."""
+    return self.put_batch(plan, member_axis=1)
 
   def constrain_state(self, tree: Any) -> Any:
     """Inside a traced program: members' leaves over "model", as the ensemble step returns them."""

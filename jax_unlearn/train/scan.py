@@ -35,8 +35,9 @@ class ScannedEpochs:
   `epoch` in one program, metrics stacked over them ([batches], or [batches, K] for members).
 
   `step` is a traceable step `(state, batch, rng, frozen) -> (state, metrics)` (a step's
-  `.pure`); `rows` are the batches' `device_rows()`; `place` (a `parallel.DataParallel` or `parallel.Members`) places the rows, the plan
-  and, inside the program, each batch and state as the jitted step would.
+  `.pure`); `rows` are the batches' `device_rows()`; `place` (a `parallel.DataParallel` or
+  `parallel.Members`) places the rows, the plan and, inside the program, each batch and state as
+  the jitted step would.
   """
 
   def __init__(self, step, batches, place, rows: dict[str, np.ndarray]):

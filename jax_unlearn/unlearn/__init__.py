@@ -44,9 +44,10 @@ class Method:
   search_space: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
 
   @classmethod
-  def of(cls, name: str, module, run: Callable | None = None) -> "Method":
-    """The method `name` as its module declares it: DEFAULTS, RANGES and SEARCH_SPACE."""
-    return cls(name, run or getattr(module, name), module.DEFAULTS, getattr(module, "RANGES", {}),
+  def of(cls, name: str, module) -> "Method":
+    """The method `name` as its module declares it: the function `name`, DEFAULTS, RANGES and
+    SEARCH_SPACE."""
+    return cls(name, getattr(module, name), module.DEFAULTS, getattr(module, "RANGES", {}),
                getattr(module, "SEARCH_SPACE", {}))
 
   @property
