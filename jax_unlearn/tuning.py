@@ -141,16 +141,18 @@ def _markdown(report: dict) -> str:
   for name, s in report["scores"].items():
     w, r = s["val_forget_wasserstein"], s["val_retain_error"]
     sec = report["seconds"].get(name)
-    lines.append(f"| {name} | {_searched(report['settings'].get(name))} | {w['mean']:.4g} ± "
+    searched = _searched(name, report["settings"].get(name))
+    lines.append(f"| {name} | {searched} | {w['mean']:.4g} ± "
                  f"{w['std']:.2g} | {r['mean']:.4g} ± {r['std']:.2g} "
                  f"| {'' if sec is None else f'{sec:.1f}'} |")
   return "\n".join(lines) + "\n"
 
 
-def _searched(entry) -> str:
-  """A candidate's values of its method's search space ("" for the original and references)."""
+def _searched(label: str, entry) -> str:
+  """A candidate's values of its method's search space ("" for the original and references);
+  an entry without a `method` field runs the method its label names."""
   if not entry:
     return ""
-  space = unlearn.get_method(entry.get("method") or "retrained").search_space
+  space = unlearn.get_method(entry.get("method") or label).search_space
   return ", ".join(f"{k}={entry[k]:g}" if isinstance(entry[k], float) else f"{k}={entry[k]}"
                    for k in space if k in entry)

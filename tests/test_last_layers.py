@@ -41,8 +41,9 @@ def test_the_last_k_layers_count_kernels_and_keep_the_norms_between():
   order = list(params)
   assert last_layers.last_layers(order, params, 1) == ["Dense_0"]
   assert last_layers.last_layers(order, params, 2) == ["Conv_1", "BatchNorm_1", "Dense_0"]
-  with pytest.raises(UserError, match="3 layers with kernels"):
-    last_layers.last_layers(order, params, 4)
+  for k in (4, 0):  # k = 0 would slice from the first kernel on: every layer
+    with pytest.raises(UserError, match="3 layers with kernels"):
+      last_layers.last_layers(order, params, k)
 
 
 @pytest.mark.parametrize("method", [last_layers.eu_k, last_layers.cf_k])

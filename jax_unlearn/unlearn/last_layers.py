@@ -35,28 +35,23 @@ SEARCH_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [3, 5, 10], "k": [1, 2, 3]}
 def layer_order(apply_fn, params: Mapping, x: np.ndarray, rest: Mapping) -> list[str]:
   """The top-level entries of `params` in the order the forward pass first uses them (ties and
   unused entries: by name)."""
-  names = list(params)
-  leaves = [jax.tree_util.tree_leaves(params[n]) for n in names]
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
 
-  def forward(*flat):
-    tree, i = {}, 0
-    for n, group in zip(names, leaves):
-      treedef = jax.tree_util.tree_structure(params[n])
-      tree[n] = jax.tree_util.tree_unflatten(treedef, flat[i:i + len(group)])
-      i += len(group)
-    return apply_fn({**rest, "params": tree}, jnp.asarray(x[:2]), train=False)
+  def forward(*leaves):
+    return apply_fn({**rest, "params": jax.tree_util.tree_unflatten(treedef, leaves)},
+                    jnp.asarray(x[:2]), train=False)
 
-  jaxpr = jax.make_jaxpr(forward)(*[leaf for group in leaves for leaf in group]).jaxpr
+  jaxpr = jax.make_jaxpr(forward)(*[leaf for _, leaf in flat]).jaxpr
   first_use = {}
   for index, eqn in enumerate(jaxpr.eqns):
     for var in eqn.invars:
       if isinstance(var, jax_core.Var) and var not in first_use:
         first_use[var] = index
-  owner = [n for n, group in zip(names, leaves) for _ in group]
-  place = {}
-  for var, name in zip(jaxpr.invars, owner):
-    place[name] = min(place.get(name, len(jaxpr.eqns)), first_use.get(var, len(jaxpr.eqns)))
-  return sorted(names, key=lambda n: (place[n], n))
+  place = {name: len(jaxpr.eqns) for name in params}
+  for var, (path, _) in zip(jaxpr.invars, flat):
+    name = path[0].key
+    place[name] = min(place[name], first_use.get(var, len(jaxpr.eqns)))
+  return sorted(params, key=lambda n: (place[n], n))
 
 
 def last_layers(order: Sequence[str], params: Mapping, k: int) -> list[str]:
@@ -65,9 +60,9 @@ def last_layers(order: Sequence[str], params: Mapping, k: int) -> list[str]:
   kernels = [i for i, n in enumerate(order)
              if any("kernel" in jax.tree_util.keystr(path)
                     for path, _ in jax.tree_util.tree_flatten_with_path(params[n])[0])]
-  if k > len(kernels):
-    raise UserError(f"the model has {len(kernels)} layers with kernels; k = {k} asks for more.",
-                    f"set k between 1 and {len(kernels)}.")
+  if not 1 <= k <= len(kernels):
+    raise UserError(f"the model has {len(kernels)} layers with kernels; k = {k} is not one of "
+                    "them.", f"set k between 1 and {len(kernels)}.")
   return list(order[kernels[-k]:])
 
 
