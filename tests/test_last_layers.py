@@ -6,18 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_unlearn import losses, train
+from jax_unlearn import train
 from jax_unlearn.bench.cases import MODELS
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, get_model, init_linen
-from jax_unlearn.unlearn import Context, last_layers
+from jax_unlearn.unlearn import last_layers
 
 import toy
-
-
-def _ctx(key=7, members=None):
-  keys = jnp.stack([jax.random.key(k) for k in key]) if members else jax.random.key(key)
-  return Context(toy.APPLY, toy.init, losses.mse, keys, members=members)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +44,7 @@ def test_the_last_k_layers_count_kernels_and_keep_the_norms_between():
 @pytest.mark.parametrize("method", [last_layers.eu_k, last_layers.cf_k])
 def test_only_the_last_layers_change_and_the_retain_rows_are_kept(problem, method):
   data, original, test = problem
-  result = method(_ctx(), original, data, {"k": 1, "epochs": 20, "lr": 0.01})
+  result = method(toy.context(), original, data, {"k": 1, "epochs": 20, "lr": 0.01})
   params, before = result.variables["params"], original["params"]
   assert result.record["layers"] == ["Dense_2"]
   for frozen in ("Dense_0", "Dense_1"):
@@ -62,7 +57,7 @@ def test_only_the_last_layers_change_and_the_retain_rows_are_kept(problem, metho
 def test_eu_k_starts_its_layers_from_fresh_weights(problem):
   """With no training step, EU-k's last layer is the fresh init's, the others the original's."""
   data, original, _ = problem
-  result = last_layers.eu_k(_ctx(), original, data, {"k": 1, "lr": 1e-12, "epochs": 1})
+  result = last_layers.eu_k(toy.context(), original, data, {"k": 1, "lr": 1e-12, "epochs": 1})
   fresh = toy.init(jax.random.fold_in(jax.random.key(7), 1))  # PURPOSE_INIT of the run's key
   np.testing.assert_allclose(result.variables["params"]["Dense_2"]["kernel"],
                              fresh["params"]["Dense_2"]["kernel"], atol=1e-8)
@@ -73,9 +68,9 @@ def test_eu_k_starts_its_layers_from_fresh_weights(problem):
 def test_ensemble_members_equal_single_runs(problem):
   data, original, _ = problem
   config = {"k": 2, "epochs": 1}
-  stacked = last_layers.eu_k(_ctx((0, 1), members=2), train.ensemble.stack([original] * 2), data,
+  stacked = last_layers.eu_k(toy.context((0, 1), members=2), train.ensemble.stack([original] * 2), data,
                              config)
   for k in (0, 1):
-    single = last_layers.eu_k(_ctx(k), original, data, config)
+    single = last_layers.eu_k(toy.context(k), original, data, config)
     chex.assert_trees_all_close(train.ensemble.member(stacked.variables, k), single.variables,
                                 rtol=1e-4, atol=1e-6)

@@ -20,11 +20,6 @@ RETRAINED_FORGET = 0.1  # a floor of the retrained model's forget MSE on the toy
 RETAIN_BOUND = 0.05  # a tenth of the toy labels' variance (0.5)
 
 
-def _ctx(key=7, members=None):
-  keys = jnp.stack([jax.random.key(k) for k in key]) if members else jax.random.key(key)
-  return Context(toy.APPLY, toy.init, losses.mse, keys, members=members)
-
-
 @pytest.fixture(scope="module")
 def problem():
   return toy.problem()
@@ -43,7 +38,7 @@ def runs(problem):
   data, original, test = problem
   out = {"original": (None, toy.errors(original, test))}
   for name, (method, config) in RUNS.items():
-    result = method(_ctx(), original, data, config)
+    result = method(toy.context(), original, data, config)
     out[name] = (result, toy.errors(result.variables, test))
   return out
 
@@ -120,7 +115,7 @@ def test_salun_mask_selects_exactly_the_top_share_over_all_arrays():
 def test_salun_trains_only_masked_weights(problem, runs):
   data, original, _ = problem
   gradient, _ = importance.gradient_statistic(
-      _ctx(), original, {"x": data.x[data.forget], "y": data.y[data.forget]},
+      toy.context(), original, {"x": data.x[data.forget], "y": data.y[data.forget]},
       importance.task_objective(losses.mse), batch_size=64, squared=False)
   mask = salun.saliency_mask(jax.tree_util.tree_map(jnp.abs, gradient), 0.5)
   result = runs["salun"][0]
@@ -148,7 +143,7 @@ def test_l1_sparse_traces_its_penalty_once(problem, monkeypatch):
   make_hook = l1_sparse.l1_penalty_hook
   monkeypatch.setattr(l1_sparse, "l1_penalty_hook",
                       lambda *args: chex.assert_max_traces(make_hook(*args), n=1))
-  result = l1_sparse.l1_sparse(_ctx(), original, data, {"epochs": 2, "batch_size": 64})
+  result = l1_sparse.l1_sparse(toy.context(), original, data, {"epochs": 2, "batch_size": 64})
   assert result.record["steps"] == result.record["l1_steps"] == 2 * -(-len(data.retain_x) // 64)
 
 
@@ -236,10 +231,10 @@ def test_msg_forgets_more_the_more_it_reinitialises(runs):
                                            (salun.salun, {"epochs": 1})])
 def test_ensemble_members_equal_single_runs(problem, method, config):
   data, original, _ = problem
-  stacked = method(_ctx((0, 1), members=2), train.ensemble.stack([original, original]), data,
+  stacked = method(toy.context((0, 1), members=2), train.ensemble.stack([original, original]), data,
                    config)
   for k in (0, 1):
-    single = method(_ctx(k), original, data, config)
+    single = method(toy.context(k), original, data, config)
     chex.assert_trees_all_close(train.ensemble.member(stacked.variables, k), single.variables,
                                 rtol=1e-4, atol=1e-6)
   fraction = "dampened_fraction" if method is ssd.ssd else "masked_fraction"
@@ -256,4 +251,4 @@ def test_ensemble_members_equal_single_runs(problem, method, config):
 def test_bad_settings_raise(problem, method, config):
   data, original, _ = problem
   with pytest.raises(UserError):
-    method(_ctx(), original, data, config)
+    method(toy.context(), original, data, config)

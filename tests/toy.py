@@ -13,7 +13,7 @@ import numpy as np
 
 from jax_unlearn import losses, train
 from jax_unlearn.models import MLP, from_linen, init_linen
-from jax_unlearn.unlearn import UnlearnData
+from jax_unlearn.unlearn import Context, UnlearnData
 
 MODEL = MLP(hidden=(32, 32))
 APPLY = from_linen(MODEL)
@@ -21,6 +21,12 @@ APPLY = from_linen(MODEL)
 
 def init(key):
   return init_linen(MODEL, key, jnp.zeros((1, 1)))
+
+
+def context(key=7, members=None):
+  """A method's Context on the toy model: one key, or (with `members`) one key per member."""
+  keys = jnp.stack([jax.random.key(k) for k in key]) if members else jax.random.key(key)
+  return Context(APPLY, init, losses.mse, keys, members=members)
 
 
 def _cosine(r, n):
