@@ -267,3 +267,25 @@ def test_members_with_fixed_blocks_equal_single_runs_on_four_devices():
     single = train.train_model(apply_fn, variables[k], loss, arrays, recipe,
                                rng=jax.random.key(k), seed=k, dp=dp)
     _close(ensemble.member(out.variables, k), single.variables)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_members_of_unequal_lengths_train_as_single_runs(scan):
+  """Ragged members (40, 25 and 10 rows, batches of 16): the shorter ones skip the padding
+  batches that end their epochs, and the one shorter than a batch trains on all its rows."""
+  full = _data()
+  per = [full, {k: v[:25] for k, v in full.items()}, {k: v[:10] for k, v in full.items()}]
+  apply_fn, variables, _ = _setup(full)
+  loss_fn = train.supervised_loss(losses.mse)
+  recipe = train.Recipe(epochs=3, batch_size=16, lr=0.01, scan=scan)
+  out = train.train_model(apply_fn, ensemble.stack(variables), loss_fn, per, recipe,
+                          rng=_rngs(len(SEEDS)), seed=SEEDS)
+  for k, seed in enumerate(SEEDS):
+    alone = train.train_model(apply_fn, variables[k], loss_fn, per[k],
+                              train.Recipe(epochs=3, batch_size=min(16, len(per[k]["x"])),
+                                           lr=0.01, scan=scan),
+                              rng=jax.random.key(k), seed=seed)
+    assert alone.steps == 3 * -(-len(per[k]["x"]) // 16)
+    _close(ensemble.member(out.variables, k), alone.variables)
+    np.testing.assert_allclose([h["train_loss"][k] for h in out.history],
+                               [h["train_loss"] for h in alone.history], rtol=1e-5)

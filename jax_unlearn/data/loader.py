@@ -41,6 +41,8 @@ class ArrayLoader:
     augment: host-side numpy transform of "x" (e.g. random crop and flip), seeded per batch.
     per_host: each process yields only its rows of a batch (data parallel); False: every
       process yields whole batches, augmented alike (an ensemble's members train whole).
+    pad_to: pad every batch to at least this many rows, also when there are fewer samples
+      than a batch (an ensemble member with few rows, in its fellows' batch shape).
   """
 
   seekable = True  # `fit` starts a resumed epoch with `start` instead of skipping batches
@@ -48,7 +50,7 @@ class ArrayLoader:
 
   def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: int = 0,
                shuffle: bool = True, dp: parallel.DataParallel | None = None,
-               augment: Augment | None = None, per_host: bool = True):
+               augment: Augment | None = None, per_host: bool = True, pad_to: int = 0):
     n = len(arrays["x"])
     if any(len(v) != n for v in arrays.values()):
       raise UserError("arrays of a loader have different lengths: "
@@ -64,7 +66,7 @@ class ArrayLoader:
     self.batch_size = min(batch_size, n)
     self.seed, self.shuffle, self.augment = seed, shuffle, augment
     dp = parallel.resolve(dp)
-    self.padded = dp.padded(self.batch_size)
+    self.padded = dp.padded(max(self.batch_size, pad_to))
     self.rows = dp.host_rows(self.padded) if per_host else slice(None)
     self.per_host = per_host
 
@@ -101,6 +103,17 @@ class ArrayLoader:
       return np.zeros((0, self.padded), np.int32), np.zeros((0, self.padded), np.float32)
     idx, valid = zip(*parts)
     return np.stack(idx).astype(np.int32), np.stack(valid)
+
+  def empty_batch(self) -> dict[str, np.ndarray]:
+    """A batch of padding only (mask 0), shaped as every batch: what a member that has run out of
+    rows gets while longer members finish their epoch (`train.ensemble.EnsembleBatches`)."""
+    full = np.zeros(self.padded, np.int64)[self.rows]
+    batch = {k: records.take(v, full) for k, v in self.arrays.items()}
+    batch["forget"] = batch["forget"].astype(np.float32)
+    batch["mask"] = np.zeros(len(full), np.float32)
+    if self.augment is not None:  # the same dtype and shape as an augmented batch
+      batch["x"] = self.augment(batch["x"], np.random.default_rng(0))
+    return batch
 
   def _order(self, epoch: int) -> np.ndarray:
     return epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)

@@ -47,6 +47,12 @@ def member(tree: Any, k: int) -> Any:
   return jax.tree_util.tree_map(lambda a: a[k], tree)
 
 
+def take(tree: Any, members: Sequence[int]) -> Any:
+  """The members `members` of a stacked pytree, in that order (a stacked pytree again)."""
+  index = jnp.asarray(members)
+  return jax.tree_util.tree_map(lambda a: a[index], tree)
+
+
 def size(tree: Any) -> int:
   """K, the length of the leading model axis of a stacked pytree."""
   return len(jax.tree_util.tree_leaves(tree)[0])
@@ -74,7 +80,7 @@ def create_ensemble_state(variables: Mapping | Sequence[Mapping], tx: optax.Grad
 def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTransformation,
                        *, donate: bool = True, chunk: int | None = None,
                        members: parallel.Members | None = None, blocks: int | None = None,
-                       param_hook=None):
+                       param_hook=None, skip_empty: bool = False):
   """`step(state, batch, rng, frozen=None) -> (state, metrics)` over K members, jitted once.
 
   The per-member update is `make_train_step`'s own step, vmapped, so members train as single
@@ -85,13 +91,16 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
   activations. `blocks` cuts each member's batch into fixed row blocks (`train.in_blocks`), as a
   single model's step with `batch_shards` does, so BatchNorm sees the same rows in both.
   `param_hook` as `make_train_step`'s (per member: its own frozen pytree and step).
+  `skip_empty`: a member whose batch is all padding keeps its state (members of unequal lengths
+  in `EnsembleBatches` pad their shorter epochs with such batches), and reports "active" 0 then.
   """
   if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
     raise UserError(f"ensemble chunk must be a positive integer or None, got {chunk!r}.",
                     "use None (all members at once) or a divisor of the member count.")
   members = members or parallel.Members.create(1)
-  vmapped = jax.vmap(make_train_step(apply_fn, loss_fn, tx, donate=False, blocks=blocks,
-                                     param_hook=param_hook).pure)
+  one = make_train_step(apply_fn, loss_fn, tx, donate=False, blocks=blocks,
+                        param_hook=param_hook).pure
+  vmapped = jax.vmap(_skipping_empty(one) if skip_empty else one)
 
   def local(state: TrainState, batch, rng, frozen):
     k = size(state)  # this device's members
@@ -128,6 +137,22 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
   return call
 
 
+def _skipping_empty(step: Callable) -> Callable:
+  """`step`, except that a batch without real rows leaves the state as it was (no optimizer
+  update, no step count), so a member with fewer batches trains as it would alone."""
+
+  def call(state, batch, rng, frozen=None):
+    active = jnp.sum(batch["mask"]) > 0
+    new, metrics = step(state, batch, rng, frozen)
+    keep = lambda n, o: jnp.where(active, n, o)  # noqa: E731
+    metrics = {key: jnp.where(active, value, jnp.zeros_like(value))
+               for key, value in metrics.items()}
+    return (jax.tree_util.tree_map(keep, new, state),
+            {**metrics, "active": active.astype(jnp.float32)})
+
+  return call
+
+
 def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray]:
   """`fn` of one model's variables applied to each of K stacked members: [K] values (members
   held by other processes are gathered first)."""
@@ -141,16 +166,23 @@ def per_member(fn: Callable[[Any], float], k: int) -> Callable[[Any], np.ndarray
 
 class EnsembleBatches:
   """`batches(epoch)`: [K, B, ...] numpy batches, member k's rows in its own loader's order
-  (only this process's members when several processes share the ensemble)."""
+  (only this process's members when several processes share the ensemble).
+
+  Members may hold different numbers of rows: an epoch then has the longest member's
+  batches, and a shorter member's epoch ends with batches of padding only, which a step made with
+  `skip_empty` passes over.
+  """
 
   seekable = True  # as ArrayLoader: `batches(epoch, start)` resumes at a batch
 
-  def __init__(self, loaders: Sequence[ArrayLoader], shared: bool):
+  def __init__(self, loaders: Sequence[ArrayLoader], shared: bool, batches: int | None = None):
     self.loaders = list(loaders)
-    self.per_member_rows = not shared  # each member its own rows, equally long
+    self.per_member_rows = not shared  # each member its own rows
+    # Batches per epoch: the longest member's of the whole ensemble (of every process's members).
+    self.batches = max(len(loader) for loader in self.loaders) if batches is None else batches
 
   def __len__(self) -> int:
-    return len(self.loaders[0])
+    return self.batches
 
   @property
   def on_device(self) -> bool:
@@ -161,15 +193,27 @@ class EnsembleBatches:
     if not self.per_member_rows:
       return self.loaders[0].device_rows()
     per = [loader.device_rows() for loader in self.loaders]
-    return {key: np.stack([p[key] for p in per]) for key in per[0]}
+    longest = max(len(p["x"]) for p in per)  # shorter members repeat their first row (unread)
+    return {key: np.stack([np.concatenate([p[key]] + [p[key][:1]] * (longest - len(p[key])))
+                           for p in per]) for key in per[0]}
 
   def plan(self, epoch: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each member's `ArrayLoader.plan`: [batches, K, padded] row indices and validity."""
-    idx, valid = zip(*(loader.plan(epoch, start) for loader in self.loaders))
+    """Each member's `ArrayLoader.plan`: [batches, K, padded] row indices and validity (a
+    shorter member's extra batches: row 0, invalid)."""
+    count = len(self) - start
+    idx, valid = [], []
+    for loader in self.loaders:
+      i, v = loader.plan(epoch, min(start, len(loader)))
+      extra = count - len(i)
+      idx.append(np.concatenate([i, np.zeros((extra, loader.padded), i.dtype)]))
+      valid.append(np.concatenate([v, np.zeros((extra, loader.padded), v.dtype)]))
     return np.stack(idx, axis=1), np.stack(valid, axis=1)
 
   def __call__(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    for parts in zip(*(loader(epoch, start) for loader in self.loaders)):
+    empty = [loader.empty_batch() for loader in self.loaders]
+    each = [loader(epoch, min(start, len(loader))) for loader in self.loaders]
+    for _ in range(start, len(self)):
+      parts = [next(it, e) for it, e in zip(each, empty)]
       yield {key: np.stack([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -180,25 +224,27 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
   """Batches for K members, member k shuffled (and augmented) by seed `seeds[k]`.
 
   `arrays` are shared by every member, or one mapping per member (e.g. its own relabelled
-  rows, of the same length). Each member's batches are exactly
-  `ArrayLoader(arrays_k, batch_size, seed=seeds[k], augment=augment)`'s (padded and masked
-  alike), so every member has the same number of batches per epoch; with `blocks`, padded to
-  whole fixed row blocks as a single model's loader on a `DataParallel` with those shards.
+  rows; members of different lengths share the longest one's epoch, and one with fewer rows
+  than a batch trains on all of them at each step, padded to its fellows' batch shape).
+  Each member's batches are exactly `ArrayLoader(arrays_k, batch_size, seed=seeds[k],
+  augment=augment)`'s (padded and masked alike); with `blocks`, padded to whole fixed row blocks
+  as a single model's loader on a `DataParallel` with those shards.
   `members`: the members to read (this process's, `Members.local_members`); all by default.
   """
   if len(seeds) == 0:
     raise UserError("an ensemble needs at least one member seed.", "pass one seed per member.")
   per = [arrays] * len(seeds) if isinstance(arrays, Mapping) else list(arrays)
-  if len(per) != len(seeds) or len({len(a["x"]) for a in per}) != 1:
-    raise UserError(f"an ensemble of {len(seeds)} members got {len(per)} sets of arrays of "
-                    f"lengths {sorted({len(a['x']) for a in per})}.",
-                    "pass one mapping shared by all members, or one per member, equally long.")
+  if len(per) != len(seeds):
+    raise UserError(f"an ensemble of {len(seeds)} members got {len(per)} sets of arrays.",
+                    "pass one mapping shared by all members, or one per member.")
   dp = parallel.DataParallel(parallel.resolve(None).mesh, blocks) if blocks else None
   # A member's batch is whole, on one device: the process holding it reads all of its rows.
   members = range(len(seeds)) if members is None else members
+  longest = max(-(-len(a["x"]) // min(batch_size, len(a["x"]))) for a in per)
   return EnsembleBatches([ArrayLoader(per[k], batch_size, seed=int(seeds[k]), augment=augment,
-                                      dp=dp, per_host=False) for k in members],
-                         shared=isinstance(arrays, Mapping))
+                                      dp=dp, per_host=False, pad_to=batch_size)
+                          for k in members],
+                         shared=isinstance(arrays, Mapping), batches=longest)
 
 
 def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:

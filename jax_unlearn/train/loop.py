@@ -192,7 +192,12 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
     if stacked is not None:
       # Every part the step reports besides the loss (e.g. a method's retain and forget terms),
       # averaged over the epoch's steps: [steps] values, or [steps, K] for an ensemble.
-      parts = {f"train_{key}": _plain(np.mean(np.asarray(value, np.float64), axis=0))
+      # A ragged ensemble's members count only their own batches ("active", see
+      # `ensemble.make_ensemble_step`).
+      active = np.asarray(stacked.pop("active", 1.0), np.float64)
+      counted = np.maximum(np.sum(np.broadcast_to(active, np.shape(stacked["loss"])), axis=0), 1)
+      parts = {f"train_{key}": _plain(np.sum(np.asarray(value, np.float64) * active, axis=0)
+                                      / counted)
                for key, value in stacked.items() if key != "loss" and np.ndim(value) <= 2}
       values = np.asarray(stacked["loss"], np.float64)
       if not np.all(np.isfinite(values)):
@@ -203,7 +208,8 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
             f"{who}. Lower the learning rate (train.lr) or enable gradient clipping "
             "(train.clip_norm).")
       loss_sum = values.sum(axis=0)
-    record = {"epoch": epoch + 1, "train_loss": _plain(loss_sum / max(n_batches, 1)), **parts}
+    record = {"epoch": epoch + 1,
+              "train_loss": _plain(loss_sum / (counted if stacked is not None else 1)), **parts}
     if validate is not None:
       val = np.asarray(validate(state.variables), np.float64)  # [] or [K]
       record["val_loss"] = _plain(val)
@@ -226,6 +232,15 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
       return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
                        interrupted_at=(epoch + 1, 0))
   return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
+
+
+def _ragged(arrays, batch_size: int) -> bool:
+  """Whether an ensemble's members have different numbers of batches per epoch (then each
+  skips the padding batches at the end of its shorter epoch); judged on all members, so every
+  process of a multi-process ensemble compiles the same step."""
+  if isinstance(arrays, Mapping):
+    return False
+  return len({-(-len(a["x"]) // batch_size) for a in arrays}) > 1
 
 
 def _plain(value):
@@ -389,8 +404,9 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   dp = parallel.resolve(dp)
   name = stage.name
   seeds = None if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+  # Members with their own rows pad a short member's batches to the others' shape.
   n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
-  if recipe.batch_size > n:
+  if recipe.batch_size > n and isinstance(arrays, Mapping):
     raise UserError(f"{name}: batch size {recipe.batch_size} is larger than the {n} samples it "
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
@@ -416,11 +432,12 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
     k = len(seeds)
     place = dp.members(k)
     state = ensemble.create_ensemble_state(variables, tx, place)
-    step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards,
-                                          param_hook=param_hook)
-    frozen, rng = place.put(frozen), place.put(rng)
     loader = ensemble.ensemble_batches(arrays, recipe.batch_size, seeds, augment=augment,
                                        blocks=dp.shards, members=place.local_members())
+    step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards,
+                                          param_hook=param_hook,
+                                          skip_empty=_ragged(arrays, recipe.batch_size))
+    frozen, rng = place.put(frozen), place.put(rng)
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
   ckpt = Checkpointer(stage.directory, max_to_keep=1) if stage.directory else None
