@@ -153,7 +153,7 @@ def load_experiment(config: ml_collections.ConfigDict, workdir: str, *,
     facts["quantiles"] = tuple(task.quantiles)
   model_kwargs = {k: v for k, v in config.model.kwargs.to_dict().items() if v is not None}
   module = get_model(config.model.name, data_facts=facts, **model_kwargs)
-  apply_fn = from_linen(module)
+  apply_fn = unlearn.sisa.serving(from_linen(module))  # sharded models (sisa) too
   sample_x = np.asarray(ds.train.x[:2])  # decoded, when the inputs are streamed
 
   def init_fn(key):
@@ -233,7 +233,7 @@ def run_methods(exp: Experiment, original: train.TrainOutcome) -> tuple[dict, di
   ds, masks, spec = exp.ds, exp.masks, exp.spec
   method_data = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,
                                     val_x=ds.val.x[~masks.val], val_y=ds.val.y[~masks.val],
-                                    augment=exp.augment)
+                                    augment=exp.augment, group=ds.train.group)
   models, records, auxiliary = {"original": original.variables}, {}, {}
   stages = {"retrained": ("retrained", spec.train)}
   if spec.audit["enabled"]:

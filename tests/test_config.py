@@ -169,6 +169,18 @@ def test_a_method_variant_runs_its_method_under_its_own_label():
     configs.method_settings(c, "bad")
 
 
+def test_a_method_that_trains_as_the_original_inherits_its_recipe():
+  """sisa's shard models take the config's `train` recipe unless the entry sets its own."""
+  c = _demo()
+  c.methods.sisa = configs.method_entry("sisa")
+  c.methods.sisa_fast = configs.method_variant("sisa", epochs=2)
+  own = configs.method_settings(c, "sisa")
+  for key in ("epochs", "lr", "plateau_factor", "plateau_patience", "batch_size"):
+    assert own[key] == c.train[key], key
+  assert configs.method_settings(c, "sisa_fast")["epochs"] == 2
+  assert configs.method_settings(c, "finetune")["epochs"] != c.train.epochs  # its own
+
+
 def test_a_method_setting_out_of_range_fails_before_any_training(tmp_path):
   from jax_unlearn import configs, pipeline
   c = _demo()

@@ -100,12 +100,17 @@ def train_settings(c: ml_collections.ConfigDict) -> dict:
   return settings.merge(unlearn.get_method("retrained").defaults, c.train, "train")
 
 
+def _inherited(m: unlearn.Method) -> list[str]:
+  """The settings of method `m` a config fills from `train` when they are None: the common
+  ones it does not fix itself, and those it declares it inherits."""
+  return [k for k in INHERITED if k not in m.own_defaults] + list(m.inherits)
+
+
 def method_entry(method: str) -> ml_collections.ConfigDict:
-  """A method's config entry: its defaults, the inherited settings it does not fix itself None
-  (filled from `train`, see `method_settings`)."""
+  """A method's config entry: its defaults, the inherited settings None (filled from `train`,
+  see `method_settings`)."""
   m = unlearn.get_method(method)
-  inherited = [k for k in INHERITED if k not in m.own_defaults]
-  return ml_collections.ConfigDict({**m.defaults, **dict.fromkeys(inherited)})
+  return ml_collections.ConfigDict({**m.defaults, **dict.fromkeys(_inherited(m))})
 
 
 def method_variant(method: str, **changes) -> ml_collections.ConfigDict:
@@ -148,10 +153,11 @@ def method_settings(c: ml_collections.ConfigDict, label: str) -> dict:
   """A `c.methods` entry's settings, inherited ones filled from `train`, checked."""
   given = c.methods[label].to_dict()
   given.pop("method", None)
-  for key in INHERITED:
+  m = unlearn.get_method(method_of(c, label))
+  for key in _inherited(m):
     if given.get(key) is None:
       given[key] = c.train[key]
-  return unlearn.get_method(method_of(c, label)).settings(given)
+  return m.settings(given)
 
 
 def shrink_for_smoke(c: ml_collections.ConfigDict, keep: Sequence[str] = ()) -> None:

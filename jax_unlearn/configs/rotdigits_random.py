@@ -14,8 +14,13 @@ from jax_unlearn.configs import demo
 def get_config():
   c = demo.get_config()
   c.experiment = "rotdigits_random"
+  forget_random_tenth(c)
+  return c
+
+
+def forget_random_tenth(c) -> None:
+  """In place: the forget request becomes a random 10% of the training rows (seed 0)."""
   c.forget.kind = "random"
   c.forget.fraction = 0.1
   c.forget.seed = 0
   c.forget.high = None
-  return c

@@ -17,6 +17,7 @@ procedure over the one generic train step (`train.train_model`), model-agnostic 
   jit_lipschitz  JiT: smoothing the output around the forget rows (forget data only)
   neighbours     forget labels replaced by their retain neighbours' mean, then fine-tuning
   eu_k, cf_k     the last k layers retrained from fresh weights / fine-tuned, on the retain rows
+  sisa           exact unlearning by shards: only the shards holding forget rows retrain
 """
 import dataclasses
 import itertools
@@ -27,7 +28,7 @@ import numpy as np
 from jax_unlearn.errors import UserError, unknown_name
 from jax_unlearn.unlearn import (bad_teacher, base, blindspot, finetune, fisher, gaussian,
                                  jit_lipschitz, l1_sparse, last_layers, msg, neggrad, neighbours,
-                                 retrained, salun, scrub, ssd)
+                                 retrained, salun, scrub, sisa, ssd)
 from jax_unlearn.unlearn.base import COMMON_DEFAULTS, Context, MethodResult, UnlearnData
 from jax_unlearn.unlearn.blindspot import attention_distance, attention_map, make_blindspot_loss
 
@@ -35,20 +36,22 @@ from jax_unlearn.unlearn.blindspot import attention_distance, attention_map, mak
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A registered method: its procedure, its own defaults (over COMMON_DEFAULTS), the bounds of
-  its own bounded settings (`base.settings`) and its tuning search space (setting -> candidate
-  values, the defaults among them)."""
+  its own bounded settings (`base.settings`), its tuning search space (setting -> candidate
+  values, the defaults among them) and the settings a config fills from the original's recipe
+  (`train`) unless it sets them (`inherits`: a method that trains models as the original does)."""
   name: str
   run: Callable[..., MethodResult]
   own_defaults: Mapping[str, Any]
   ranges: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   search_space: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
+  inherits: tuple[str, ...] = ()
 
   @classmethod
   def of(cls, name: str, module) -> "Method":
-    """The method `name` as its module declares it: the function `name`, DEFAULTS, RANGES and
-    SEARCH_SPACE."""
+    """The method `name` as its module declares it: the function `name`, DEFAULTS, RANGES,
+    SEARCH_SPACE and INHERITS."""
     return cls(name, getattr(module, name), module.DEFAULTS, getattr(module, "RANGES", {}),
-               getattr(module, "SEARCH_SPACE", {}))
+               getattr(module, "SEARCH_SPACE", {}), tuple(getattr(module, "INHERITS", ())))
 
   @property
   def defaults(self) -> dict:
@@ -93,6 +96,7 @@ _METHODS = {m.name: m for m in (
     Method.of("neighbours", neighbours),
     Method.of("eu_k", last_layers),
     Method.of("cf_k", last_layers),
+    Method.of("sisa", sisa),
 )}
 
 

@@ -48,6 +48,8 @@ class UnlearnData:
     val_x, val_y: validation rows of the retain cohort, for best-checkpoint selection (may be
       empty, then the final model is kept).
     augment: optional host-side augmentation of "x" for the loaders (see data.loader).
+    group: optional [N] group ids of the training rows (a person, a customer), for methods
+      that keep a group's rows together (sisa).
   """
   x: np.ndarray
   y: np.ndarray
@@ -55,6 +57,7 @@ class UnlearnData:
   val_x: np.ndarray
   val_y: np.ndarray
   augment: Callable | None = None
+  group: np.ndarray | None = None
 
   def __post_init__(self):
     self.x, self.y = records.as_rows(self.x), np.asarray(self.y, np.float32)
@@ -84,6 +87,9 @@ class UnlearnData:
     if forget.all():
       raise UserError("the retain set is empty: every training row is marked to forget.",
                       "forget a strict subset of the training set.")
+    if self.group is not None and len(self.group) != n:
+      raise UserError(f"the group ids have {len(self.group)} rows, the training set {n}.",
+                      "give one group id per training row.")
     _check_finite("training labels", self.y)
     _check_finite("validation labels", self.val_y)
 
