@@ -73,6 +73,20 @@ def test_unlearned_is_the_sharded_training_on_the_retain_rows(problem, shard_by,
   assert touched == ([0, 1, 2, 3] if shard_by == "random" else [touched[0]])
 
 
+def test_forget_rows_in_a_late_slice_retrain_from_the_slice_before(problem):
+  """Forget rows only in shard 1's second slice: its first slice is kept, the second retrains,
+  and the result is still the sharded training on the retain rows."""
+  data, original, _ = problem
+  s = {**SETTINGS, "shards": 4, "slices": 2}
+  shard, slice_ = sisa.assign(len(data.x), 4, 2, seed=0)
+  late = dataclasses.replace(data, forget=(shard == 1) & (slice_ == 1) & (data.y[:, 0] > 0))
+  ctx = toy.context()
+  result = sisa.sisa(ctx, original, late, s)
+  assert result.record["touched_shards"] == [1] and result.record["first_forget_slices"] == [1]
+  chex.assert_trees_all_close(_get(result.variables), _get(_from_scratch(ctx, late, s)),
+                              rtol=1e-5, atol=1e-6)
+
+
 def test_a_group_request_retrains_only_its_shard(problem):
   data, original, test = problem
   result = sisa.sisa(toy.context(), original, data, {**SETTINGS, "shards": 4,

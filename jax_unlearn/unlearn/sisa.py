@@ -96,8 +96,9 @@ def sisa(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
   record = {**cost, "reused": original["reused"] and cost["reused"],
             "original_seconds": original["seconds"], "shards": s["shards"], "slices": s["slices"],
             "touched_shards": touched, "first_forget_slices": list(first_forget.values()),
-            "retrained_rows": int(sum(((shard == t) & (slice_ >= r) & ~data.forget).sum()
-                                      for t, r in first_forget.items())),
+            # The retain rows the retrained shards train on (each slice stage adds its rows to
+            # the earlier slices').
+            "retrained_rows": int(np.sum(np.isin(shard, touched) & ~data.forget)),
             "wall_seconds": time.perf_counter() - t0}
   return base.MethodResult(plan.served(unlearned[-1]), record,
                            {"sisa_original": plan.served(after_slice[-1])})
@@ -160,22 +161,24 @@ class Plan:
     """
     first = first if first is not None else {t: 0 for t in range(self.s["shards"])}
     after, cost = [], {"steps": 0, "seconds": 0.0, "reused": True}
-    for r in range(self.s["slices"]):
-      begin = self._fresh() if r == 0 else after[r - 1]  # untrained members hold `start`'s
-      current = begin if start is None else start[r]
-      rows = {m: self._rows(m, r, keep) for t in sorted(first) if first[t] <= r
-              for m in self.members([t])}
-      live = [m for m in sorted(rows) if len(rows[m])]
-      current = _place(current, train.ensemble.take(begin, sorted(rows)), sorted(rows))
-      if live:
-        outcome = self._fit(stage, r, live, train.ensemble.take(begin, live), rows)
-        cost = {"steps": cost["steps"] + int(outcome.steps),
-                "seconds": cost["seconds"] + float(outcome.seconds),
-                "reused": cost["reused"] and bool(outcome.reused)}
-        current = _place(current, outcome.variables, live)
+    last = self.s["slices"] - 1
+    for r in range(last + 1):
+      current = None if start is None else start[r]
+      active = self.members([t for t in sorted(first) if first[t] <= r])
+      if active:
+        begin = self._fresh() if r == 0 else after[r - 1]  # untrained members hold `start`'s
+        current = _place(begin if current is None else current,
+                         train.ensemble.take(begin, active), active)
+        rows = {m: self._rows(m, r, keep) for m in active}
+        live = [m for m in active if len(rows[m])]
+        if live:
+          outcome = self._fit(stage, r, live, train.ensemble.take(begin, live), rows)
+          cost = {"steps": cost["steps"] + int(outcome.steps),
+                  "seconds": cost["seconds"] + float(outcome.seconds),
+                  "reused": cost["reused"] and bool(outcome.reused)}
+          current = _place(current, outcome.variables, live)
       after.append(current)
-    removed = [m for m, r in ((m, self.s["slices"] - 1) for t in first for m in self.members([t]))
-               if not len(self._rows(m, r, keep))]
+    removed = [m for m in self.members(sorted(first)) if not len(self._rows(m, last, keep))]
     if removed:
       after[-1] = _place(after[-1], jax.tree_util.tree_map(
           lambda a: jnp.full_like(a, jnp.nan) if jnp.issubdtype(a.dtype, jnp.floating) else a,
