@@ -107,13 +107,8 @@ class ArrayLoader:
   def empty_batch(self) -> dict[str, np.ndarray]:
     """A batch of padding only (mask 0), shaped as every batch: what a member that has run out of
     rows gets while longer members finish their epoch (`train.ensemble.EnsembleBatches`)."""
-    full = np.zeros(self.padded, np.int64)[self.rows]
-    batch = {k: records.take(v, full) for k, v in self.arrays.items()}
-    batch["forget"] = batch["forget"].astype(np.float32)
-    batch["mask"] = np.zeros(len(full), np.float32)
-    if self.augment is not None:  # the same dtype and shape as an augmented batch
-      batch["x"] = self.augment(batch["x"], np.random.default_rng(0))
-    return batch
+    none = np.zeros(self.padded, np.int64)
+    return self._read(none, none.astype(np.float32), np.random.default_rng(0))
 
   def _order(self, epoch: int) -> np.ndarray:
     return epoch_order(self.seed, epoch, self.n) if self.shuffle else np.arange(self.n)
@@ -128,11 +123,15 @@ class ArrayLoader:
   def _batch(self, order: np.ndarray, epoch: int, process: int, b: int) -> dict[str, np.ndarray]:
     """Batch b of an epoch's order: this process's rows of it, with mask 0 on the padding."""
     full, valid = self._indices(order, b)
+    return self._read(full, valid, np.random.default_rng([self.seed, epoch, b, process]))
+
+  def _read(self, full: np.ndarray, valid: np.ndarray,
+            rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """This process's rows of a whole batch `full` with validity `valid`, augmented by `rng`."""
     rows = full[self.rows]
     batch = {k: records.take(v, rows) for k, v in self.arrays.items()}
     batch["mask"] = (valid[self.rows] * batch.get("mask", 1.0)).astype(np.float32)
     if self.augment is not None:
-      rng = np.random.default_rng([self.seed, epoch, b, process])
       batch["x"] = self.augment(batch["x"], rng)
     batch["forget"] = batch["forget"].astype(np.float32)
     return batch

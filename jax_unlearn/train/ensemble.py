@@ -92,7 +92,8 @@ def make_ensemble_step(apply_fn: Callable, loss_fn: LossFn, tx: optax.GradientTr
   single model's step with `batch_shards` does, so BatchNorm sees the same rows in both.
   `param_hook` as `make_train_step`'s (per member: its own frozen pytree and step).
   `skip_empty`: a member whose batch is all padding keeps its state (members of unequal lengths
-  in `EnsembleBatches` pad their shorter epochs with such batches), and reports "active" 0 then.
+  in `EnsembleBatches.ragged` pad their shorter epochs with such batches), and reports "active"
+  0 then.
   """
   if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
     raise UserError(f"ensemble chunk must be a positive integer or None, got {chunk!r}.",
@@ -175,11 +176,13 @@ class EnsembleBatches:
 
   seekable = True  # as ArrayLoader: `batches(epoch, start)` resumes at a batch
 
-  def __init__(self, loaders: Sequence[ArrayLoader], shared: bool, batches: int | None = None):
+  def __init__(self, loaders: Sequence[ArrayLoader], shared: bool, counts: Sequence[int]):
     self.loaders = list(loaders)
     self.per_member_rows = not shared  # each member its own rows
-    # Batches per epoch: the longest member's of the whole ensemble (of every process's members).
-    self.batches = max(len(loader) for loader in self.loaders) if batches is None else batches
+    # Batches per epoch of every member of the whole ensemble (every process's members), so
+    # all processes run the longest member's epoch and compile the same step.
+    self.batches = max(counts)
+    self.ragged = len(set(counts)) > 1  # then the step must skip padding-only batches
 
   def __len__(self) -> int:
     return self.batches
@@ -240,11 +243,11 @@ def ensemble_batches(arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np
   dp = parallel.DataParallel(parallel.resolve(None).mesh, blocks) if blocks else None
   # A member's batch is whole, on one device: the process holding it reads all of its rows.
   members = range(len(seeds)) if members is None else members
-  longest = max(-(-len(a["x"]) // min(batch_size, len(a["x"]))) for a in per)
+  counts = [-(-len(a["x"]) // batch_size) for a in per]  # as ArrayLoader's len
   return EnsembleBatches([ArrayLoader(per[k], batch_size, seed=int(seeds[k]), augment=augment,
                                       dp=dp, per_host=False, pad_to=batch_size)
                           for k in members],
-                         shared=isinstance(arrays, Mapping), batches=longest)
+                         shared=isinstance(arrays, Mapping), counts=counts)
 
 
 def choose_chunk(members: int, member_bytes: int, budget_bytes: int) -> int | None:

@@ -234,15 +234,6 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
   return FitResult(state, best_vars, history, steps, time.perf_counter() - t0)
 
 
-def _ragged(arrays, batch_size: int) -> bool:
-  """Whether an ensemble's members have different numbers of batches per epoch (then each
-  skips the padding batches at the end of its shorter epoch); judged on all members, so every
-  process of a multi-process ensemble compiles the same step."""
-  if isinstance(arrays, Mapping):
-    return False
-  return len({-(-len(a["x"]) // batch_size) for a in arrays}) > 1
-
-
 def _plain(value):
   """A float, or a list of floats for an ensemble's [K] values (JSON-able history records)."""
   value = np.asarray(value, np.float64)
@@ -436,7 +427,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
                                        blocks=dp.shards, members=place.local_members())
     step_fn = ensemble.make_ensemble_step(apply_fn, loss_fn, tx, members=place, blocks=dp.shards,
                                           param_hook=param_hook,
-                                          skip_empty=_ragged(arrays, recipe.batch_size))
+                                          skip_empty=loader.ragged)
     frozen, rng = place.put(frozen), place.put(rng)
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
