@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from jax_unlearn import config_io, pipeline, unlearn
+from jax_unlearn import config_io, configs, pipeline, unlearn
 
 # What every method's run needs, no more: one epoch of the original, errors and distances only.
 CHEAP = {"metrics.which": "['errors', 'wasserstein']", "plots": "False", "tensorboard": "False",
@@ -24,6 +24,7 @@ def _load(name, seeds):
   c.methods = config_io.load_config("compare_all").methods
   for label in LEFT_OUT.get(name, ()):
     del c.methods[label]
+  c.methods["finetune_fast"] = configs.method_variant("finetune", lr=3e-3)  # a variant runs too
   c.smoke, c.seeds = True, seeds
   return c
 
@@ -39,7 +40,7 @@ def test_every_method_runs_in_the_pipeline(name, seeds, tmp_path):
   methods = [m for m in unlearn.method_names()
              if m != "retrained" and m not in LEFT_OUT.get(name, ())]
   assert set(methods) <= set(results["models"])
-  assert "blindspot_tuned" in results["models"]
+  assert "finetune_fast" in results["models"]
   for m in ["original", "retrained", *methods]:
     value = results["models"][m]["retain_test_error"]
     value = value["mean"] if seeds > 1 else value
@@ -48,7 +49,7 @@ def test_every_method_runs_in_the_pipeline(name, seeds, tmp_path):
   assert all(r["seconds"] >= 0 for r in results["cost"].values())
   assert "## Cost" in open(os.path.join(tmp_path, "results.md")).read()
   on_disk = json.load(open(os.path.join(tmp_path, "results.json")))
-  assert on_disk["config"]["methods"]["blindspot_tuned"]["method"] == "blindspot"
+  assert on_disk["config"]["methods"]["finetune_fast"]["method"] == "finetune"
   if name == "textpairs_lstm":  # an offline run says which word vectors it used
     assert "GloVe 6B 50-d" in results["dataset"]["label"]
     assert "GloVe 6B 50-d" in open(os.path.join(tmp_path, "results.md")).read()

@@ -160,3 +160,20 @@ def test_group_sharding_needs_group_ids(problem):
   plain = dataclasses.replace(data, group=None)
   with pytest.raises(UserError, match="needs the training rows' group ids"):
     sisa.sisa(toy.context(), original, plain, {**SETTINGS, "shard_by": "group"})
+
+
+def test_retrained_members_spread_over_fewer_devices_are_placed_back():
+  """9 of 12 members retrain (3 seeds x 3 touched shards): the two ensembles sit on 3 and 4
+  devices, and the retrained ones replace theirs."""
+  devices = jax.devices()
+  if len(devices) < 4:
+    pytest.skip("needs 4 (simulated) devices")
+  spread = lambda a, n: jax.device_put(a, jax.sharding.NamedSharding(  # noqa: E731
+      jax.sharding.Mesh(np.array(devices[:n]), ("m",)), jax.sharding.PartitionSpec("m")))
+  stacked = {"w": spread(np.zeros((12, 2), np.float32), 4)}
+  chosen = [0, 1, 2, 4, 5, 6, 8, 9, 10]
+  part = {"w": spread(np.ones((9, 2), np.float32), 3)}
+  placed = sisa._place(stacked, part, chosen)
+  expected = np.zeros((12, 2), np.float32)
+  expected[chosen] = 1
+  np.testing.assert_array_equal(np.asarray(placed["w"]), expected)

@@ -82,26 +82,3 @@ def test_the_tune_command_exits_2_naming_what_tuning_lacks(tmp_path, capsys):
   assert cli.main(argv) == 2
   err = capsys.readouterr().err
   assert "tuning needs validation rows" in err and "fix:" in err
-
-
-def test_the_reach_criteria_read_off_a_results_dict():
-  from experiments import reach_retrained
-  summary = lambda m: {"mean": m}  # noqa: E731
-  results = {
-      "models": {"original": {"retain_test_error": summary(2.0)},
-                 "blindspot": {"wasserstein_to_retrained": summary(10.0),
-                               "retain_test_error": summary(2.6)},
-                 "ours": {"wasserstein_to_retrained": summary(4.0),
-                          "retain_test_error": summary(2.2)}},
-      "comparisons": {"blindspot vs ours": {"wasserstein_to_retrained": {"ci95": [1.0, 9.0]}}},
-      "noise_floor": {"ours": {"ci95": [-0.5, 1.0], "inside": True}},
-      "cost": {"ours": {"vs_retrained": 0.25}}}
-  c = reach_retrained.criteria(results, "ours")
-  assert c["half_of_blindspot"] and c["inside_floor"] and c["beats_blindspot"]
-  assert c["retain_ratio"] == pytest.approx(1.1) and c["retain_kept"]
-  results["comparisons"] = {
-      "ours vs blindspot": {"wasserstein_to_retrained": {"ci95": [-9.0, 1.0]}}}
-  assert not reach_retrained.criteria(results, "ours")["beats_blindspot"]  # the interval has 0
-  table = reach_retrained.markdown({"s": {**c, "chosen": "ours", "seeds": [0, 1]},
-                                    "t": {"chosen": None, "why": "none kept"}})
-  assert "| s (2 seeds) | ours | 4 (10) | yes |" in table and "none (none kept)" in table

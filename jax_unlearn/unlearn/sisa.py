@@ -223,9 +223,16 @@ class Plan:
 
 
 def _place(stacked, part, chosen: list[int]):
-  """`stacked` with members `chosen` replaced by `part`'s (in order)."""
-  index = jnp.asarray(chosen)
-  return jax.tree_util.tree_map(lambda a, b: a.at[index].set(b), stacked, part)
+  """`stacked` with members `chosen` replaced by `part`'s (in order). On the host: the two
+  ensembles may be spread over different devices (12 members over 4, 9 of them over 3)."""
+  index = np.asarray(chosen)
+
+  def put(a, b):
+    out = np.array(a)
+    out[index] = np.asarray(b)
+    return jnp.asarray(out)
+
+  return jax.tree_util.tree_map(put, stacked, part)
 
 
 def sharded_key(variables: Mapping) -> str | None:
