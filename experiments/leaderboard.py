@@ -49,7 +49,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jax_unlearn import config_io, files, metrics, pipeline, runtime, tuning, unlearn
+from jax_unlearn import config_io, errors, files, metrics, pipeline, runtime, tuning, unlearn
 from jax_unlearn.configs import search_entries, set_methods
 from jax_unlearn.errors import UserError
 
@@ -417,24 +417,20 @@ def main(argv=None) -> int:
       raise UserError(f"--seeds {args.seeds}: the audit needs at least 3 models a side.",
                       "pass --seeds 8 (or at least 3).")
   except UserError as e:
-    print(f"error: {e.message}\nfix: {e.hint}", file=sys.stderr)
-    return 2
+    return errors.report(e)
   overrides = [tuple(o.split("=", 1)) for o in args.override]
   overrides += [("smoke", "True")] if args.smoke else []
   runtime.enable_compilation_cache(os.path.join(args.workdir, ".jax_cache"))
-  report = {}
-  for name in args.scenarios:
-    if args.tables_only:
-      try:
-        report[name] = read_scenario(name, args.workdir)
-      except UserError as e:
-        print(f"error: {e.message}\nfix: {e.hint}", file=sys.stderr)
-        return 2
-      continue
-    report[name] = run_scenario(name, args.workdir, methods, args.budget,
-                                list(range(args.seeds)), overrides=overrides, quiet=args.quiet)
-    write(report, args.workdir)
-  written = write(report, args.workdir)
+  report, written = {}, []
+  try:
+    for name in args.scenarios:
+      report[name] = (read_scenario(name, args.workdir) if args.tables_only else
+                      run_scenario(name, args.workdir, methods, args.budget,
+                                   list(range(args.seeds)), overrides=overrides,
+                                   quiet=args.quiet))
+      written = write(report, args.workdir)  # after each scenario: a later failure keeps these
+  except UserError as e:
+    return errors.report(e)
   if args.results:
     for f in written:
       shutil.copy(f, os.path.join(args.results, os.path.basename(f)))

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
   debug = "--debug" in argv
   if debug:
     argv.remove("--debug")
-  from jax_unlearn.errors import UserError
+  from jax_unlearn.errors import UserError, report
   try:
     if argv and argv[0] == "bench":
       from jax_unlearn import bench
@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     if debug:
       raise
-    print(f"error: {e.message}", file=sys.stderr)
-    if e.hint:
-      print(f"fix: {e.hint}", file=sys.stderr)
-    return 2
+    return report(e)
   except KeyboardInterrupt as e:
     # Training saves a checkpoint at the current step and says where; elsewhere finished
     # stages and epochs are already checkpointed.
