@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import config_io, files, metrics, pipeline, runtime, train, unlearn
+from jax_unlearn import config_io, experiment, files, metrics, pipeline, runtime, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.unlearn import sisa
 
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
   try:
     config = config_io.load_config("sisa_audit")
     pipeline.run_experiment(config, args.workdir, quiet=args.quiet)
-    with pipeline.session(config, args.workdir) as (config, spec):
-      exp = pipeline.load_experiment(config, args.workdir, spec=spec, quiet=True)
+    with experiment.session(config, args.workdir) as (config, spec):
+      exp = experiment.load(config, args.workdir, spec=spec, quiet=True)
       original = pipeline.train_original(exp)  # reused from its checkpoint
       ds, masks = exp.ds, exp.masks
       data = unlearn.UnlearnData(x=ds.train.x, y=ds.train.y, forget=masks.train,

@@ -43,6 +43,12 @@ def _abstract(tree: Any) -> Any:
   return jax.tree_util.tree_map(leaf, tree)
 
 
+def _on_host(tree: Any) -> bool:
+  """Whether this process holds every value of `tree`: Orbax then reads and writes host copies,
+  3-4x faster than device arrays replicated over several devices (it visits each replica)."""
+  return all(getattr(x, "is_fully_addressable", True) for x in jax.tree_util.tree_leaves(tree))
+
+
 class Checkpointer:
   """An Orbax CheckpointManager for one model/stage directory.
 
@@ -73,6 +79,8 @@ class Checkpointer:
     """Saves `tree` at `step` with a JSON `meta` dict."""
     meta = dict(meta or {})
     meta["fingerprint"] = fingerprint(tree)
+    if _on_host(tree):
+      tree = jax.device_get(tree)
     saved = self._manager.save(
         int(step), args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
                                            meta=ocp.args.JsonSave(meta)), force=force)
@@ -106,13 +114,20 @@ class Checkpointer:
       raise UserError(
           f"checkpoint {where} holds a model of another architecture than the one configured.",
           "use the model settings it was trained with, or rerun with --fresh.")
+    on_host = _on_host(target)
+    into = (jax.tree_util.tree_map(lambda x: np.empty(np.shape(x), x.dtype), target) if on_host
+            else _abstract(target))
     try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(_abstract(target))))
+      tree = self._manager.restore(
+          step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(into)))["tree"]
     except Exception as e:
       raise UserError(f"checkpoint {where} is truncated or corrupted ({_cause(e)}).",
                       f"delete {self.directory} or rerun with --fresh.") from e
-    return restored["tree"], meta
+    if on_host:  # placed like the target's arrays, in one transfer
+      tree = jax.tree_util.tree_map(
+          lambda x, t: jax.device_put(x, t.sharding) if isinstance(t, jax.Array) else x,
+          tree, target)
+    return tree, meta
 
   def close(self) -> None:
     self._manager.close()

@@ -1,31 +1,25 @@
 """The experiment pipeline: original -> retrained -> each method -> evaluate -> audit -> report.
 
 `run_experiment(config, workdir)` is importable and tested; `jax-unlearn run` is a thin entry
-point over it. Each stage is a function of an `Experiment` (what the stages share). Every
-training stage checkpoints into `workdir/checkpoints/<model>/<stage>` with the fingerprint of what
-determines it, so a rerun reuses finished stages of the same settings, resumes unfinished ones,
-and recomputes those whose settings (or whose parent stages) changed.
+point over it. Each stage is a function of an `experiment.Experiment` (what the stages share,
+loaded by `experiment.load`). Every training stage checkpoints into
+`workdir/checkpoints/<model>/<stage>` with the fingerprint of what determines it, so a rerun
+reuses finished stages of the same settings, resumes unfinished ones, and recomputes those whose
+settings (or whose parent stages) changed.
 """
-import contextlib
-import dataclasses
 import logging
 import math
 import os
-import shutil
 import zlib
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jax_unlearn import data as data_lib
-from jax_unlearn import (config_io, events, losses, metrics, ops, parallel, train, unlearn)
+from jax_unlearn import events, experiment, metrics, ops, train, unlearn
 from jax_unlearn import results as results_lib
 from jax_unlearn import runtime
-from jax_unlearn.errors import UserError
-from jax_unlearn.models import check_model_input, from_linen, get_model, initialize
 
 log = logging.getLogger("jax_unlearn")
 
@@ -37,9 +31,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, *,
 
   `fresh` deletes earlier checkpoints, once the data and the model have passed their checks.
   """
-  with session(config, workdir, overrides) as (config, spec), \
+  with experiment.session(config, workdir, overrides) as (config, spec), \
       events.recording(_events_dir(config, workdir)):
-    exp = load_experiment(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
+    exp = experiment.load(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
     original = train_original(exp)
     models, records, auxiliary = run_methods(exp, original)
     null = models.pop(NULL_STAGE, None)
@@ -56,139 +50,14 @@ def _events_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
   return os.path.join(workdir, "tensorboard")
 
 
-@contextlib.contextmanager
-def session(config: ml_collections.ConfigDict, workdir: str,
-            overrides: Sequence[tuple[str, str]] = ()):
-  """(the checked config, its `RunSpec`) (`config_io.prepare`) with `workdir` writable and its
-  log.txt attached to the log for the duration: what every command over the stages starts with."""
-  config, spec = config_io.prepare(config, overrides)
-  with runtime.workdir_log(workdir):
-    yield config, spec
-
-
-@dataclasses.dataclass
-class Experiment:
-  """What the stages share: the config, the data and its forget masks, the model, the keys.
-
-  With several seeds every stage is an ensemble (`members` = K): `root` holds one key per seed,
-  variables carry a leading member axis, and member k is the model one run of seed k trains.
-  """
-  config: ml_collections.ConfigDict
-  spec: config_io.RunSpec  # what the config resolves to (seeds, each stage's settings)
-  workdir: str
-  quiet: bool
-  dp: parallel.DataParallel
-  ds: data_lib.Dataset
-  masks: data_lib.ForgetMasks
-  per_example: losses.LossFn
-  apply_fn: Callable
-  init_fn: Callable
-  augment: Callable | None
-  root: jax.Array
-  # What determines every stage beyond what the training loop sees itself (see train.loop).
-  identity: dict
-  clock: runtime.Clock = dataclasses.field(default_factory=runtime.Clock)
-  reused: list = dataclasses.field(default_factory=list)  # stages taken from their checkpoints
-
-  @property
-  def checkpoints(self) -> str:
-    return os.path.join(self.workdir, "checkpoints", self.config.model.name)
-
-  @property
-  def seeds(self) -> list[int]:
-    """The seeds of each stage's models (`spec.seeds`)."""
-    return list(self.spec.seeds)
-
-  @property
-  def members(self) -> int | None:
-    """None for one model per stage, else the member count K."""
-    return None if len(self.seeds) == 1 else len(self.seeds)
-
-  def key(self, purpose: int) -> jax.Array:
-    """The stage key of `purpose`, one per member for an ensemble."""
-    return train.ensemble.fold_in(self.root, purpose, self.members)
-
-  def order_seed(self):
-    """The data-order seed of a stage trained on the config's recipe (one per member)."""
-    return self.seeds[0] if self.members is None else self.seeds
-
-  def fresh(self, purpose: int) -> dict:
-    """Fresh variables (stacked over the members of an ensemble, each from its own key)."""
-    return train.ensemble.init_members(self.init_fn, self.key(purpose), self.members)
-
-
-def load_experiment(config: ml_collections.ConfigDict, workdir: str, *,
-                    spec: config_io.RunSpec | None = None, quiet: bool = False,
-                    fresh: bool = False) -> Experiment:
-  """Stage 0: the parallel context, the data and forget masks, the model; every check that can
-  fail before training. `spec`: the checked config's (`config_io.check_config` when None)."""
-  if spec is None:
-    spec = config_io.check_config(config)
-  dp = parallel.DataParallel.create(config.devices or None, config.batch_shards or None)
-  log.info("experiment %s on %d device(s): %s", config.experiment, dp.devices,
-           jax.devices()[0].device_kind)
-  clock = runtime.Clock()
-  with clock.timing("data"):
-    ds = data_lib.load_dataset(config.data.name, seed=config.seed, **config.data.kwargs.to_dict())
-    masks = data_lib.make_forget_masks(ds, config.forget.to_dict())
-  task = ds.task
-  n = masks.counts()
-  log.info("data %s (%s): %s (%.1fs)", ds.name, task.label, n, clock.seconds["data"])
-  if config.train.batch_size > n["retain"]:  # checked now, not after hours of original training
-    raise UserError(
-        f"config train.batch_size {config.train.batch_size} is larger than the training data: "
-        f"{n['train']} samples, {n['retain']} of them retained (the retrained model trains on "
-        "those).", f"set --config.train.batch_size={n['retain']} or less.")
-  if spec.audit["lira"] and config.train.batch_size > n["train"] // 2:
-    raise UserError(
-        f"config train.batch_size {config.train.batch_size} is larger than the {n['train'] // 2} "
-        "rows each of LiRA's shadow models trains on (half the training data).",
-        f"set --config.train.batch_size={n['train'] // 2} or less, or leave lira out of "
-        "audit.which.")
-
-  loss_kwargs = {"quantiles": tuple(task.quantiles)} if task.loss == "quantile" else {}
-  per_example = losses.get_loss(task.loss, **loss_kwargs)
-  facts = {**task.extra, "out_dim": ds.train.y.shape[1], "kernels": config.kernels}
-  if task.quantiles:
-    facts["quantiles"] = tuple(task.quantiles)
-  model_kwargs = {k: v for k, v in config.model.kwargs.to_dict().items() if v is not None}
-  module = get_model(config.model.name, data_facts=facts, **model_kwargs)
-  apply_fn = unlearn.sisa.serving(from_linen(module))  # sharded models (sisa) too
-  sample_x = np.asarray(ds.train.x[:2])  # decoded, when the inputs are streamed
-
-  def init_fn(key):
-    return initialize(module, key, sample_x, init=config.model.init)
-
-  check_model_input(config.model.name, apply_fn, init_fn, sample_x, ds.train.y.shape[1])
-  if fresh:
-    shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  augment = data_lib.augment_for(task, config.data.augment)  # images only; flips keep the label
-  # The training loop fingerprints the arrays, keys and starting variables it sees; validation
-  # rows, augmentation and the model's definition (kernels included) come from these settings.
-  data_identity = config.data.to_dict()  # how inputs are read (workers, prefetch) changes no result
-  data_identity["kwargs"] = {k: v for k, v in data_identity["kwargs"].items()
-                             if k not in data_lib.records.READ_SETTINGS}
-  identity = {"data": data_identity, "forget": config.forget.to_dict(),
-              "model": {"name": config.model.name, "kwargs": model_kwargs, "facts": facts,
-                        "init": config.model.init}}
-  seeds = spec.seeds
-  root = (jax.random.key(seeds[0]) if len(seeds) == 1
-          else jnp.stack([jax.random.key(s) for s in seeds]))
-  if len(seeds) > 1:
-    log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
-             list(seeds), dp.members(len(seeds)).devices)
-  return Experiment(config, spec, workdir, quiet, dp, ds, masks, per_example, apply_fn, init_fn,
-                    augment, root, identity, clock)
-
-
-def _validation(exp: Experiment):
+def _validation(exp: experiment.Experiment):
   """The original recipe's validation loss (on the whole validation split)."""
   return train.make_validation_loss(exp.apply_fn, exp.per_example, exp.ds.val.x, exp.ds.val.y,
                                     batch_size=exp.config.metrics.predict_batch_size, dp=exp.dp)
 
 
-def _train_by_recipe(exp: Experiment, stage: str, variables, arrays, *, rng: jax.Array,
-                     seed) -> train.TrainOutcome:
+def _train_by_recipe(exp: experiment.Experiment, stage: str, variables, arrays, *,
+                     rng: jax.Array, seed) -> train.TrainOutcome:
   """A stage trained on `arrays` by the config's recipe (the original's), validated on the
   validation split and checkpointed under its name; timed, and logged as reused or not."""
   with exp.clock.timing(stage):
@@ -198,18 +67,19 @@ def _train_by_recipe(exp: Experiment, stage: str, variables, arrays, *, rng: jax
         dp=exp.dp,
         validate=_validation(exp), augment=exp.augment,
         stage=train.Stage(stage, os.path.join(exp.checkpoints, stage),
-                          {**exp.identity, "stage": stage}),
-        progress=runtime.epoch_progress(stage, exp.quiet))
+                          {**exp.identity, "stage": stage},
+                          runtime.epoch_progress(stage, exp.quiet)))
   if outcome.reused:
     exp.reused.append(stage)
   _summary(stage, outcome, exp.clock.seconds[stage])
   return outcome
 
 
-def train_original(exp: Experiment) -> train.TrainOutcome:
+def train_original(exp: experiment.Experiment) -> train.TrainOutcome:
   """Stage 1: the original model on all training data, the paper's recipe."""
-  return _train_by_recipe(exp, "original", exp.fresh(0), {"x": exp.ds.train.x, "y": exp.ds.train.y},
-                          rng=exp.key(1), seed=exp.order_seed())
+  return _train_by_recipe(exp, "original", exp.fresh(0),
+                          {"x": exp.ds.train.x, "y": exp.ds.train.y}, rng=exp.key(1),
+                          seed=exp.order_seed())
 
 
 def stage_purpose(label: str) -> int:
@@ -222,7 +92,8 @@ def stage_purpose(label: str) -> int:
 NULL_STAGE = metrics.audit.NULL_STAGE
 
 
-def run_methods(exp: Experiment, original: train.TrainOutcome) -> tuple[dict, dict, dict]:
+def run_methods(exp: experiment.Experiment, original: train.TrainOutcome
+                ) -> tuple[dict, dict, dict]:
   """Stages 2 and 3: the retrained (gold) model, then each configured unlearning method; with
   the audit on, also `NULL_STAGE`, retrained models of other seeds (what a perfect unlearner
   would be) against which every audit number is read.
@@ -263,7 +134,7 @@ def run_methods(exp: Experiment, original: train.TrainOutcome) -> tuple[dict, di
 AUXILIARY_METRICS = ("errors", "wasserstein")
 
 
-def evaluate(exp: Experiment, models: dict, auxiliary: dict, null=None
+def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=None
              ) -> tuple[list[metrics.Evaluation], list[dict]]:
   """Stage 4: every model evaluated with the configured metrics; the auxiliary models (the
   blindspot model) with their errors and Wasserstein distance to the retrained model.
@@ -326,7 +197,7 @@ def evaluate(exp: Experiment, models: dict, auxiliary: dict, null=None
 SHADOW_ORDER_SEEDS = 1 << 20
 
 
-def train_shadows(exp: Experiment, keep: np.ndarray) -> dict:
+def train_shadows(exp: experiment.Experiment, keep: np.ndarray) -> dict:
   """LiRA's shadow models: S models of the original recipe, shadow s on the rows `keep[s]`,
   trained at once (an ensemble, one compiled program) and checkpointed as one stage.
 
@@ -342,7 +213,7 @@ def train_shadows(exp: Experiment, keep: np.ndarray) -> dict:
       seed=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
 
 
-def audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], null
+def audit(exp: experiment.Experiment, models: dict, evaluations: list[metrics.Evaluation], null
           ) -> tuple[dict, dict] | None:
   """Stage 5, with audit.enabled: LiRA's shadow models, every member's per-sample scores on
   every training row, and every selected audit (`metrics.audit`) over them, the null ensemble
@@ -360,8 +231,8 @@ def audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], 
   return results, samples
 
 
-def _audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation], null,
-           audit_settings: dict) -> tuple[dict, dict]:
+def _audit(exp: experiment.Experiment, models: dict, evaluations: list[metrics.Evaluation],
+           null, audit_settings: dict) -> tuple[dict, dict]:
   """The audit with settings `audit_settings`: (its results, its per-sample arrays)."""
   ds, task = exp.ds, exp.ds.task
   predict_fn = train.make_predict_fn(exp.apply_fn, exp.dp)
@@ -388,8 +259,8 @@ def _audit(exp: Experiment, models: dict, evaluations: list[metrics.Evaluation],
   return metrics.audit.run_audit(data, runtime.progress(exp.quiet))
 
 
-def report(exp: Experiment, evaluations: list[metrics.Evaluation], auxiliary: list[dict],
-           records: dict, audited: tuple[dict, dict] | None = None) -> dict:
+def report(exp: experiment.Experiment, evaluations: list[metrics.Evaluation],
+           auxiliary: list[dict], records: dict, audited: tuple[dict, dict] | None = None) -> dict:
   """Stage 6: the results record (`results.assemble`), written by `results.write`; returns it."""
   config, compiles = exp.config, exp.clock.finish()
   record = results_lib.assemble(evaluations, auxiliary, records, audited[0] if audited else None)

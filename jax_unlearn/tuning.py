@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jax_unlearn import files, losses, pipeline, protocol, train, unlearn
+from jax_unlearn import experiment, files, losses, pipeline, protocol, train, unlearn
 from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import distances, spread
 from jax_unlearn.metrics.errors import cohort_error
@@ -43,7 +43,7 @@ def check_cohorts(forget_val: np.ndarray) -> None:
         "use a larger data.kwargs.val_fraction, or a forget set the validation split shares.")
 
 
-def validation_scores(exp: pipeline.Experiment, models: dict) -> dict:
+def validation_scores(exp: experiment.Experiment, models: dict) -> dict:
   """name -> {"val_forget_wasserstein", "val_retain_error"}, one value per seed (lists); with
   several seeds also for the noise floor (`spread.FLOOR`, retrained of seed k + 1 vs seed k)."""
   ds, masks, task = exp.ds, exp.masks, exp.ds.task
@@ -105,9 +105,9 @@ def tune_experiment(config: ml_collections.ConfigDict, workdir: str, *, override
                     quiet: bool = False, fresh: bool = False) -> dict:
   """Trains the original, the retrained model and every candidate of `config.methods`, scores
   them on validation rows and writes tune.json and tune.md into `workdir`; returns the report."""
-  with pipeline.session(config, workdir, overrides) as (config, spec):
+  with experiment.session(config, workdir, overrides) as (config, spec):
     t0 = time.perf_counter()
-    exp = pipeline.load_experiment(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
+    exp = experiment.load(config, workdir, spec=spec, quiet=quiet, fresh=fresh)
     check_cohorts(exp.masks.val)  # before any training
     original = pipeline.train_original(exp)
     models, records, _ = pipeline.run_methods(exp, original)

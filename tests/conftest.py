@@ -19,6 +19,12 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(items):
+  """The tests marked slow run first: on 2 workers the last minutes then hold only short tests,
+  not one long run with the other worker idle."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def rng():
   return jax.random.key(0)

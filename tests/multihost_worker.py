@@ -81,7 +81,7 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
   if cut_dir != "-":
     try:
       # Fed batch by batch, so the cut lands mid-epoch (scanned epochs end whole).
-      fit(x, sharded, stage=train.Stage(directory=cut_dir), progress=_interrupt_mid_epoch,
+      fit(x, sharded, stage=train.Stage(directory=cut_dir, progress=_interrupt_mid_epoch),
           scan=False)
       raise AssertionError("the run was not interrupted")
     except KeyboardInterrupt:

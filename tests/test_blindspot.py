@@ -155,9 +155,9 @@ def test_the_method_passes_its_blindspot_model_as_the_frozen_argument(cnn, monke
   seen = []
   real = train.train_model
 
-  def spy(*args, frozen=None, **kwargs):
-    seen.append(frozen)
-    return real(*args, frozen=frozen, **kwargs)
+  def spy(apply_fn, variables, objective, *args, **kwargs):
+    seen.append(getattr(objective, "frozen", None))
+    return real(apply_fn, variables, objective, *args, **kwargs)
 
   monkeypatch.setattr(train, "train_model", spy)
   ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3))

@@ -15,7 +15,7 @@ def _model(hidden=(8,)):
 
 
 def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identity=(),
-           scan=True, **kw):
+           scan=True, progress=None, **kw):
   x, y = linear_data
   apply_fn, variables = _model()
   recipe = train.Recipe(epochs=epochs, batch_size=32, lr=lr,
@@ -24,7 +24,7 @@ def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identi
   return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                            {"x": x, "y": y}, recipe, rng=jax.random.key(1),
                            stage=train.Stage(directory=str(tmp_path / "ck"),
-                                             identity=dict(identity)), **kw)
+                                             identity=dict(identity), progress=progress), **kw)
 
 
 def test_round_trip_into_a_sharding(tmp_path):

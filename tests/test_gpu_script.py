@@ -45,6 +45,7 @@ def _run(args, **env):
                                        "PYTHON": sys.executable, **env})
 
 
+@pytest.mark.slow
 def test_quick_run_reports_every_part(tmp_path):
   wheels, scratch, out = tmp_path / "wheels", tmp_path / "scratch", tmp_path / "out"
   wheels.mkdir()

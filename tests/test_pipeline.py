@@ -15,7 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import fakes
-from jax_unlearn import config_io, pipeline
+from jax_unlearn import config_io, experiment, pipeline
 from jax_unlearn.metrics import REQUIRED_KEYS
 
 MODELS = ("original", "retrained", "finetune", "gaussian", "blindspot")
@@ -211,6 +211,7 @@ def _faces(tmp_path, name):
                        "data.kwargs.image_size": "16"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["agedb_allcnn", "imdbwiki_resnet18"])
 def test_face_configs_on_a_generated_manual_directory(name, tmp_path):
   results = pipeline.run_experiment(_faces(tmp_path, name), str(tmp_path / "run"), quiet=True)
@@ -225,10 +226,10 @@ def test_face_configs_on_a_generated_manual_directory(name, tmp_path):
 @pytest.mark.parametrize("name", ["agedb_resnet18", "agedb_mobilenet"])
 def test_other_face_models_take_the_faces(name, tmp_path):
   """The AgeDB profile with another model (the pipeline is the one above): the model is built
-  and checked against the data (`load_experiment`), and one step of each trains."""
+  and checked against the data (`experiment.load`), and one step of each trains."""
   from jax_unlearn import losses, train
   c = config_io.prepare_config(_faces(tmp_path, name))
-  e = pipeline.load_experiment(c, str(tmp_path / "run"), quiet=True)
+  e = experiment.load(c, str(tmp_path / "run"), quiet=True)
   tx = train.make_optimizer(1e-3)
   step = train.make_train_step(e.apply_fn, train.supervised_loss(losses.l1), tx, e.dp)
   batch = e.dp.put_batch({"x": np.asarray(e.ds.train.x[:8]), "y": e.ds.train.y[:8],
@@ -237,6 +238,7 @@ def test_other_face_models_take_the_faces(name, tmp_path):
   assert np.isfinite(float(out["loss"]))
 
 
+@pytest.mark.slow
 def test_electricity_configs_on_a_generated_file(tmp_path):
   """The forecasting window config end to end; the label-range config shares its data and
   model, and is checked up to its forget masks."""
@@ -244,8 +246,8 @@ def test_electricity_configs_on_a_generated_file(tmp_path):
   dates = {"data.kwargs.path": path, "data.kwargs.start": "2014-02-21",
            "data.kwargs.val_start": "2014-03-25", "data.kwargs.test_start": "2014-03-30",
            "data.kwargs.end": "2014-04-05"}
-  by_label = pipeline.load_experiment(config_io.prepare_config(load("electricity_tft", **dates)),
-                                      str(tmp_path / "label"), quiet=True)
+  by_label = experiment.load(config_io.prepare_config(load("electricity_tft", **dates)),
+                             str(tmp_path / "label"), quiet=True)
   assert 0 < by_label.masks.counts()["forget"] < by_label.masks.counts()["train"]
   # Hours from the file's first hour: 2014-03-01 to 2014-03-11.
   c = load("electricity_tft_window", **dates, **{"forget.start": "216", "forget.end": "456"})
@@ -276,7 +278,7 @@ def test_model_init_switch_reaches_the_models(tmp_path):
   """`model.init=torch` draws every stage's fresh variables by PyTorch's rules."""
   from jax_unlearn import models
   c = config_io.prepare_config(load("diabetes_mlp"), [("model.init", "torch")])
-  e = pipeline.load_experiment(c, str(tmp_path), quiet=True)
+  e = experiment.load(c, str(tmp_path), quiet=True)
   kernel = e.init_fn(jax.random.key(0))["params"]["Dense_0"]["kernel"]  # [F, 64]
   bound = 1 / np.sqrt(kernel.shape[0])
   assert float(np.abs(kernel).max()) <= bound and e.identity["model"]["init"] == "torch"

@@ -119,8 +119,9 @@ def test_streamed_training_resumes_mid_epoch_exactly(tmp_path):
     return train.train_model(from_linen(module), variables, train.supervised_loss(losses.mse),
                              {"x": _lazy(images), "y": y},
                              train.Recipe(epochs=3, batch_size=32, lr=0.01),
-                             rng=jax.random.key(1), progress=progress,
-                             stage=train.Stage(directory=str(tmp_path / where)))
+                             rng=jax.random.key(1),
+                             stage=train.Stage(directory=str(tmp_path / where),
+                                               progress=progress))
 
   def interrupt(it, epoch, epochs, total):
     for i, batch in enumerate(it):

@@ -355,22 +355,34 @@ def _plateau_record(plateau):
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """A training stage as its caller declares it: the name its messages and curves carry, the
-  directory it checkpoints into (None: none), and its `identity`, what determines its result
-  that `train_model` cannot see (model and data configuration, a method's settings), which joins
-  its fingerprint."""
+  directory it checkpoints into (None: none), its `identity`, what determines its result that
+  `train_model` cannot see (model and data configuration, a method's settings), which joins its
+  fingerprint, and the progress bar its epochs show (see `fit`)."""
   name: str = "train"
   directory: str | None = None
   identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  progress: Callable | None = None
 
 
-def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What a stage minimises: `loss_fn` (see `train.step`), the `settings` it depends on (they
+  join the stage's fingerprint), the `frozen` values it reads (arguments of the compiled step,
+  not constants baked into it) and a `param_hook` on the gradients (see `train.step`)."""
+  loss_fn: LossFn
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  frozen: Any = None
+  param_hook: Callable | None = None
+
+
+def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | LossFn,
                 arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
                 recipe: Recipe, *, rng: jax.Array, seed: int | Sequence[int] = 0,
-                dp: parallel.DataParallel | None = None, frozen: Any = None,
+                dp: parallel.DataParallel | None = None,
                 validate: Callable[[dict], float] | None = None, augment=None,
-                stage: Stage = Stage(), progress: Callable | None = None,
-                param_hook: Callable | None = None) -> "TrainOutcome":
-  """Trains `variables` with `loss_fn` on `arrays` by `recipe`, checkpointing every epoch.
+                stage: Stage = Stage()) -> "TrainOutcome":
+  """Trains `variables` on `arrays` by `recipe` to minimise `objective` (an `Objective`, or a bare
+  loss function: one of no settings, frozen values or hook), checkpointing every epoch.
 
   With `stage.directory`, a run of the same fingerprint (see the module docstring and `Stage`)
   that reached
@@ -379,7 +391,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
   checkpoint of another fingerprint, or one trained for more epochs, is discarded. More epochs
   than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
   raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
-  else the final ones. `param_hook`: see `train.step` (its settings belong in the identity).
+  else the final ones.
 
   An ensemble of K models trains when `seed` is a sequence of K data-order seeds: `variables`
   (and `frozen`, if any) are then stacked pytrees with a leading axis K (`ensemble.stack`), `rng`
@@ -394,6 +406,9 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
 
   dp = parallel.resolve(dp)
   name = stage.name
+  if not isinstance(objective, Objective):
+    objective = Objective(objective)
+  loss_fn, frozen, param_hook = objective.loss_fn, objective.frozen, objective.param_hook
   seeds = None if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
   # Members with their own rows pad a short member's batches to the others' shape.
   n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
@@ -408,6 +423,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
       "shards": dp.shards,
       "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
       "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
+      **({"settings": dict(objective.settings)} if objective.settings else {}),
       **dict(stage.identity)}
   stage_key = fingerprint(determined)
   result_fingerprint = fingerprint({**determined, "epochs": recipe.epochs})
@@ -481,7 +497,7 @@ def train_model(apply_fn: Callable, variables: Mapping, loss_fn: LossFn,
     with _StopFlag() as stop:
       result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=place, frozen=frozen,
                    validate=validate, plateau=plateau, resume=resume,
-                   on_epoch_end=on_epoch_end, should_stop=stop, progress=progress, name=name,
+                   on_epoch_end=on_epoch_end, should_stop=stop, progress=stage.progress, name=name,
                    scan=recipe.scan)
     if result.interrupted_at is not None:
       best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]

@@ -98,10 +98,10 @@ def bad_teacher(ctx: base.Context, original_variables: Mapping, data: base.Unlea
   arrays = ctx.each(member_arrays, PURPOSE_BAD_TEACHER_DATA)
   rows = len((arrays if ctx.members is None else arrays[0])["x"])
   outcome = base.fit(
-      ctx, original_variables, make_bad_teacher_loss(ctx.apply_fn, ctx.loss), arrays,
-      base.capped_recipe(s, rows),
-      loss_settings={k: s[k] for k in ("bad_teacher", "retain_fraction")}, name="bad_teacher",
-      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, frozen=(original_variables, incompetent))
+      ctx, original_variables,
+      train.Objective(make_bad_teacher_loss(ctx.apply_fn, ctx.loss),
+                      {k: s[k] for k in ("bad_teacher", "retain_fraction")},
+                      frozen=(original_variables, incompetent)),
+      arrays, base.capped_recipe(s, rows), name="bad_teacher", augment=data.augment)
   auxiliary = {} if incompetent is None else {"bad_teacher": incompetent}
   return base.MethodResult(outcome.variables, base.record(outcome), auxiliary)

@@ -229,22 +229,19 @@ def validation_loss(ctx: Context, data: UnlearnData, keep_best: bool = True) -> 
                                     batch_size=ctx.predict_batch_size, dp=ctx.dp)
 
 
-def fit(ctx: Context, variables: Mapping, loss_fn: Callable, arrays: Mapping[str, np.ndarray],
-        recipe: train.Recipe, *, loss_settings: Mapping, name: str, stage: str, train_key: int,
-        order_key: int, augment=None, frozen: Any = None, validate=None,
-        param_hook: Callable | None = None) -> train.TrainOutcome:
-  """`train.train_model` with the method's recipe, seeds from the run's key, its stage dir.
-
-  `loss_settings` are the settings the loss depends on (they enter the stage's fingerprint with
-  the recipe); `name` labels messages and progress; `stage` is the checkpoint subdirectory.
-  """
-  identity = {**dict(ctx.identity or {}), "stage": stage, "settings": dict(loss_settings),
-              "validated": validate is not None}
+def fit(ctx: Context, variables: Mapping, objective: train.Objective | Callable,
+        arrays: Mapping[str, np.ndarray], recipe: train.Recipe, *, name: str,
+        stage: str = "unlearn", purposes: tuple[int, int] = (PURPOSE_TRAIN, PURPOSE_ORDER),
+        augment=None, validate=None) -> train.TrainOutcome:
+  """`train.train_model` of a method's stage: its keys from the run's key (`purposes`: of the
+  step's key and of the data order), checkpointed in the stage directory `stage`; `name` labels
+  its messages and progress bar."""
+  identity = {**dict(ctx.identity or {}), "stage": stage, "validated": validate is not None}
+  train_key, order_key = purposes
   return train.train_model(
-      ctx.apply_fn, variables, loss_fn, arrays, recipe, rng=ctx.key(train_key),
-      seed=ctx.seed(order_key), dp=ctx.dp, frozen=frozen, validate=validate, augment=augment,
-      stage=train.Stage(name, ctx.stage_dir(stage), identity), progress=ctx.progress,
-      param_hook=param_hook)
+      ctx.apply_fn, variables, objective, arrays, recipe, rng=ctx.key(train_key),
+      seed=ctx.seed(order_key), dp=ctx.dp, validate=validate, augment=augment,
+      stage=train.Stage(name, ctx.stage_dir(stage), identity, ctx.progress))
 
 
 def record(outcome: train.TrainOutcome, **extra) -> dict:

@@ -227,10 +227,10 @@ def train_blindspot_model(ctx: base.Context, original_variables: Mapping, data: 
                                    "blindspot model")
   recipe = train.Recipe.from_settings(s, epochs=s["blindspot_epochs"], lr=s["blindspot_lr"])
   return base.fit(ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-                  recipe, loss_settings={}, name="blindspot model", stage="blindspot_model",
-                  validate=base.validation_loss(ctx, data, s["blindspot_keep_best"]),
-                  train_key=base.PURPOSE_BLINDSPOT_TRAIN, order_key=base.PURPOSE_BLINDSPOT_ORDER,
-                  augment=data.augment)
+                  recipe, name="blindspot model", stage="blindspot_model",
+                  purposes=(base.PURPOSE_BLINDSPOT_TRAIN, base.PURPOSE_BLINDSPOT_ORDER),
+                  augment=data.augment,
+                  validate=base.validation_loss(ctx, data, s["blindspot_keep_best"]))
 
 
 def blindspot(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
@@ -259,11 +259,10 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     reused = partial.reused
   base.check_same_architecture(original_variables, blindspot_variables, "blindspot model")
   loss_settings = {k: s[k] for k in ("beta", "attention", "layers")}
-  outcome = base.fit(ctx, original_variables, loss_fn, data.arrays(),
-                     train.Recipe.from_settings(s), loss_settings=loss_settings, name="blindspot",
-                     stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-                     augment=data.augment, frozen=blindspot_variables,
-                     validate=base.validation_loss(ctx, data, s["keep_best"]))
+  outcome = base.fit(ctx, original_variables,
+                     train.Objective(loss_fn, loss_settings, frozen=blindspot_variables),
+                     data.arrays(), train.Recipe.from_settings(s), name="blindspot",
+                     augment=data.augment, validate=base.validation_loss(ctx, data, s["keep_best"]))
   rec = base.record(outcome, blindspot_steps=int(steps), blindspot_seconds=float(seconds))
   rec["reused"] = rec["reused"] and reused
   rec["steps"] += rec["blindspot_steps"]

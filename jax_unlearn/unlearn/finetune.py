@@ -20,7 +20,6 @@ def finetune(ctx: base.Context, original_variables: Mapping, data: base.UnlearnD
   s = base.settings("finetune", config, DEFAULTS)
   outcome = base.fit(
       ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-      train.Recipe.from_settings(s), loss_settings={}, name="finetune", stage="unlearn",
-      train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER, augment=data.augment,
+      train.Recipe.from_settings(s), name="finetune", augment=data.augment,
       validate=base.validation_loss(ctx, data, s["keep_best"]))
   return base.MethodResult(outcome.variables, base.record(outcome))

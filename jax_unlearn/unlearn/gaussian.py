@@ -47,8 +47,7 @@ def gaussian(ctx: base.Context, original_variables: Mapping, data: base.UnlearnD
                     base.PURPOSE_LABELS)
   outcome = base.fit(
       ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
-      train.Recipe.from_settings(s), loss_settings={}, name="gaussian", stage="unlearn",
-      train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER, augment=data.augment,
+      train.Recipe.from_settings(s), name="gaussian", augment=data.augment,
       validate=base.validation_loss(ctx, data, s["keep_best"]))
   return base.MethodResult(outcome.variables, base.record(
       outcome, label_mean=mean.ravel().tolist(), label_std=std.ravel().tolist()))

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import losses
+from jax_unlearn import losses, train
 from jax_unlearn.errors import UserError
 from jax_unlearn.models.adapters import accepts_mask
 from jax_unlearn.unlearn import base
@@ -114,9 +114,7 @@ def jit_lipschitz(ctx: base.Context, original_variables: Mapping, data: base.Unl
       ctx, apply_fn=perturbed_apply(ctx.apply_fn, samples, float(s["sigma"])))
   forget_arrays = data.arrays(forget_only=True)
   outcome = base.fit(
-      perturbed, original_variables, lipschitz_loss, forget_arrays,
-      base.capped_recipe(s, len(forget_arrays["x"])),
-      loss_settings={k: s[k] for k in ("samples", "sigma")}, name="jit_lipschitz",
-      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment)
+      perturbed, original_variables,
+      train.Objective(lipschitz_loss, {k: s[k] for k in ("samples", "sigma")}), forget_arrays,
+      base.capped_recipe(s, len(forget_arrays["x"])), name="jit_lipschitz", augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(outcome))

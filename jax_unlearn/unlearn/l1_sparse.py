@@ -56,8 +56,9 @@ def l1_sparse(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
   gamma = float(s["l1_gamma"])
   total_steps = s["epochs"] * math.ceil(int((~data.forget).sum()) / s["batch_size"])
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-      train.Recipe.from_settings(s), loss_settings={"l1_gamma": gamma, "l1_steps": total_steps},
-      name="l1_sparse", stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, param_hook=l1_penalty_hook(gamma, total_steps))
+      ctx, original_variables,
+      train.Objective(train.supervised_loss(ctx.loss), {"l1_gamma": gamma, "l1_steps": total_steps},
+                      param_hook=l1_penalty_hook(gamma, total_steps)),
+      data.arrays(retain_only=True), train.Recipe.from_settings(s), name="l1_sparse",
+      augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(outcome, l1_steps=total_steps))

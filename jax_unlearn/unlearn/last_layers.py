@@ -92,11 +92,11 @@ def _train_last_layers(name: str, ctx: base.Context, original_variables: Mapping
   if ctx.members is not None:
     mask = train.ensemble.stack([mask] * ctx.members)
   outcome = base.fit(
-      ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-      train.Recipe.from_settings(s), loss_settings={"k": int(s["k"]), "layers": trained},
-      name=name, stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, frozen=mask, validate=base.validation_loss(ctx, data, s["keep_best"]),
-      param_hook=importance.gradient_scale_hook)
+      ctx, variables,
+      train.Objective(train.supervised_loss(ctx.loss), {"k": int(s["k"]), "layers": trained},
+                      frozen=mask, param_hook=importance.gradient_scale_hook),
+      data.arrays(retain_only=True), train.Recipe.from_settings(s), name=name,
+      augment=data.augment, validate=base.validation_loss(ctx, data, s["keep_best"]))
   return base.MethodResult(outcome.variables, base.record(outcome, layers=trained))
 
 

@@ -96,11 +96,12 @@ def msg(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
       ctx, lambda p, f, g: _start(p, f, g, fraction, damping)))(
           original_variables["params"], fresh["params"], gradient)
   outcome = base.fit(
-      ctx, {**original_variables, "params": params}, train.supervised_loss(ctx.loss),
-      data.arrays(retain_only=True), train.Recipe.from_settings(s),
-      loss_settings={"reinit_fraction": fraction, "damping": damping}, name="msg",
-      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, frozen=weights, param_hook=importance.gradient_scale_hook)
+      ctx, {**original_variables, "params": params},
+      train.Objective(train.supervised_loss(ctx.loss),
+                      {"reinit_fraction": fraction, "damping": damping}, frozen=weights,
+                      param_hook=importance.gradient_scale_hook),
+      data.arrays(retain_only=True), train.Recipe.from_settings(s), name="msg",
+      augment=data.augment)
   rec = base.record(
       outcome, reinitialised_fraction=importance.member_mean(mask, ctx.members),
       reinitialised_by_layer={path: importance.member_mean(leaf, ctx.members)

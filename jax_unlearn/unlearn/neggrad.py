@@ -79,8 +79,8 @@ def neggrad(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDa
   s = base.settings("neggrad", config, DEFAULTS, RANGES)
   bound = float(s["forget_bound"]) * reference_loss(ctx, original_variables, data)
   outcome = base.fit(
-      ctx, original_variables, make_neggrad_loss(ctx.loss, float(s["alpha"])), data.arrays(),
-      train.Recipe.from_settings(s), loss_settings={k: s[k] for k in ("alpha", "forget_bound")},
-      name="neggrad", stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, frozen=jnp.asarray(bound))
+      ctx, original_variables,
+      train.Objective(make_neggrad_loss(ctx.loss, float(s["alpha"])),
+                      {k: s[k] for k in ("alpha", "forget_bound")}, frozen=jnp.asarray(bound)),
+      data.arrays(), train.Recipe.from_settings(s), name="neggrad", augment=data.augment)
   return base.MethodResult(outcome.variables, base.record(outcome, forget_bound=bound.tolist()))

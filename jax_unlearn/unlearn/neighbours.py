@@ -97,10 +97,9 @@ def neighbours(ctx: base.Context, original_variables: Mapping, data: base.Unlear
               [blend(train.ensemble.member(original_variables, k)) for k in range(ctx.members)])
   search = time.perf_counter() - t
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
-      train.Recipe.from_settings(s), loss_settings={"neighbours": s["neighbours"]},
-      name="neighbours", stage="unlearn", train_key=base.PURPOSE_TRAIN,
-      order_key=base.PURPOSE_ORDER, augment=data.augment,
+      ctx, original_variables,
+      train.Objective(train.supervised_loss(ctx.loss), {"neighbours": s["neighbours"]}), arrays,
+      train.Recipe.from_settings(s), name="neighbours", augment=data.augment,
       validate=base.validation_loss(ctx, data, s["keep_best"]))
   rec = base.record(outcome, search_seconds=search)
   rec["seconds"] += search

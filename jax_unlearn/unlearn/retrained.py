@@ -21,7 +21,6 @@ def retrained(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
   variables = base.fresh_variables(ctx, original_variables, base.PURPOSE_INIT, "retrained model")
   outcome = base.fit(
       ctx, variables, train.supervised_loss(ctx.loss), data.arrays(retain_only=True),
-      train.Recipe.from_settings(s), loss_settings={}, name="retrained", stage="unlearn",
-      train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER, augment=data.augment,
+      train.Recipe.from_settings(s), name="retrained", augment=data.augment,
       validate=base.validation_loss(ctx, data))
   return base.MethodResult(outcome.variables, base.record(outcome))

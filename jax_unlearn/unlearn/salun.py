@@ -64,11 +64,11 @@ def salun(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   arrays = ctx.each(lambda key: data.arrays(y=gaussian.gaussian_labels(data.y, data.forget, key)),
                     base.PURPOSE_LABELS)
   outcome = base.fit(
-      ctx, original_variables, train.supervised_loss(ctx.loss), arrays,
-      train.Recipe.from_settings(s), loss_settings={"sparsity": share}, name="salun",
-      stage="unlearn", train_key=base.PURPOSE_TRAIN, order_key=base.PURPOSE_ORDER,
-      augment=data.augment, frozen=mask, validate=base.validation_loss(ctx, data, s["keep_best"]),
-      param_hook=importance.gradient_scale_hook)
+      ctx, original_variables,
+      train.Objective(train.supervised_loss(ctx.loss), {"sparsity": share}, frozen=mask,
+                      param_hook=importance.gradient_scale_hook),
+      arrays, train.Recipe.from_settings(s), name="salun", augment=data.augment,
+      validate=base.validation_loss(ctx, data, s["keep_best"]))
   rec = base.record(outcome, masked_fraction=importance.member_mean(mask, ctx.members),
                     mask_seconds=float(mask_seconds))
   rec["seconds"] += rec["mask_seconds"]

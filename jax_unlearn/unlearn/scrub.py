@@ -107,18 +107,20 @@ def scrub(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   variables, outcomes, max_steps = original_variables, [], 0
   for epoch in range(s["epochs"]):
     if epoch < s["max_epochs"]:
-      out = base.fit(max_ctx, variables, max_loss, forget_arrays, max_recipe,
-                     loss_settings={"forget_bound": s["forget_bound"]},
-                     name=f"scrub max {epoch + 1}", stage=f"max{epoch}", train_key=2 * epoch,
-                     order_key=2 * epoch + 1, augment=data.augment,
-                     frozen=(original_variables, jnp.asarray(bound)))
+      out = base.fit(max_ctx, variables,
+                     train.Objective(max_loss, {"forget_bound": s["forget_bound"]},
+                                     frozen=(original_variables, jnp.asarray(bound))),
+                     forget_arrays, max_recipe, name=f"scrub max {epoch + 1}",
+                     stage=f"max{epoch}", purposes=(2 * epoch, 2 * epoch + 1),
+                     augment=data.augment)
       variables, max_steps = out.variables, max_steps + out.steps
       outcomes.append(out)
-    out = base.fit(min_ctx, variables, min_loss, data.arrays(retain_only=True),
-                   train.Recipe.from_settings(s, epochs=1),
-                   loss_settings={"alpha": s["alpha"], "gamma": s["gamma"]},
-                   name=f"scrub min {epoch + 1}", stage=f"min{epoch}", train_key=2 * epoch,
-                   order_key=2 * epoch + 1, augment=data.augment, frozen=original_variables)
+    out = base.fit(min_ctx, variables,
+                   train.Objective(min_loss, {"alpha": s["alpha"], "gamma": s["gamma"]},
+                                   frozen=original_variables),
+                   data.arrays(retain_only=True), train.Recipe.from_settings(s, epochs=1),
+                   name=f"scrub min {epoch + 1}", stage=f"min{epoch}",
+                   purposes=(2 * epoch, 2 * epoch + 1), augment=data.augment)
     variables = out.variables
     outcomes.append(out)
   rec = base.record(out, max_steps=int(max_steps), forget_bound=bound.tolist())

@@ -209,7 +209,7 @@ class Plan:
         train.Recipe.from_settings(self.s, batch_size=self.batch_size), rng=rng, seed=seeds,
         dp=self.ctx.dp, augment=self.data.augment,
         validate=base.validation_loss(self.ctx, self.data, self.s["keep_best"]),
-        stage=train.Stage(name, self.ctx.stage_dir(name), identity), progress=self.ctx.progress)
+        stage=train.Stage(name, self.ctx.stage_dir(name), identity, self.ctx.progress))
 
   def served(self, stacked) -> dict:
     """[K * S] members as K sharded models (one without seeds), for `serving`."""
