@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Tests see 4 simulated CPU devices, so the data-parallel paths always run.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu
-PYTEST_ARGS ?= -q -n 2 --durations=20
+PYTEST_ARGS ?= -q -n 2 --dist worksteal --durations=20
 
 .PHONY: install test demo bench clean
 

@@ -20,8 +20,10 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_collection_modifyitems(items):
-  """The tests marked slow run first: on 2 workers the last minutes then hold only short tests,
-  not one long run with the other worker idle."""
+  """The tests marked slow run first: the last minutes then hold only short tests, not one long
+  run with the other worker idle (`make test` runs `--dist worksteal`: each worker takes one
+  contiguous half, so a module's tests and their module fixture mostly stay on one worker, and
+  an idle worker takes tests from the end of the other's)."""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
