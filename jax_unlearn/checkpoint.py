@@ -123,7 +123,7 @@ class Checkpointer:
     except Exception as e:
       raise UserError(f"checkpoint {where} is truncated or corrupted ({_cause(e)}).",
                       f"delete {self.directory} or rerun with --fresh.") from e
-    if on_host:  # placed like the target's arrays, in one transfer
+    if on_host:  # placed like the target's arrays
       tree = jax.tree_util.tree_map(
           lambda x, t: jax.device_put(x, t.sharding) if isinstance(t, jax.Array) else x,
           tree, target)

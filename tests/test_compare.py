@@ -26,9 +26,8 @@ def _load(name, seeds):
   c.methods = config_io.load_config("compare_all").methods
   for label in LEFT_OUT.get(name, ()):
     del c.methods[label]
-  c.methods["finetune_fast"] = configs.method_variant("finetune", lr=3e-3)  # a variant runs too
-  if "finetune" in LEFT_OUT.get(name, ()):
-    del c.methods["finetune_fast"]
+  if "finetune" in c.methods:  # a variant runs too
+    c.methods["finetune_fast"] = configs.method_variant("finetune", lr=3e-3)
   c.smoke, c.seeds = True, seeds
   return c
 
