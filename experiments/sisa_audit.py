@@ -101,15 +101,15 @@ def main(argv=None) -> int:
                    json.dumps(files.json_safe(results), indent=1))
   print(f"unlearned against SISA trained on the retain rows alone with the same keys: largest "
         f"weight difference {difference:g}\n")
-  keys = metrics.audit.columns(AUDITS)
+  columns = metrics.audit.columns(AUDITS)
   print("| model (against the sharded model retrained from scratch) | "
-        + " | ".join(title for _, title, _ in keys) + " |")
-  print("|:--|" + "--:|" * len(keys))
+        + " | ".join(c.label for c in columns) + " |")
+  print("|:--|" + "--:|" * len(columns))
   for name, values in results["models"].items():
     if name == metrics.audit.REFERENCE:
       continue
     tests = results.get("versus_null", {}).get(name, {})
-    cells = [metrics.format_value(values.get(key)) for key, _, _ in keys]
+    cells = [metrics.format_value(values.get(c.key)) for c in columns]
     verdict = ", ".join(f"{a} p={t['p']:.2f}" for a, t in tests.items() if t.get("p") is not None)
     print(f"| {name}{' (' + verdict + ')' if verdict else ''} | " + " | ".join(cells) + " |")
   return 0

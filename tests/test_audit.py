@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jax_unlearn import config_io, losses, pipeline, train
+from jax_unlearn import config_io, losses, metrics, pipeline, train
 from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import audit, epsilon, lira
 from jax_unlearn.models import MLP, from_linen, init_linen
@@ -210,6 +210,66 @@ def test_permutation_test_by_hand():
   assert test["difference"] == -3.0 and test["p"] == pytest.approx(0.1, abs=0.015)
   assert audit.permutation_test(np.mean, a, a.copy(), permutations=50)["p"] == 1.0
   assert audit.permutation_test(np.mean, a, np.full(3, np.nan), permutations=50)["p"] is None
+
+
+# ---- one registry for metrics and audits ----------------------------------------------------
+
+class ForgetSpread(audit.Audit):
+  """Each model's mean spread of its members' forget scores: an audit of a test's own."""
+  name = "forget_spread"
+  keys = ("forget_spread",)
+  columns = (metrics.Column("forget_spread", "forget spread", metrics.TO_NULL),)
+
+  def run(self, data):
+    return audit.AuditOutput(models={
+        n: {"forget_spread": float(data.forget_scores(n).std(0).mean())} for n in data.scores})
+
+
+def _audit_data(which):
+  r = np.random.default_rng(0)
+  scores = {n: r.normal(size=(3, 10)) * scale for n, scale in
+            (("original", 3.0), (audit.REFERENCE, 1.0), (audit.NULL, 1.0))}
+  return audit.AuditData(scores=scores, losses={n: s ** 2 for n, s in scores.items()},
+                         forget=np.arange(10) < 4, per_seed=[],
+                         settings={**audit.DEFAULTS, "which": which})
+
+
+def test_an_audit_registered_with_the_metrics_joins_the_audit_and_its_table():
+  metrics.register(ForgetSpread())
+  try:
+    assert "forget_spread" in audit.names() and "forget_spread" not in metrics.names(metrics.Metric)
+    assert metrics.columns()["forget_spread"].label == "forget spread"
+    data = _audit_data(("ks", "forget_spread"))
+    results, _ = audit.run_audit(data)
+    for name in data.scores:
+      expected = data.scores[name][:, data.forget].std(0).mean()
+      assert results["models"][name]["forget_spread"] == pytest.approx(expected)
+    assert "| forget spread → null |" in metrics.write_audit(results)
+    with pytest.raises(UserError, match="unknown metric 'forget_spread'"):
+      metrics.resolve_settings({"which": ["errors", "forget_spread"]})
+  finally:
+    metrics.unregister("forget_spread")
+  assert "forget_spread" not in metrics.names()
+
+
+def test_audits_and_metrics_share_one_namespace_and_declare_their_keys():
+  with pytest.raises(UserError, match="already registered"):
+    metrics.register(type("Mia", (audit.Audit,), {"name": "mia"})())
+  clash = type("Clash", (audit.Audit,), {"name": "clash", "keys": ("mia_forget",)})
+  with pytest.raises(UserError, match="mia_forget"):
+    metrics.register(clash())
+  with pytest.raises(UserError, match="unknown audit 'mia'"):
+    audit.get("mia")
+
+  class Sloppy(ForgetSpread):
+    name, keys, columns = "sloppy", (), ()
+
+  metrics.register(Sloppy())
+  try:
+    with pytest.raises(ValueError, match="undeclared keys"):
+      audit.run_audit(_audit_data(("sloppy",)))
+  finally:
+    metrics.unregister("sloppy")
 
 
 # ---- settings and the pipeline --------------------------------------------------------------

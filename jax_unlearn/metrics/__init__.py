@@ -1,12 +1,13 @@
 """Evaluation of unlearning for regression: errors, distances, privacy attack, AIN, reports.
 
 Functions take arrays, or an apply function with variables, never the library's model classes
-or unlearning methods, so research code can call any of them on its own. The evaluator is open:
-every metric is a registered `Metric` (name, settings, result keys, columns, hooks), so a metric
-of your own joins `evaluate_models` and the table with `register(MyMetric())`.
+or unlearning methods, so research code can call any of them on its own. Everything that
+evaluates models is registered in one registry (`register`): a `Metric` (name, settings, result
+keys, columns, hooks) joins `evaluate_models` and the table with `register(MyMetric())`, an
+`audit.Audit` joins the audit the same way.
 
   base       the Metric protocol, its contexts (Run, ModelContext, EvalData), the registry
-  builtin    the paper's metrics, registered in their fixed order
+  builtin    the paper's metrics and the audits, registered in their fixed order
   evaluate   evaluate_models and the settings it resolves
   report     the markdown tables: results, paired comparisons, the noise floor
   spread     the spread over seeds: summaries, paired differences, the noise floor
@@ -19,10 +20,11 @@ of your own joins `evaluate_models` and the table with `register(MyMetric())`.
 from jax_unlearn.metrics import audit, epsilon, lira
 from jax_unlearn.metrics.ain import (AnamnesisIndex, Relearner, anamnesis_index, relearn_steps,
                                      relearn_target)
-from jax_unlearn.metrics.base import (DETAIL, HEADLINE, HIDDEN, HIGHER, LOWER, RETRAINED, Column,
-                                      EvalData, Metric, ModelContext, Run, columns,
+from jax_unlearn.metrics.base import (DETAIL, HEADLINE, HIDDEN, HIGHER, LOWER, RETRAINED, TO_NULL,
+                                      Column, EvalData, Metric, ModelContext, Run, columns,
                                       default_columns, defaults, get, names, register,
-                                      required_keys, unregister)
+                                      registered, required_keys, unregister)
+# Registers the built-in metrics and audits; any import of a metrics module runs this file first.
 from jax_unlearn.metrics.builtin import DEFAULT_COLUMNS, REQUIRED_KEYS
 from jax_unlearn.metrics.distances import (ActivationDistance, Wasserstein, activation_distance,
                                            layer_names, make_activation_distance_fn,
@@ -43,9 +45,10 @@ from jax_unlearn.metrics.spread import (aggregate, compare, noise_floor, paired_
 
 __all__ = [
     "AnamnesisIndex", "Relearner", "anamnesis_index", "relearn_steps", "relearn_target",
-    "DETAIL", "HEADLINE", "HIDDEN", "HIGHER", "LOWER", "RETRAINED", "Column", "EvalData",
-    "Metric", "ModelContext", "Run", "columns", "default_columns", "defaults", "get", "names",
-    "register", "required_keys", "unregister", "DEFAULT_COLUMNS", "REQUIRED_KEYS",
+    "DETAIL", "HEADLINE", "HIDDEN", "HIGHER", "LOWER", "RETRAINED", "TO_NULL", "Column",
+    "EvalData", "Metric", "ModelContext", "Run", "columns", "default_columns", "defaults", "get",
+    "names", "register", "registered", "required_keys", "unregister",
+    "DEFAULT_COLUMNS", "REQUIRED_KEYS",
     "ActivationDistance", "Wasserstein", "activation_distance", "layer_names",
     "make_activation_distance_fn", "model_activation_distance", "relative_difference",
     "wasserstein", "wasserstein_1d",

@@ -21,8 +21,9 @@ any model is (what a perfect unlearner scores), and each model's headline statis
 (`Audit.null_key`) is tested against it (`versus_null`): a two-sided permutation test over
 models, the model's K members and the null's K exchanged at random.
 
-`register` adds an audit of your own. Per-sample values (LiRA scores, U-LiRA scores, epsilons)
-are kept apart from the summaries (`AuditOutput.samples`), for plots and for the reader.
+`metrics.register` adds an audit of your own: audits and metrics share one registry. Per-sample
+values (LiRA scores, U-LiRA scores, epsilons) are kept apart from the summaries
+(`AuditOutput.samples`), for plots and for the reader.
 """
 import dataclasses
 import math
@@ -35,9 +36,10 @@ import scipy.stats
 from sklearn.metrics import roc_auc_score
 
 from jax_unlearn import losses, settings as settings_lib, train
-from jax_unlearn.errors import UserError, unknown_name
+from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import epsilon as eps_lib, lira, spread
-from jax_unlearn.metrics.base import loss_values
+from jax_unlearn.metrics import base
+from jax_unlearn.metrics.base import RETRAINED, TO_NULL, Column, loss_values
 from jax_unlearn.train import ensemble
 
 SCORES = ("residual", "loss")
@@ -110,14 +112,18 @@ class AuditOutput:
 
 
 class Audit:
-  """An audit: its name, its table columns ((key, label, direction) triples), and `run`.
+  """An audit: its name, the result keys it reports, its table columns, and `run`.
 
   `null_key`: the result read against the null. It is tested by `statistic` when the audit
   defines one (the value recomputed from a group of models' scores), else by the per-model
-  values of its summary.
+  values of its summary. Its settings live in the config's `audit` section (`DEFAULTS`).
   """
+  kind = "audit"
   name: str = ""
-  columns: tuple[tuple[str, str, str], ...] = ()
+  defaults: Mapping[str, Any] = {}
+  keys: tuple[str, ...] = ()
+  required: tuple[str, ...] = ()
+  columns: tuple[Column, ...] = ()
   null_key: str | None = None
   # (data, scores [K, N]) -> `null_key` of a model whose members score `scores`; None when the
   # key is read from per-model values.
@@ -130,28 +136,14 @@ class Audit:
     raise NotImplementedError
 
 
-_AUDITS: dict[str, Audit] = {}
-
-
-def register(audit: Audit, *, replace: bool = False) -> Audit:
-  if not audit.name.isidentifier():
-    raise UserError(f"an audit needs a name that is an identifier, got {audit.name!r}.",
-                    "set the class attribute `name`.")
-  if audit.name in _AUDITS and not replace:
-    raise UserError(f"an audit named {audit.name!r} is already registered.",
-                    "choose another name, or pass replace=True.")
-  _AUDITS[audit.name] = audit
-  return audit
-
-
 def get(name: str) -> Audit:
-  if name not in _AUDITS:
-    raise unknown_name("audit", name, _AUDITS)
-  return _AUDITS[name]
+  """The registered audit `name`."""
+  return base.get(name, Audit)
 
 
 def names() -> tuple[str, ...]:
-  return tuple(_AUDITS)
+  """Every registered audit, in registration order."""
+  return base.names(Audit)
 
 
 def resolve_settings(config, members: int) -> dict[str, Any]:
@@ -296,8 +288,9 @@ def _seed_mean(data: AuditData, name: str, key: str) -> float | None:
 
 class LiRA(Audit):
   name = "lira"
-  columns = (("lira_forget_auc", "LiRA retain/forget AUC", "≈ retrained"),
-             ("lira_forget_member", "LiRA forget called member", "≈ retrained"))
+  keys = ("lira_forget_auc", "lira_forget_member")
+  columns = (Column("lira_forget_auc", "LiRA retain/forget AUC", RETRAINED),
+             Column("lira_forget_member", "LiRA forget called member", RETRAINED))
   null_key = "lira_forget_auc"
 
   def check(self, s, members):
@@ -334,9 +327,10 @@ class LiRA(Audit):
 
 class ULiRA(Audit):
   name = "ulira"
-  columns = (("ulira_accuracy", "U-LiRA accuracy", "→ null"),
-             ("ulira_auc", "U-LiRA AUC", "→ null"),
-             ("ulira_model_accuracy", "U-LiRA per-model accuracy", "→ null"))
+  keys = ("ulira_accuracy", "ulira_auc", "ulira_model_accuracy")
+  columns = (Column("ulira_accuracy", "U-LiRA accuracy", TO_NULL),
+             Column("ulira_auc", "U-LiRA AUC", TO_NULL),
+             Column("ulira_model_accuracy", "U-LiRA per-model accuracy", TO_NULL))
   null_key = "ulira_accuracy"
 
   def check(self, s, members):
@@ -370,9 +364,11 @@ class ULiRA(Audit):
 
 class Epsilon(Audit):
   name = "epsilon"
-  columns = (("epsilon_median", "median per-sample ε", "→ null"),
-             ("epsilon_forget_quality", "forget quality F", "→ null"),
-             ("epsilon_score", "F × utility ratios", "→ null"))
+  keys = ("epsilon_median", "epsilon_forget_quality", "epsilon_undefined", "epsilon_retain_ratio",
+          "epsilon_test_ratio", "epsilon_score")
+  columns = (Column("epsilon_median", "median per-sample ε", TO_NULL),
+             Column("epsilon_forget_quality", "forget quality F", TO_NULL),
+             Column("epsilon_score", "F × utility ratios", TO_NULL))
   null_key = "epsilon_forget_quality"
 
   def check(self, s, members):
@@ -414,7 +410,8 @@ class Epsilon(Audit):
 
 class KS(Audit):
   name = "ks"
-  columns = (("ks_forget_p", "KS p-value vs retrained", "→ null"),)
+  keys = ("ks_forget_p",)
+  columns = (Column("ks_forget_p", "KS p-value vs retrained", TO_NULL),)
   null_key = "ks_forget_p"
 
   def check(self, s, members):
@@ -433,9 +430,10 @@ class KS(Audit):
 class SVM(Audit):
   """The paper's attack, as the evaluator ran it on each seed (the "mia" metric)."""
   name = "svm"
-  columns = (("svm_forget", "SVM forget called member", "≈ retrained"),
-             ("svm_accuracy", "SVM own accuracy", ""),
-             ("svm_auc", "SVM own AUC", ""))
+  keys = ("svm_forget", "svm_accuracy", "svm_auc")
+  columns = (Column("svm_forget", "SVM forget called member", RETRAINED),
+             Column("svm_accuracy", "SVM own accuracy"),
+             Column("svm_auc", "SVM own AUC"))
   null_key = "svm_forget"
   _FROM = {"svm_forget": "mia_forget", "svm_accuracy": "mia_attack_accuracy",
            "svm_auc": "mia_attack_auc"}
@@ -446,10 +444,6 @@ class SVM(Audit):
       out.models[name] = {key: spread.summarize([r.get(name, {}).get(src) for r in data.per_seed])
                           for key, src in self._FROM.items()}
     return out
-
-
-for _audit in (LiRA(), ULiRA(), Epsilon(), KS(), SVM()):
-  register(_audit)
 
 
 def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, dict]:
@@ -466,8 +460,13 @@ def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, 
   samples: dict[str, np.ndarray] = {}
   for name in (progress(selected, "audit") if progress is not None else selected):
     t = time.perf_counter()
-    out = get(name).run(data)
+    audit = get(name)
+    out = audit.run(data)
     for model, values in out.models.items():
+      undeclared = set(values) - set(audit.keys)
+      if undeclared:
+        raise ValueError(f"audit {name!r} reported undeclared keys {sorted(undeclared)}; list "
+                         "them in its `keys`")
       results["models"][model].update(values)
     results["info"][name] = out.info
     samples.update(out.samples)
@@ -479,5 +478,6 @@ def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, 
   return results, samples
 
 
-def columns(which: Sequence[str]) -> list[tuple[str, str, str]]:
+def columns(which: Sequence[str]) -> list[Column]:
+  """The table columns of the audits `which`, in that order."""
   return [c for name in which for c in get(name).columns]

@@ -1,4 +1,8 @@
-"""What a metric is, what it is handed, and the registry that makes the evaluator open.
+"""What a metric is, what it is handed, and the one registry of everything that evaluates models.
+
+The registry holds the evaluator's metrics (`Metric`, one model at a time) and the audits
+(`audit.Audit`, every member of every ensemble at once) in one namespace: names, settings, result
+keys and columns never clash, and the tables find every column's label and direction here.
 
 A metric declares its name, its own settings with their defaults, the result keys it reports
 and the table columns that show them; the evaluator (`evaluate.evaluate_models`) calls its hooks:
@@ -11,8 +15,8 @@ and the table columns that show them; the evaluator (`evaluate.evaluate_models`)
 
 Every `ModelContext` stays alive until `finish`, with the model's predictions and per-sample
 losses on both splits, so a metric over many models (e.g. an attack calibrated on all of them)
-reads per-sample values rather than a summary. `register` adds a metric of your own; built-in
-metrics are registered by `builtin`.
+reads per-sample values rather than a summary. `register` adds a metric or an audit of your own;
+the built-in ones are registered by `builtin`.
 """
 import dataclasses
 import functools
@@ -24,7 +28,7 @@ import numpy as np
 from jax_unlearn import parallel, train
 from jax_unlearn.errors import UserError, unknown_name
 
-LOWER, HIGHER, RETRAINED = "↓", "↑", "≈ retrained"
+LOWER, HIGHER, RETRAINED, TO_NULL = "↓", "↑", "≈ retrained", "→ null"
 # Where a column appears in the default table: not at all, in the headline group, or after it.
 HIDDEN, HEADLINE, DETAIL = 0, 1, 2
 # The evaluator's own settings; metrics add theirs (their `defaults`).
@@ -181,6 +185,7 @@ class Metric:
   A metric object holds no state of an evaluation (that is what `prepare` returns), so one
   registered object serves every evaluation.
   """
+  kind = "metric"
   name: str = ""
   defaults: Mapping[str, Any] = {}
   keys: tuple[str, ...] = ()
@@ -205,78 +210,86 @@ class Metric:
     return {}
 
 
-_REGISTRY: dict[str, Metric] = {}
+# name -> a `Metric` or an `audit.Audit`; both declare `kind`, `name`, `defaults`, `keys`,
+# `required` and `columns`.
+_REGISTRY: dict[str, Any] = {}
 
 
-def _clashes(metric: Metric, other: Metric) -> set[str]:
-  return ((set(metric.defaults) & set(other.defaults)) | (set(metric.keys) & set(other.keys))
-          | ({c.key for c in metric.columns} & {c.key for c in other.columns}))
+def _clashes(entry, other) -> set[str]:
+  return ((set(entry.defaults) & set(other.defaults)) | (set(entry.keys) & set(other.keys))
+          | ({c.key for c in entry.columns} & {c.key for c in other.columns}))
 
 
-def register(metric: Metric, *, replace: bool = False) -> Metric:
-  """Adds `metric` (after those registered before, which fixes its place in results and tables).
+def register(entry, *, replace: bool = False):
+  """Adds a metric or an audit (after those registered before, which fixes its place in results
+  and tables) and returns it.
 
-  Its settings, result keys and columns must not clash with another metric's: they share one
-  namespace. `replace=True` swaps a metric of the same name in place.
+  Its name, settings, result keys and columns must not clash with another entry's: they share
+  one namespace. `replace=True` swaps an entry of the same name in place.
   """
-  name = metric.name
+  name, kind = entry.name, entry.kind
   if not isinstance(name, str) or not name.isidentifier():
-    raise UserError(f"a metric needs a name that is an identifier, got {name!r}.",
-                    "set the class attribute `name`, e.g. name = 'my_metric'.")
+    raise UserError(f"a {kind} needs a name that is an identifier, got {name!r}.",
+                    f"set the class attribute `name`, e.g. name = 'my_{kind}'.")
   if name in _REGISTRY and not replace:
-    raise UserError(f"a metric named {name!r} is already registered.",
+    raise UserError(f"a {_REGISTRY[name].kind} named {name!r} is already registered.",
                     "choose another name, or pass replace=True.")
-  unreported = (set(metric.required) | {c.key for c in metric.columns}) - set(metric.keys)
+  unreported = (set(entry.required) | {c.key for c in entry.columns}) - set(entry.keys)
   if unreported:
-    raise UserError(f"metric {name!r} requires or shows keys it does not report: "
+    raise UserError(f"{kind} {name!r} requires or shows keys it does not report: "
                     f"{', '.join(sorted(unreported))}.", "list every such key in `keys` too.")
-  own = set(EVALUATOR_DEFAULTS) & set(metric.defaults)
+  own = set(EVALUATOR_DEFAULTS) & set(entry.defaults)
   for other in _REGISTRY.values():
     if other.name != name:
-      own |= _clashes(metric, other)
+      own |= _clashes(entry, other)
   if own:
-    raise UserError(f"metric {name!r} reuses names of another metric or the evaluator: "
+    raise UserError(f"{kind} {name!r} reuses names of another metric, audit or the evaluator: "
                     f"{', '.join(sorted(own))}.", f"prefix them with {name + '_'!r}.")
-  _REGISTRY[name] = metric
-  return metric
+  _REGISTRY[name] = entry
+  return entry
 
 
-def unregister(name: str) -> Metric:
-  """Removes the metric `name` and returns it."""
+def unregister(name: str):
+  """Removes the metric or audit `name` and returns it."""
   return _REGISTRY.pop(get(name).name)
 
 
-def get(name: str) -> Metric:
-  if name not in _REGISTRY:
-    raise unknown_name("metric", name, _REGISTRY)
-  return _REGISTRY[name]
+def registered(kind: type | None = None) -> tuple:
+  """Every registered entry (of class `kind`, when given), in registration order."""
+  return tuple(e for e in _REGISTRY.values() if kind is None or isinstance(e, kind))
 
 
-def names() -> tuple[str, ...]:
-  """Every registered metric, in registration (= evaluation and table) order."""
-  return tuple(_REGISTRY)
+def get(name: str, kind: type | None = None):
+  """The entry `name`; with `kind`, an error unless it is one (e.g. an audit where a metric is
+  expected)."""
+  known = {e.name: e for e in registered(kind)}
+  if name not in known:
+    raise unknown_name(kind.kind if kind is not None else "metric or audit", name, known)
+  return known[name]
 
 
-def registered() -> tuple[Metric, ...]:
-  return tuple(_REGISTRY.values())
+def names(kind: type | None = None) -> tuple[str, ...]:
+  """Every registered entry's name (of class `kind`), in registration (= evaluation and table)
+  order."""
+  return tuple(e.name for e in registered(kind))
 
 
 def defaults() -> dict[str, Any]:
   """Every setting of the evaluator (`which`: every registered metric; `predict_batch_size`) and
   of every registered metric, with its default: metric configs are built from this."""
-  out = dict(EVALUATOR_DEFAULTS, which=names())
-  for metric in _REGISTRY.values():
+  out = dict(EVALUATOR_DEFAULTS, which=names(Metric))
+  for metric in registered(Metric):
     out.update(metric.defaults)
   return out
 
 
 def required_keys() -> tuple[str, ...]:
   """Keys every model's results hold, in registration order."""
-  return tuple(k for m in _REGISTRY.values() for k in m.required)
+  return tuple(k for m in registered(Metric) for k in m.required)
 
 
 def columns() -> dict[str, Column]:
-  """result key -> its column, for every registered metric."""
+  """result key -> its column, for every registered metric and audit."""
   return {c.key: c for m in _REGISTRY.values() for c in m.columns}
 
 

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from jax_unlearn import losses, parallel, settings as settings_lib, train
-from jax_unlearn.errors import UserError, unknown_name
-from jax_unlearn.metrics import base, builtin, errors  # noqa: F401  (builtin registers)
+from jax_unlearn.errors import UserError
+from jax_unlearn.metrics import base, errors
 from jax_unlearn.metrics.base import EvalData, ModelContext, Run
 
 
@@ -42,11 +42,10 @@ def resolve_settings(config=None) -> dict[str, Any]:
   s = settings_lib.merge(base.defaults(), config, "metrics")
   which = s["which"]
   s["which"] = (which,) if isinstance(which, str) else tuple(which)
-  known = base.names()
   for name in s["which"]:
-    if name not in known:
-      raise unknown_name("metric", name, known)
-  for metric in base.registered():  # whether selected or not: a config is valid or it is not
+    base.get(name, base.Metric)
+  # Whether selected or not: a config is valid or it is not.
+  for metric in base.registered(base.Metric):
     metric.check(s)
   return s
 
@@ -84,7 +83,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
                       f"pass the {ref} model's variables under the name {ref!r}.")
   errors.check_error(error, quantiles)
   s = resolve_settings(config)
-  selected = [m for m in base.registered() if m.name in s["which"]]
+  selected = [m for m in base.registered(base.Metric) if m.name in s["which"]]
   start = time.perf_counter()
   dp = parallel.resolve(dp)
   run = Run(apply_fn=apply_fn, models=models, data=data, task_loss=task_loss, error=error,

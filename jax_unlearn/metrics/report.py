@@ -12,7 +12,7 @@ import numpy as np
 
 from jax_unlearn import files
 from jax_unlearn.metrics import audit as audit_lib
-from jax_unlearn.metrics import base, builtin, spread  # noqa: F401  (builtin registers)
+from jax_unlearn.metrics import base, spread
 
 LEGEND = ("↓ lower is better, ↑ higher is better, ≈ retrained: closer to the retrained model "
           "is better.")
@@ -165,10 +165,10 @@ def write_audit(audit: Mapping[str, Any]) -> str:
              f"{format_value(lira['offline']['auc'])} ({low('offline')}). The weaker it is, the "
              "less any model's LiRA numbers below can show.\n\n")
   columns = audit_lib.columns(s["which"])
-  lines = ["| model | " + " | ".join(f"{label} {d}".strip() for _, label, d in columns) + " |",
+  lines = ["| model | " + " | ".join(f"{c.label} {c.direction}".strip() for c in columns) + " |",
            "|:--" + "|--:" * len(columns) + "|"]
   for name, row in audit["models"].items():
-    lines.append("| " + " | ".join([name] + [format_value(row.get(key)) for key, _, _ in columns])
+    lines.append("| " + " | ".join([name] + [format_value(row.get(c.key)) for c in columns])
                  + " |")
   null = audit_lib.NULL
   note = (f"{null!r} is a second retrained ensemble on other seeds, audited like any model: what "
@@ -184,7 +184,7 @@ def write_audit(audit: Mapping[str, Any]) -> str:
 def _write_versus_null(versus: Mapping[str, Any], permutations: int) -> str:
   """The table of each model's headline audit numbers minus the null's, with their p-values."""
   audits = list(dict.fromkeys(a for row in versus.values() for a in row))
-  labels = {key: label for name in audits for key, label, _ in audit_lib.get(name).columns}
+  labels = {c.key: c.label for c in audit_lib.columns(audits)}
   header = [f"{labels.get(next(iter(versus.values()))[a]['key'], a)} − null (p)" for a in audits]
   lines = ["| model | " + " | ".join(header) + " | distinguishable from the null by |",
            "|:--" + "|--:" * len(audits) + "|:--|"]

@@ -15,7 +15,7 @@ import scipy.stats
 
 from jax_unlearn.files import finite_or_none
 from jax_unlearn.errors import UserError
-from jax_unlearn.metrics import base, builtin  # noqa: F401  (builtin registers)
+from jax_unlearn.metrics import base
 
 FLOOR = "retrained (other seed)"
 # The level at which `compare` names a better model (two-sided Wilcoxon signed-rank test).
