@@ -151,7 +151,7 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
   eval_data = metrics.EvalData(
       train_x=ds.train.x, train_y=ds.train.y, forget_train=masks.train, test_x=ds.test.x,
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
-      forget_val=masks.val)
+      forget_val=masks.val, train_augment=exp.augment)
   evaluations, aux = [], []
   k_all = exp.members or 1
   for k in range(k_all):
@@ -168,7 +168,7 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
                   quantiles=tuple(task.quantiles) if task.quantiles else None, seed=exp.seeds[k],
                   dp=exp.dp)
     evaluation = metrics.evaluate_models(exp.apply_fn, picked, eval_data,
-                                         config=exp.config.metrics, augment=exp.augment, **common)
+                                         config=exp.config.metrics, **common)
     aux_results = {}
     if picked_aux or floor:
       # One more evaluation for the floor (its metrics but AIN) and the auxiliary models (errors
@@ -177,7 +177,7 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
       which = list(dict.fromkeys(which + list(AUXILIARY_METRICS)))
       references = {n: picked[n] for n in ("original", "retrained")}
       aux_results = metrics.evaluate_models(
-          exp.apply_fn, {**references, **floor, **picked_aux}, eval_data, augment=exp.augment,
+          exp.apply_fn, {**references, **floor, **picked_aux}, eval_data,
           config={**exp.config.metrics.to_dict(), "which": which}, **common).results
       allowed = {key for m in AUXILIARY_METRICS for key in metrics.get(m).keys}
       for name in floor:  # beside the retrained model, in the main table

@@ -194,8 +194,9 @@ def test_ensemble_rows_are_computed_from_their_own_times(monkeypatch):
   assert ensembles.member_counts("allcnn", 16) == [1, 4, 16]
   monkeypatch.setattr(ensembles, "CHEAP", ())  # K = 1, 2 only
   monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)  # exactly the rounds asked for
+  opts = dataclasses.replace(ensembles.ENSEMBLE_OPTIONS, steps=2, warmup=0)
   rows = ensembles.bench_ensembles(2, specs=TINY_ENSEMBLE, models=("mlp",), batch_size=4,
-                                   steps=2, warmup=0, info=_info(), peak=1e9, log=lambda _: None)
+                                   opts=opts, info=_info(), peak=1e9, log=lambda _: None)
   assert [r["members"] for r in rows] == [1, 2]
   for r in rows:
     assert all(k in r for k in ENSEMBLE_FIELDS), sorted(set(ENSEMBLE_FIELDS) - set(r))

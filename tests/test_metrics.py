@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,7 @@ from jax_unlearn.metrics import (EvalData, Relearner, activation_distance, anamn
                                  cohort_error, cohort_errors, evaluate_models, loss_values,
                                  membership_attack, model_activation_distance,
                                  per_example_losses, r2_score, relative_difference,
-                                 relearn_steps, relearn_target, resolve_settings, wasserstein,
+                                 relearn_target, resolve_settings, wasserstein,
                                  wasserstein_1d)
 from jax_unlearn.metrics import defaults as metrics_defaults
 from jax_unlearn.metrics.mia import augmented_inputs, target_rows
@@ -255,8 +257,9 @@ def _attack_data():
 def _mia(data, augment=None, **settings):
   apply_fn, v = _loss_model()
   config = {"which": ["mia"], "mia_samples": 200, **settings}
+  data = dataclasses.replace(data, train_augment=augment)
   return evaluate_models(apply_fn, {"original": v, "retrained": v}, data, task_loss=losses.l1,
-                         error="mae", config=config, seed=2, augment=augment).results["original"]
+                         error="mae", config=config, seed=2).results["original"]
 
 
 def test_membership_attack_members_retain_or_train():
@@ -411,11 +414,11 @@ def test_relearn_loop_compiles_once_for_every_model():
   assert second[0] >= 1
 
 
-def test_relearn_steps_function_and_ain():
+def test_relearning_caps_and_ain():
   x, y, val = _relearn_problem()
   apply_fn, v = _mlp(hidden=(16,))
-  steps, hit_cap = relearn_steps(apply_fn, v, losses.mse, (x, y), val, 0.0, lr=0.01,
-                                 batch_size=50, max_epochs=2, seed=0)
+  relearner = Relearner(apply_fn, losses.mse, lr=0.01, batch_size=50)
+  steps, hit_cap = relearner.steps(v, relearner.prepare((x, y), val, max_epochs=2, seed=0), 0.0)
   assert (steps, hit_cap) == (4, True)
   assert anamnesis_index(6, 3) == 2.0 and anamnesis_index(3, 3) == 1.0
   assert relearn_target(2.0, 0.05) == pytest.approx(2.1)

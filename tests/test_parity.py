@@ -42,7 +42,7 @@ from sklearn.svm import SVC
 from jax_unlearn import data as data_lib
 from jax_unlearn import losses
 from jax_unlearn.metrics import (EvalData, anamnesis_index, evaluate_models, membership_attack,
-                                 relearn_steps, relearn_target, wasserstein)
+                                 Relearner, relearn_target, wasserstein)
 
 # Membership attack
 
@@ -187,9 +187,9 @@ def test_relearn_steps_and_ain_equal_the_published_relearn_time():
                                             batch_size=BATCH, orders=orders)
                for name in ("retrained", "unlearned")}
   target = relearn_target(original_loss, 0.05)
-  ours = {name: relearn_steps(_linear, models[name], losses.l1, (x, y), val, target, lr=LR,
-                              batch_size=BATCH, max_epochs=10, seed=SEED, check_every=1)
-          for name in ("retrained", "unlearned")}
+  relearner = Relearner(_linear, losses.l1, lr=LR, batch_size=BATCH, check_every=1)
+  data = relearner.prepare((x, y), val, max_epochs=10, seed=SEED)
+  ours = {name: relearner.steps(models[name], data, target) for name in ("retrained", "unlearned")}
   assert {name: steps for name, (steps, _) in ours.items()} == published
   assert not any(hit for _, hit in ours.values())
   assert 1 < published["unlearned"] < published["retrained"] < 60  # neither trivial nor capped
@@ -198,8 +198,7 @@ def test_relearn_steps_and_ain_equal_the_published_relearn_time():
   # An unreachable target: both run the 10-epoch cap.
   capped = published_relearn_time(models["unlearned"]["params"], x, y, val, 0.0, lr=LR,
                                   batch_size=BATCH, orders=orders)
-  assert relearn_steps(_linear, models["unlearned"], losses.l1, (x, y), val, 0.0, lr=LR,
-                       batch_size=BATCH, max_epochs=10, seed=SEED) == (capped, True) == (60, True)
+  assert relearner.steps(models["unlearned"], data, 0.0) == (capped, True) == (60, True)
 
 
 def test_evaluator_ain_and_wasserstein_equal_the_published_definitions():

@@ -214,7 +214,7 @@ def test_plateau_lowers_learning_rate_and_best_variables_are_kept(linear_data):
   loader = ArrayLoader({"x": x, "y": y}, 32, seed=0)
   vals = iter([5.0, 4.0, 4.5, 4.5, 4.5, 4.5])
   result = train.fit(state, step, loader, epochs=6, rng=jax.random.key(0),
-                     validate=lambda v: next(vals), plateau=train.Plateau(patience=2))
+                     validation=train.Validation(lambda v: next(vals), train.Plateau(patience=2)))
   assert [h["lr"] for h in result.history] == pytest.approx([0.01] * 4 + [0.001] * 2)
   assert result.best_variables is not None
   assert result.history[-1]["best_val"] == 4.0

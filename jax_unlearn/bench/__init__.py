@@ -66,6 +66,7 @@ processes, clock changes) hits both alike; "ours/torch" is the peer's median tim
   torch_peer  the PyTorch twins of the models and steps
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -220,10 +221,10 @@ def _main(args) -> int:
             "steps": args.steps, "warmup": args.warmup}
   md = markdown(rows, header)
   if ensemble_models:
-    ens_rows = ensembles.bench_ensembles(
-        args.ensemble, models=ensemble_models, batch_size=ensembles.ENSEMBLE_BATCH,
-        steps=args.ensemble_steps,
-        warmup=min(args.warmup, 1), dtype=args.dtype, info=info, peak=peak, seed=args.seed)
+    ens_opts = dataclasses.replace(ensembles.ENSEMBLE_OPTIONS, steps=args.ensemble_steps,
+                                   warmup=min(args.warmup, 1), dtype=args.dtype, seed=args.seed)
+    ens_rows = ensembles.bench_ensembles(args.ensemble, models=ensemble_models, opts=ens_opts,
+                                         info=info, peak=peak)
     rows += ens_rows
     md += ensembles.markdown(ens_rows)
   if args.epochs:

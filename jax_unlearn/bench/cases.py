@@ -219,7 +219,7 @@ def relative_error(ours, theirs) -> float:
 
 # --- one model ----------------------------------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Options:
   steps: int = 20
   warmup: int = 3

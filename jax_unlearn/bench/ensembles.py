@@ -11,6 +11,7 @@ milliseconds get more rounds, up to `MIN_SECONDS` of each variant, so their medi
 are K times the single step's (the vmapped program does the same arithmetic); memory is each
 compiled program's (`measure.program_bytes`).
 """
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_unlearn.bench import measure
-from jax_unlearn.bench.cases import ModelSpec, build_model, make_batch
+from jax_unlearn.bench.cases import ModelSpec, Options, build_model, make_batch
 from jax_unlearn.bench.report import fmt
 from jax_unlearn import losses, ops, parallel, train
 from jax_unlearn.models import from_linen, init_linen
@@ -31,6 +32,8 @@ ENSEMBLE_MODELS: dict[str, ModelSpec] = {
     "allcnn": ModelSpec({"width": 0.25}, (32, 32, 1), (1,)),  # the digit images' shape
 }
 ENSEMBLE_BATCH = 64
+# The ensemble rows' defaults: few rounds (quick steps get more, see `rounds`), XLA's kernels.
+ENSEMBLE_OPTIONS = Options(steps=5, warmup=1, kernels="xla")
 CHEAP = ("mlp",)  # models also run at 4 K members: their steps are dispatch-bound and quick
 MIN_SECONDS = 2.0  # timed seconds per variant that quick steps get rounds for
 MAX_ROUNDS = 1000
@@ -128,14 +131,14 @@ def rounds(fns: Sequence[Callable], at_least: int) -> int:
   return int(min(max(at_least, math.ceil(MIN_SECONDS / max(quickest, 1e-9))), MAX_ROUNDS))
 
 
-def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, steps: int,
-                   warmup: int, dtype: str, kernels: str, info: Mapping[str, Any],
-                   peak: float | None, seed: int = 0, chunked: bool = False,
-                   chunk_steps: int = 1,
+def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, opts: Options,
+                   info: Mapping[str, Any], peak: float | None, chunked: bool = False,
                    budget: tuple[int, str] | None = None) -> dict[str, Any]:
-  """One row: the K-member ensemble step against K single steps (and, if `chunked`, the
-  ensemble in the chunks that `small_budget_members(k)` members' memory allows)."""
-  s = EnsembleSetup(name, spec, k, batch_size, dtype, kernels, seed)
+  """One row: the K-member ensemble step against K single steps, `opts.steps` rounds or more
+  (and, if `chunked`, the ensemble in the chunks that `small_budget_members(k)` members' memory
+  allows, against the unchunked one, one round or more)."""
+  dtype, kernels = opts.dtype, opts.kernels
+  s = EnsembleSetup(name, spec, k, batch_size, dtype, kernels, opts.seed)
   ens, seq = s.ensemble(), s.sequential()
   _, compile_s = _compiled(ens)
   _, single_compile_s = _compiled(seq)
@@ -148,7 +151,7 @@ def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, steps
          "program_bytes": measure.program_bytes(*ens.program()),
          "single_program_bytes": per_member}
   times = measure.time_interleaved({"ensemble": ens, "sequential": seq},
-                                   steps=rounds((ens, seq), steps), warmup=warmup)
+                                   steps=rounds((ens, seq), opts.steps), warmup=opts.warmup)
   chunk_times = None
   if chunked and per_member:
     row["small_budget_members"] = small_budget_members(k)
@@ -163,8 +166,7 @@ def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, steps
       chunks()  # compiles it
       row["chunked_program_bytes"] = measure.program_bytes(*chunks.program())
       chunk_times = measure.time_interleaved(
-          {"ensemble": ens, "chunked": chunks}, steps=rounds((ens, chunks), chunk_steps),
-          warmup=0)
+          {"ensemble": ens, "chunked": chunks}, steps=rounds((ens, chunks), 1), warmup=0)
   return finish(row, times, single_stats["flops"], chunk_times)
 
 
@@ -201,13 +203,14 @@ def finish(row: dict, times: Mapping[str, Sequence[float]], single_flops: float 
 
 def bench_ensembles(k: int, *, models: Sequence[str] = tuple(ENSEMBLE_MODELS),
                     specs: Mapping[str, ModelSpec] | None = None,
-                    batch_size: int = ENSEMBLE_BATCH, steps: int = 5, warmup: int = 1,
-                    dtype: str = "float32", kernels: str = "xla", info: Mapping[str, Any],
-                    peak: float | None, seed: int = 0,
+                    batch_size: int = ENSEMBLE_BATCH, opts: Options = ENSEMBLE_OPTIONS,
+                    info: Mapping[str, Any], peak: float | None,
                     log: Callable[[str], None] = print) -> list[dict]:
   """Rows of every model at each of `member_counts(model, k)`; at `k` the chunked step too, and
-  for convolutional models a row with the `auto` kernels when they resolve to other kernels."""
+  for convolutional models a row with the `auto` kernels when they resolve to other kernels
+  than `opts.kernels`."""
   specs = specs or ENSEMBLE_MODELS
+  dtype, kernels = opts.dtype, opts.kernels
   budget = measure.memory_budget()
   rows = []
   for name in models:
@@ -217,9 +220,9 @@ def bench_ensembles(k: int, *, models: Sequence[str] = tuple(ENSEMBLE_MODELS),
     if other and hasattr(build_model(name, specs[name], dtype), "kernels"):
       variants.append(("auto", k))  # what the default kernels do to the ensemble
     for kern, n in variants:
-      row = bench_ensemble(name, specs[name], n, batch_size=batch_size, steps=steps,
-                           warmup=warmup, dtype=dtype, kernels=kern, info=info, peak=peak,
-                           seed=seed, chunked=n == k, budget=budget)
+      row = bench_ensemble(name, specs[name], n, batch_size=batch_size,
+                           opts=dataclasses.replace(opts, kernels=kern), info=info, peak=peak,
+                           chunked=n == k, budget=budget)
       rows.append(row)
       log("  " + short(row))
   for one in [r for r in rows if r["members"] == 1 and r["program_bytes"]]:

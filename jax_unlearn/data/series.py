@@ -153,9 +153,10 @@ HALF_HOURS_PER_DAY = 48
 
 
 def _half_hourly(name: str, demand: np.ndarray, covariates: np.ndarray | None, *,
-                 first_weekday: int, val_start: int, test_start: int, encoder_length: int,
-                 horizon: int, stride: int, label: str, time_origin: str) -> Dataset:
-  """Windows over one half-hourly series (id 0) whose step 0 is midnight of `first_weekday`."""
+                 first_weekday: int, val_start: int, test_start: int,
+                 window: Mapping[str, int], label: str, time_origin: str) -> Dataset:
+  """Windows over one half-hourly series (id 0) whose step 0 is midnight of `first_weekday`;
+  `window`: `make_windows`' encoder_length, horizon and stride."""
   steps = np.arange(len(demand))
   known = time_features((steps % HALF_HOURS_PER_DAY) / 2,
                         (steps // HALF_HOURS_PER_DAY + first_weekday) % 7)
@@ -168,10 +169,9 @@ def _half_hourly(name: str, demand: np.ndarray, covariates: np.ndarray | None, *
   scaled = (demand[:, None].astype(np.float32) - mean) / std  # [T, 1]
   ranges = {"train": (0, val_start), "val": (val_start, test_start),
             "test": (test_start, len(demand))}
-  splits = make_windows(scaled, known, ranges, encoder_length=encoder_length, horizon=horizon,
-                        stride=stride)
-  return _forecast_dataset(name, splits, label=label, encoder_length=encoder_length,
-                           horizon=horizon, num_ids=1, time_origin=time_origin,
+  splits = make_windows(scaled, known, ranges, **window)
+  return _forecast_dataset(name, splits, label=label, encoder_length=window["encoder_length"],
+                           horizon=window["horizon"], num_ids=1, time_origin=time_origin,
                            time_unit="half-hour", target_mean=mean[0].tolist(),
                            target_std=std[0].tolist())
 
@@ -189,9 +189,10 @@ def taylor(*, seed: int = 0, encoder_length: int = 96, horizon: int = 24, stride
   del seed
   from pmdarima.datasets import load_taylor
 
+  window = {"encoder_length": encoder_length, "horizon": horizon, "stride": stride}
   return _half_hourly("taylor", load_taylor(), None, first_weekday=0, val_start=val_start,
-                      test_start=test_start, encoder_length=encoder_length, horizon=horizon,
-                      stride=stride, label="half-hourly demand (MW, standardised)",
+                      test_start=test_start, window=window,
+                      label="half-hourly demand (MW, standardised)",
                       time_origin="2000-06-05 00:00")
 
 
@@ -221,6 +222,7 @@ def elecdemand(*, seed: int = 0, encoder_length: int = 96, horizon: int = 24, st
                                frame["WorkDay"].to_numpy(np.float32)[:, None]], axis=-1)
   return _half_hourly("elecdemand", frame["Demand"].to_numpy(np.float32), covariates,
                       first_weekday=2, val_start=val_start, test_start=test_start,
-                      encoder_length=encoder_length, horizon=horizon, stride=stride,
+                      window={"encoder_length": encoder_length, "horizon": horizon,
+                              "stride": stride},
                       label="half-hourly demand (GW, standardised)",
                       time_origin="2014-01-01 00:00")

@@ -18,8 +18,7 @@ keys, columns, hooks) joins `evaluate_models` and the table with `register(MyMet
   lira, epsilon   the audits' statistics on score arrays
 """
 from jax_unlearn.metrics import audit, epsilon, lira
-from jax_unlearn.metrics.ain import (AnamnesisIndex, Relearner, anamnesis_index, relearn_steps,
-                                     relearn_target)
+from jax_unlearn.metrics.ain import AnamnesisIndex, Relearner, anamnesis_index, relearn_target
 from jax_unlearn.metrics.base import (DETAIL, HEADLINE, HIDDEN, HIGHER, LOWER, RETRAINED, TO_NULL,
                                       Column, EvalData, Metric, ModelContext, Run, columns,
                                       default_columns, defaults, get, names, register,
@@ -44,7 +43,7 @@ from jax_unlearn.metrics.spread import (aggregate, compare, noise_floor, paired_
                                         summarize)
 
 __all__ = [
-    "AnamnesisIndex", "Relearner", "anamnesis_index", "relearn_steps", "relearn_target",
+    "AnamnesisIndex", "Relearner", "anamnesis_index", "relearn_target",
     "DETAIL", "HEADLINE", "HIDDEN", "HIGHER", "LOWER", "RETRAINED", "TO_NULL", "Column",
     "EvalData", "Metric", "ModelContext", "Run", "columns", "default_columns", "defaults", "get",
     "names", "register", "registered", "required_keys", "unregister",

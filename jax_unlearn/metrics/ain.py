@@ -184,26 +184,6 @@ class Relearner:
     return state, hit
 
 
-def relearn_steps(apply_fn: Callable, variables, loss: Callable,
-                  train_arrays: tuple[np.ndarray, np.ndarray],
-                  forget_val: tuple[np.ndarray, np.ndarray], target_error: float, *,
-                  lr: float = 1e-3, batch_size: int = 64, max_epochs: int = 10, seed: int = 0,
-                  dp: parallel.DataParallel | None = None, check_every: int = 1
-                  ) -> tuple[int, bool]:
-  """(steps, hit_cap): relearn time of a copy of `variables` to reach `target_error`.
-
-  Args:
-    train_arrays: (x, y) the data relearning trains on (the full training set).
-    forget_val: (x, y) the forget-validation set whose mean `loss` must reach the target.
-    target_error: see `relearn_target`.
-  For several models use one `Relearner` directly: it compiles and transfers the data once.
-  """
-  relearner = Relearner(apply_fn, loss, lr=lr, batch_size=batch_size, check_every=check_every,
-                        dp=dp)
-  data = relearner.prepare(train_arrays, forget_val, max_epochs=max_epochs, seed=seed)
-  return relearner.steps(variables, data, target_error)
-
-
 def _is_count(value) -> bool:
   return not isinstance(value, bool) and isinstance(value, int) and value >= 1
 

@@ -54,6 +54,9 @@ class EvalData:
   """The splits every metric reads; `forget_*` are boolean row masks of their split.
 
   Labels are [N, D] float32; the test and validation forget cohorts may be empty.
+  `train_augment` is the training augmentation `augment(x, rng) -> x` (see `data.augment_for`),
+  for a metric that scores training rows as training saw them (the membership attack with
+  mia_members="train"); None when training did not augment or the caller did not pass it.
   """
   train_x: np.ndarray
   train_y: np.ndarray
@@ -64,6 +67,7 @@ class EvalData:
   val_x: np.ndarray
   val_y: np.ndarray
   forget_val: np.ndarray  # [V] bool
+  train_augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
   def __post_init__(self):
     for split in ("train", "test", "val"):
@@ -92,12 +96,7 @@ class EvalData:
 @dataclasses.dataclass
 class Run:
   """What every model of one evaluation shares; `prepare` reads it, `info` collects settings
-  every model shares (e.g. AIN's target) for `Evaluation.info`.
-
-  `augment` is the training augmentation `augment(x, rng) -> x` (see `data.augment_for`), for a
-  metric that scores training rows as training saw them (the membership attack with
-  mia_members="train"); None when training did not augment or the caller did not pass it.
-  """
+  every model shares (e.g. AIN's target) for `Evaluation.info`."""
   apply_fn: Callable
   models: Mapping[str, Any]  # name -> variables, "original" and "retrained" included
   data: EvalData
@@ -109,7 +108,6 @@ class Run:
   dp: parallel.DataParallel
   predict_fn: train.PredictFn  # the model's predictions, compiled once for every model
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
-  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
   @property
   def batch_size(self) -> int:

@@ -53,14 +53,15 @@ def resolve_settings(config=None) -> dict[str, Any]:
 def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalData, *,
                     task_loss: Callable, error: str, quantiles: Sequence[float] | None = None,
                     config=None, seed: int = 0, dp: parallel.DataParallel | None = None,
-                    progress: Callable | None = None,
-                    augment: Callable | None = None) -> Evaluation:
+                    progress: Callable | None = None) -> Evaluation:
   """Computes the selected metrics for every named model.
 
   Args:
     apply_fn: the model contract `apply_fn(variables, x, *, train) -> (pred, acts)`.
     models: name -> variables; must include "original" and "retrained" (the references).
-    data: the splits and forget masks.
+    data: the splits and forget masks (and the training augmentation, `EvalData.train_augment`:
+      only a metric that asks for it reads it; the membership attack with mia_members="train"
+      scores augmented training rows, one extra prediction per model).
     task_loss: per-example loss `loss(pred, y) -> [B]` (e.g. `losses.l1`): the membership
       attack's feature, and relearning's objective and forget-validation error for AIN.
     error: the reported error, one of errors.ERRORS.
@@ -70,9 +71,6 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     dp: where predictions and relearning run; its fixed row blocks make results independent of
       the device count (see `train.make_train_step`).
     progress: optional `progress(iterable, description) -> iterable`, e.g. a tqdm wrapper.
-    augment: optional training augmentation `augment(x, rng) -> x` (`data.augment_for`). Only a
-      metric that asks for it reads it: the membership attack with mia_members="train" scores
-      augmented training rows, one extra prediction per model. None changes no result.
   Returns:
     An Evaluation whose results hold, per model, at least every registered metric's required
     keys (None for a metric not selected or undefined); the retrained model's AIN is 1.
@@ -89,7 +87,7 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
   run = Run(apply_fn=apply_fn, models=models, data=data, task_loss=task_loss, error=error,
             quantiles=quantiles, settings=s, seed=seed, dp=dp,
             predict_fn=train.make_predict_fn(apply_fn, dp),
-            info={"error": error, "which": list(s["which"])}, augment=augment)
+            info={"error": error, "which": list(s["which"])})
   states = {m.name: m.prepare(run) for m in selected}
   run.info["setup_seconds"] = time.perf_counter() - start
 

@@ -141,8 +141,8 @@ class MembershipAttack(base.Metric):
   Members are retain-train rows by default (mia_members="retain", ours): members that include
   the forget rows teach the attack that forget rows are members, which biases MIA forget upward
   for every model. mia_members="train" reproduces the published attack: members drawn from every
-  training row; when the evaluator has the training augmentation (`evaluate_models(...,
-  augment=...)`), members and targets are scored on augmented inputs, predicted once per model
+  training row; when the evaluator has the training augmentation (`EvalData.train_augment`),
+  members and targets are scored on augmented inputs, predicted once per model
   (one extra prediction pass over the training split, and its augmented copy held in memory).
   """
   name = "mia"
@@ -168,9 +168,9 @@ class MembershipAttack(base.Metric):
 
   def prepare(self, run: base.Run) -> np.ndarray | None:
     """The augmented training inputs when the attack reads them, else None."""
-    if run.settings["mia_members"] != "train" or run.augment is None:
+    if run.settings["mia_members"] != "train" or run.data.train_augment is None:
       return None
-    return augmented_inputs(run.data.train_x, run.augment, seed=run.seed,
+    return augmented_inputs(run.data.train_x, run.data.train_augment, seed=run.seed,
                             batch_size=run.batch_size)
 
   def evaluate(self, state, model: base.ModelContext) -> dict[str, Any]:

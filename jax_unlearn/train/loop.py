@@ -120,45 +120,66 @@ class Resume:
   best_variables: dict | None = None
 
 
-def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
-        *, epochs: int, rng: jax.Array, dp: parallel.DataParallel | parallel.Members | None = None,
-        frozen: Any = None, validate: Callable[[dict], float] | None = None,
-        plateau: Plateau | None = None, resume: Resume | None = None,
-        on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        progress: Callable | None = None, name: str = "train",
-        scan: bool = True) -> FitResult:
-  """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
+@dataclasses.dataclass
+class Validation:
+  """Validation after every epoch: `loss(variables)`, a float ([K] values for an ensemble).
 
-  An ensemble (`train.ensemble`: `dp` a `parallel.Members`, batches [K, B, ...], `rng` [K] keys)
-  runs through the same loop: its losses, validation values, learning rates and best values are
-  per member (lists in the history), each member keeping its own best variables and, with
-  `plateau` a list of K schedules, its own learning-rate decay.
+  `fit` keeps the best-validation variables; `plateau` (one schedule, or one per member of an
+  ensemble) lowers the learning rate when the loss stalls.
+  """
+  loss: Callable[[Any], Any]
+  plateau: Plateau | list[Plateau] | None = None
 
-  Args:
-    batches: epoch -> iterable of host batches (numpy dicts of a fixed padded size), so that the
-      data order is a function of (seed, epoch) and a resumed epoch sees the same batches.
-    frozen: the step's frozen pytree (already placed, e.g. `dp.replicate(...)`).
-    validate: variables -> validation loss, called after every epoch; the best-validation
-      variables are kept and the plateau schedule (if any) follows it.
-    resume: where a resumed run starts (see `Resume`).
+
+@dataclasses.dataclass(frozen=True)
+class Watch:
+  """How a caller follows and steers `fit`, none of which changes what it computes.
+
+  Attributes:
+    name: the run's name in messages.
+    progress: optional callable (iterable, epoch, epochs, batches_per_epoch) -> iterable, e.g. a
+      progress bar (over an epoch's batches; over the one scanned program of a scanned epoch).
     on_epoch_end: called with (epoch, state, record) after each epoch, e.g. to checkpoint; the
       record holds "best_val" and the FitResult-to-be's best variables under "best_variables".
     should_stop: polled after every step, or after every scanned epoch's end (e.g. a Ctrl-C
       flag); when true, fit returns at once with `interrupted_at` set, the state consistent for
       a checkpoint.
-    progress: optional callable (iterable, epoch, epochs, batches_per_epoch) -> iterable, e.g. a
-      progress bar (over an epoch's batches; over the one scanned program of a scanned epoch).
+  """
+  name: str = "train"
+  progress: Callable | None = None
+  on_epoch_end: Callable[[int, TrainState, dict], None] | None = None
+  should_stop: Callable[[], bool] | None = None
+
+
+def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[str, np.ndarray]]],
+        *, epochs: int, rng: jax.Array, dp: parallel.DataParallel | parallel.Members | None = None,
+        frozen: Any = None, validation: Validation | None = None, resume: Resume | None = None,
+        watch: Watch = Watch(), scan: bool = True) -> FitResult:
+  """Runs `epochs` epochs of `step_fn` over `batches(epoch)`.
+
+  An ensemble (`train.ensemble`: `dp` a `parallel.Members`, batches [K, B, ...], `rng` [K] keys)
+  runs through the same loop: its losses, validation values, learning rates and best values are
+  per member (lists in the history), each member keeping its own best variables and, with
+  a plateau schedule per member, its own learning-rate decay.
+
+  Args:
+    batches: epoch -> iterable of host batches (numpy dicts of a fixed padded size), so that the
+      data order is a function of (seed, epoch) and a resumed epoch sees the same batches.
+    frozen: the step's frozen pytree (already placed, e.g. `dp.replicate(...)`).
+    validation: the validation loss after every epoch and its plateau schedule (`Validation`).
+    resume: where a resumed run starts (see `Resume`).
+    watch: its name, progress bar, end-of-epoch hook and stop flag (`Watch`).
     scan: run each epoch as one program (`train.scan`) when the batches allow it and
       `step_fn` has a traceable `.pure`; else, or False, one step call per host batch.
   Returns:
-    FitResult with the final state, the best-validation variables (None without `validate`),
+    FitResult with the final state, the best-validation variables (None without validation),
     one history record per epoch, the number of steps and seconds spent.
   """
   if epochs < 0:
     raise UserError(f"epochs must be >= 0, got {epochs}.", "set a positive number of epochs.")
   dp = parallel.resolve(dp)
   resume = resume or Resume()
+  progress, should_stop = watch.progress, watch.should_stop
   history, best_val, best_vars = [], resume.best_val, resume.best_variables
   t0, steps = time.perf_counter(), 0
   scanned = (scan_lib.scanned_epochs(step_fn.pure, batches, dp)
@@ -204,29 +225,29 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
         bad = tuple(np.argwhere(~np.isfinite(values))[0])
         who = f", member {bad[1]}" if len(bad) > 1 else ""
         raise NonFiniteLossError(
-            f"{name}: loss became {values[bad]} at epoch {epoch + 1}, batch {skip + bad[0] + 1}"
-            f"{who}. Lower the learning rate (train.lr) or enable gradient clipping "
-            "(train.clip_norm).")
+            f"{watch.name}: loss became {values[bad]} at epoch {epoch + 1}, batch "
+            f"{skip + bad[0] + 1}{who}. Lower the learning rate (train.lr) or enable gradient "
+            "clipping (train.clip_norm).")
       loss_sum = values.sum(axis=0)
     record = {"epoch": epoch + 1,
               "train_loss": _plain(loss_sum / (counted if stacked is not None else 1)), **parts}
-    if validate is not None:
-      val = np.asarray(validate(state.variables), np.float64)  # [] or [K]
+    if validation is not None:
+      val = np.asarray(validation.loss(state.variables), np.float64)  # [] or [K]
       record["val_loss"] = _plain(val)
       improved = val < best_val
       if np.any(improved):
         best_vars = _keep_improved(best_vars, state.variables, improved, dp)
       best_val = _plain(np.where(improved, val, best_val))
-      if plateau is not None:
+      if validation.plateau is not None:
         lr = learning_rate(state)
-        new_lr = _plateau_update(plateau, val, lr)
+        new_lr = _plateau_update(validation.plateau, val, lr)
         if np.any(new_lr != lr):
           state = set_learning_rate(state, new_lr)
       record["lr"] = _plain(learning_rate(state))
       record["best_val"] = best_val
     history.append(record)
-    if on_epoch_end is not None:
-      on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
+    if watch.on_epoch_end is not None:
+      watch.on_epoch_end(epoch, state, {**record, "best_variables": best_vars})
     if scanned is not None and should_stop is not None and should_stop():
       # Whole epochs: a Ctrl-C lands after the epoch in flight and its end (checkpoint).
       return FitResult(state, best_vars, history, steps, time.perf_counter() - t0,
@@ -496,8 +517,8 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
   try:
     with _StopFlag() as stop:
       result = fit(state, step_fn, loader, epochs=recipe.epochs, rng=rng, dp=place, frozen=frozen,
-                   validate=validate, plateau=plateau, resume=resume,
-                   on_epoch_end=on_epoch_end, should_stop=stop, progress=stage.progress, name=name,
+                   validation=None if validate is None else Validation(validate, plateau),
+                   resume=resume, watch=Watch(name, stage.progress, on_epoch_end, stop),
                    scan=recipe.scan)
     if result.interrupted_at is not None:
       best_val = history[-1].get("best_val", math.inf) if history else meta["best_val"]
