@@ -171,7 +171,8 @@ if ((quick)); then
     [smoke]="--models allcnn --batch-sizes 2 --steps 1 --warmup 0 --no-torch --cases predict"
     [allcnn]="--models allcnn --batch-sizes 2 --steps 2 --warmup 1"
     [resnet18]="--models resnet18 --batch-sizes 2 --steps 1 --warmup 0 --no-torch --cases predict"
-    [ensemble]="--models= --no-torch --ensemble 4 --ensemble-models mlp --ensemble-steps 1"
+    [ensemble]="--models= --no-torch --ensemble 2 --ensemble-models mlp --ensemble-steps 1 \
+--ensemble-seconds 0.1"
     [epochs]="--models= --no-torch --epochs 4"
     [audit]="--models= --no-torch --audit 8"
     [pipeline]="--models= --no-torch --pipeline"

@@ -12,8 +12,10 @@ evaluation's results per model. `read_scalars` reads the files back (no TensorBo
 import contextlib
 import contextvars
 import glob
+import importlib
 import os
 import struct
+import sys
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -22,6 +24,20 @@ _CURRENT: contextvars.ContextVar["EventLog | None"] = contextvars.ContextVar("ev
                                                                             default=None)
 # Record fields that are not curves.
 _SKIPPED = ("epoch", "best_val")
+
+
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported without torch where this process has not imported it:
+  tensorboardX imports torch, when installed (the benchmark's peer), only to accept torch
+  tensors, and we log floats. That import costs about a second in every process that logs."""
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+      importlib.import_module("tensorboardX")
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter
+  return SummaryWriter
 
 
 class EventLog:
@@ -33,9 +49,8 @@ class EventLog:
 
   def writer(self, run: str):
     if run not in self._writers:
-      from tensorboardX import SummaryWriter
       path = os.path.join(self.root, *(_safe(part) for part in run.split("/")))
-      self._writers[run] = SummaryWriter(path, flush_secs=30)
+      self._writers[run] = _summary_writer()(path, flush_secs=30)
     return self._writers[run]
 
   def scalars(self, run: str, step: int, values: Mapping[str, Any]) -> None:

@@ -193,8 +193,8 @@ def test_ensemble_rows_are_computed_from_their_own_times(monkeypatch):
   assert ensembles.member_counts("mlp", 16) == [1, 4, 16, 64]  # the cheap model also at 4 K
   assert ensembles.member_counts("allcnn", 16) == [1, 4, 16]
   monkeypatch.setattr(ensembles, "CHEAP", ())  # K = 1, 2 only
-  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)  # exactly the rounds asked for
-  opts = dataclasses.replace(ensembles.ENSEMBLE_OPTIONS, steps=2, warmup=0)
+  # No seconds: exactly the rounds asked for.
+  opts = dataclasses.replace(ensembles.ENSEMBLE_OPTIONS, steps=2, warmup=0, min_seconds=0.0)
   rows = ensembles.bench_ensembles(2, specs=TINY_ENSEMBLE, models=("mlp",), batch_size=4,
                                    opts=opts, info=_info(), peak=1e9, log=lambda _: None)
   assert [r["members"] for r in rows] == [1, 2]
@@ -228,23 +228,23 @@ def test_main_adds_the_ensemble_rows(tmp_path, monkeypatch):
   monkeypatch.setattr(ensembles, "ENSEMBLE_MODELS", TINY_ENSEMBLE)
   monkeypatch.setattr(ensembles, "ENSEMBLE_BATCH", 4)
   monkeypatch.setattr(ensembles, "CHEAP", ())
-  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
   code = bench.main(["--models", "", "--no-torch", "--ensemble", "2", "--ensemble-models", "mlp",
-                     "--ensemble-steps", "1", "--device-kind", "cpu", "--out", str(tmp_path)])
+                     "--ensemble-steps", "1", "--ensemble-seconds", "0", "--device-kind", "cpu",
+                     "--out", str(tmp_path)])
   assert code == 0
   rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
   assert [(r["case"], r["members"]) for r in rows] == [("ensemble", 1), ("ensemble", 2)]
   assert all(r["steps"] == 1 and r["peak_flops_per_s"] > 0 for r in rows)
   assert "## Ensembles" in (tmp_path / "bench.md").read_text()
+  assert "(more for quick steps: 0 s of each)" in (tmp_path / "bench.md").read_text()
   assert bench.main(["--ensemble", "2", "--ensemble-models", "mpl", "--out", str(tmp_path)]) == 2
 
 
 def test_quick_steps_get_more_rounds(monkeypatch):
   from jax_unlearn.bench import ensembles
   monkeypatch.setattr(ensembles, "MAX_ROUNDS", 50)
-  assert ensembles.rounds([lambda: None], 3) == 50  # microseconds: up to the cap
-  monkeypatch.setattr(ensembles, "MIN_SECONDS", 0.0)
-  assert ensembles.rounds([lambda: None], 3) == 3
+  assert ensembles.rounds([lambda: None], 3, 2.0) == 50  # microseconds: up to the cap
+  assert ensembles.rounds([lambda: None], 3, 0.0) == 3
 
 
 def test_audit_rows_time_both_ways_and_the_statistics(monkeypatch):

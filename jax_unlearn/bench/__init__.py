@@ -124,6 +124,9 @@ def parse_args(argv: Sequence[str] | None):
                  help=f"comma-separated, from {', '.join(ensembles.ENSEMBLE_MODELS)}")
   p.add_argument("--ensemble-steps", type=int, default=5,
                  help="timed rounds of the ensemble rows (each round runs every variant once)")
+  p.add_argument("--ensemble-seconds", type=float, default=Options.min_seconds,
+                 help="steps of milliseconds get more rounds, up to this many timed seconds "
+                      "of each variant of an ensemble row"),
   p.add_argument("--audit", type=int, default=0, metavar="N",
                  help="also time N shadow models vmapped against N runs, and the audit's "
                       "statistics (N = 8, 16, ... up to N)")
@@ -191,9 +194,9 @@ def _main(args) -> int:
   if any(not 8 <= v <= 1024 for v in loader_sizes) or args.loader_images < 20:
     raise UserError("--loader sizes must be in [8, 1024] and --loader-images >= 20.",
                     "e.g. --loader 64,112,224 --loader-images 512.")
-  if args.ensemble < 0 or args.ensemble_steps < 1:
-    raise UserError("--ensemble must be >= 0 and --ensemble-steps >= 1.",
-                    "e.g. --ensemble 16 --ensemble-steps 5.")
+  if args.ensemble < 0 or args.ensemble_steps < 1 or not args.ensemble_seconds >= 0:
+    raise UserError("--ensemble must be >= 0, --ensemble-steps >= 1 and --ensemble-seconds "
+                    ">= 0.", "e.g. --ensemble 16 --ensemble-steps 5 --ensemble-seconds 2.")
   if args.pipeline is not None:
     config_io.check_config_name(args.pipeline)  # names the shipped configs if it is none of them
   if args.steps < 1 or args.warmup < 0 or args.shards < 0:
@@ -222,7 +225,8 @@ def _main(args) -> int:
   md = markdown(rows, header)
   if ensemble_models:
     ens_opts = dataclasses.replace(ensembles.ENSEMBLE_OPTIONS, steps=args.ensemble_steps,
-                                   warmup=min(args.warmup, 1), dtype=args.dtype, seed=args.seed)
+                                   warmup=min(args.warmup, 1), dtype=args.dtype, seed=args.seed,
+                                   min_seconds=args.ensemble_seconds)
     ens_rows = ensembles.bench_ensembles(args.ensemble, models=ensemble_models, opts=ens_opts,
                                          info=info, peak=peak)
     rows += ens_rows

@@ -229,6 +229,9 @@ class Options:
   seed: int = 0
   shards: int = 0  # also time each step with this many fixed batch shards (0: not)
   kernels: str = "auto"  # the convolution kernels of the models that have convolutions
+  # Ensemble rows: steps of milliseconds get more rounds, up to this many timed seconds of each
+  # variant, so their medians hold.
+  min_seconds: float = 2.0
 
 
 def _row(s: JaxSetup, case: str, batch_size: int, devices: int, opts: Options,

@@ -5,9 +5,10 @@ calls of the single-model step (`train.make_train_step`, one call per member, ea
 state, batch and key, blocking once after the last) alternate round by round
 (`measure.time_interleaved`), so both see the same machine. At the largest K the ensemble step
 in chunks (members a few at a time, as `ensemble.choose_chunk` picks for a small budget) then
-alternates with the unchunked one for `chunk_steps` rounds (one at least: on XLA's CPU backend
-convolutions inside the chunk loop run many times slower, so a round can take minutes). Steps of
-milliseconds get more rounds, up to `MIN_SECONDS` of each variant, so their medians hold. FLOPs
+alternates with the unchunked one for one round or more (on XLA's CPU backend convolutions
+inside the chunk loop run many times slower, so a round can take minutes). Steps of
+milliseconds get more rounds, up to `Options.min_seconds` of each variant, so their medians
+hold. FLOPs
 are K times the single step's (the vmapped program does the same arithmetic); memory is each
 compiled program's (`measure.program_bytes`).
 """
@@ -35,7 +36,6 @@ ENSEMBLE_BATCH = 64
 # The ensemble rows' defaults: few rounds (quick steps get more, see `rounds`), XLA's kernels.
 ENSEMBLE_OPTIONS = Options(steps=5, warmup=1, kernels="xla")
 CHEAP = ("mlp",)  # models also run at 4 K members: their steps are dispatch-bound and quick
-MIN_SECONDS = 2.0  # timed seconds per variant that quick steps get rounds for
 MAX_ROUNDS = 1000
 SMALL_BUDGET_MEMBERS = 4  # the illustrative budget: this many members' step memory (< K / 2)
 
@@ -121,14 +121,14 @@ def _compiled(run) -> tuple[Any, float]:
   return measure.compile_clock().measure(run)
 
 
-def rounds(fns: Sequence[Callable], at_least: int) -> int:
-  """Rounds that give the quickest of `fns` (timed once here) `MIN_SECONDS`, >= `at_least`."""
+def rounds(fns: Sequence[Callable], at_least: int, seconds: float) -> int:
+  """Rounds that give the quickest of `fns` (timed once here) `seconds`, >= `at_least`."""
   quickest = float("inf")
   for fn in fns:
     t0 = time.perf_counter()
     fn()
     quickest = min(quickest, time.perf_counter() - t0)
-  return int(min(max(at_least, math.ceil(MIN_SECONDS / max(quickest, 1e-9))), MAX_ROUNDS))
+  return int(min(max(at_least, math.ceil(seconds / max(quickest, 1e-9))), MAX_ROUNDS))
 
 
 def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, opts: Options,
@@ -149,9 +149,10 @@ def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, opts:
          "kernels": ops.kernels_info(kernels), "convolutional": s.convolutional,
          "peak_flops_per_s": peak, "compile_s": compile_s, "single_compile_s": single_compile_s,
          "program_bytes": measure.program_bytes(*ens.program()),
-         "single_program_bytes": per_member}
+         "single_program_bytes": per_member, "min_seconds": opts.min_seconds}
   times = measure.time_interleaved({"ensemble": ens, "sequential": seq},
-                                   steps=rounds((ens, seq), opts.steps), warmup=opts.warmup)
+                                   steps=rounds((ens, seq), opts.steps, opts.min_seconds),
+                                   warmup=opts.warmup)
   chunk_times = None
   if chunked and per_member:
     row["small_budget_members"] = small_budget_members(k)
@@ -166,7 +167,8 @@ def bench_ensemble(name: str, spec: ModelSpec, k: int, *, batch_size: int, opts:
       chunks()  # compiles it
       row["chunked_program_bytes"] = measure.program_bytes(*chunks.program())
       chunk_times = measure.time_interleaved(
-          {"ensemble": ens, "chunked": chunks}, steps=rounds((ens, chunks), 1), warmup=0)
+          {"ensemble": ens, "chunked": chunks},
+          steps=rounds((ens, chunks), 1, opts.min_seconds), warmup=0)
   return finish(row, times, single_stats["flops"], chunk_times)
 
 
@@ -253,8 +255,8 @@ def markdown(rows: Sequence[Mapping]) -> str:
   lines = ["", "## Ensembles: K models in one vmapped step against K single steps", "",
            f"Batch {rows[0]['batch_size']} per member; medians of at least "
            f"{min(r['steps'] for r in rows)} timed rounds after warm-up (more for quick steps: "
-           f"{MIN_SECONDS:g} s of each), the two interleaved; \"K x single\" = K calls of the "
-           "single-model step one after another; speedup = K x single / ensemble; throughput in "
+           f"{rows[0]['min_seconds']:g} s of each), the two interleaved; \"K x single\" = K calls "
+           "of the single-model step one after another; speedup = K x single / ensemble; throughput in "
            "models x samples/s; MFU of K times the single step's FLOPs; memory: the compiled "
            "program's (arguments + temporaries + outputs, less donated buffers).", "",
            "| model | convs | K | rounds | ensemble ms | K x single ms | speedup "

@@ -207,7 +207,8 @@ def fit(state: TrainState, step_fn, batches: Callable[[int], Iterable[Mapping[st
           return FitResult(state, best_vars, history, steps + n_batches,
                            time.perf_counter() - t0, interrupted_at=(epoch, skip + n_batches))
       fetched = jax.device_get(parallel.gather(pending))
-      stacked = {key: np.stack([m[key] for m in fetched]) for key in fetched[0]} if fetched else None
+      stacked = ({key: np.stack([m[key] for m in fetched]) for key in fetched[0]} if fetched
+                 else None)
     steps += n_batches
     loss_sum, parts = 0.0, {}
     if stacked is not None:
