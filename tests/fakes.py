@@ -72,7 +72,7 @@ def write_electricity(path, start, quarters, customers, seed=0):
 
 def smoke_config(name, **overrides):
   """Shipped config `name` at smoke size with one model per stage (tests/test_seeds.py runs
-  ensembles), with `overrides` (field -> command-line text) applied."""
+  whole pipelines of ensembles), with `overrides` (field -> command-line text) applied."""
   from jax_unlearn import config_io
   c = config_io.load_config(name)
   c.smoke = True

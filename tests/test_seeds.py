@@ -18,7 +18,10 @@ SMOOTH = ("retain_train_error", "forget_train_error", "retain_test_error", "forg
 
 
 def load(**overrides):
-  c = config_io.load_config("demo")
+  """The tabular default at smoke size: what these tests check does not depend on the model
+  (members of every method on a convolutional model are checked against single runs in
+  test_unlearn.py and test_methods_*.py)."""
+  c = config_io.load_config("diabetes_mlp")
   c.smoke = True
   for key, value in overrides.items():
     config_io.apply_override(c, key, str(value))
