@@ -129,7 +129,8 @@ STAGES = ["original", "retrained", "blindspot", "finetune", "gaussian"]
 @pytest.mark.slow
 def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
   """Two models per stage, one on each process: every metric of every model is the one
-  process's, bit for bit; checkpoints of one process count are restored by the other."""
+  process's, bit for bit; a 2-process rerun reuses the stages one process trained. (One
+  process resuming what two wrote: `test_two_processes_match_one`.)"""
   seeds = "--config.seeds=2"
   one, _ = _cli(tmp_path / "one", 1, "jax", seeds)
   two, _ = _cli(tmp_path / "two", 2, "jax", seeds)
@@ -141,10 +142,8 @@ def test_the_cli_as_two_processes_gives_the_one_process_results(tmp_path):
   again, errors = _cli(tmp_path / "one_then_two", 2, "slurm", seeds)
   assert all("joining a Slurm run of 2 processes" in e for e in errors)
   assert len(again["devices"]) == 4
-  back, _ = _cli(tmp_path / "two", 1, "jax", seeds)
-  for results in (again, back):
-    assert results["reused"] == STAGES
-    assert results["models"] == one["models"]
+  assert again["reused"] == STAGES
+  assert again["models"] == one["models"]
 
 
 @pytest.mark.parametrize("processes, overrides, match", [
