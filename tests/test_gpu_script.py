@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 
+import jax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,9 +40,16 @@ def _probe_wheel(folder) -> str:
   return path
 
 
+# The conftest's persistent compilation cache, for the parts' processes too: the quick run checks
+# the script, not compile times, and a rerun of the suite then compiles none of its programs.
+CACHE = {"JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def _run(args, **env):
   return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=WAIT_S,
-                        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu",
+                        cwd=ROOT, env={**os.environ, **CACHE, "JAX_PLATFORMS": "cpu",
                                        "PYTHON": sys.executable, **env})
 
 
