@@ -136,7 +136,8 @@ def _markdown(report: dict) -> str:
            f"Rule: {report['rule']}. Chosen: **{report['chosen']}**; per method: "
            + (", ".join(f"{m} **{c['label']}**" for m, c in report["chosen_per_method"].items())
               or "none") + ".", "",
-           "| model | settings | val forget Wasserstein to retrained | val retain error | seconds |",
+           "| model | settings | val forget Wasserstein to retrained | val retain error | seconds "
+           "|",
            "|:--|:--|--:|--:|--:|"]
   for name, s in report["scores"].items():
     w, r = s["val_forget_wasserstein"], s["val_retain_error"]

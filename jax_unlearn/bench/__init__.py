@@ -126,7 +126,7 @@ def parse_args(argv: Sequence[str] | None):
                  help="timed rounds of the ensemble rows (each round runs every variant once)")
   p.add_argument("--ensemble-seconds", type=float, default=Options.min_seconds,
                  help="steps of milliseconds get more rounds, up to this many timed seconds "
-                      "of each variant of an ensemble row"),
+                      "of each variant of an ensemble row")
   p.add_argument("--audit", type=int, default=0, metavar="N",
                  help="also time N shadow models vmapped against N runs, and the audit's "
                       "statistics (N = 8, 16, ... up to N)")

@@ -8,9 +8,8 @@ in chunks (members a few at a time, as `ensemble.choose_chunk` picks for a small
 alternates with the unchunked one for one round or more (on XLA's CPU backend convolutions
 inside the chunk loop run many times slower, so a round can take minutes). Steps of
 milliseconds get more rounds, up to `Options.min_seconds` of each variant, so their medians
-hold. FLOPs
-are K times the single step's (the vmapped program does the same arithmetic); memory is each
-compiled program's (`measure.program_bytes`).
+hold. FLOPs are K times the single step's (the vmapped program does the same arithmetic);
+memory is each compiled program's (`measure.program_bytes`).
 """
 import dataclasses
 import math
@@ -256,8 +255,8 @@ def markdown(rows: Sequence[Mapping]) -> str:
            f"Batch {rows[0]['batch_size']} per member; medians of at least "
            f"{min(r['steps'] for r in rows)} timed rounds after warm-up (more for quick steps: "
            f"{rows[0]['min_seconds']:g} s of each), the two interleaved; \"K x single\" = K calls "
-           "of the single-model step one after another; speedup = K x single / ensemble; throughput in "
-           "models x samples/s; MFU of K times the single step's FLOPs; memory: the compiled "
+           "of the single-model step one after another; speedup = K x single / ensemble; "
+           "throughput in models x samples/s; MFU of K times the single step's FLOPs; memory: the compiled "
            "program's (arguments + temporaries + outputs, less donated buffers).", "",
            "| model | convs | K | rounds | ensemble ms | K x single ms | speedup "
            "| ensemble models·samples/s | K x single models·samples/s | MFU ensemble / single "

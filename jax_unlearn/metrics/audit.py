@@ -37,8 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from jax_unlearn import losses, settings as settings_lib, train
 from jax_unlearn.errors import UserError
-from jax_unlearn.metrics import epsilon as eps_lib, lira, spread
-from jax_unlearn.metrics import base
+from jax_unlearn.metrics import base, epsilon as eps_lib, lira, spread
 from jax_unlearn.metrics.base import RETRAINED, TO_NULL, Column, loss_values
 from jax_unlearn.train import ensemble
 
@@ -463,11 +462,7 @@ def run_audit(data: AuditData, progress: Callable | None = None) -> tuple[dict, 
     audit = get(name)
     out = audit.run(data)
     for model, values in out.models.items():
-      undeclared = set(values) - set(audit.keys)
-      if undeclared:
-        raise ValueError(f"audit {name!r} reported undeclared keys {sorted(undeclared)}; list "
-                         "them in its `keys`")
-      results["models"][model].update(values)
+      results["models"][model].update(base.checked(audit, values))
     results["info"][name] = out.info
     samples.update(out.samples)
     results["seconds"][name] = time.perf_counter() - t

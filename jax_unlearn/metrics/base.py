@@ -247,6 +247,16 @@ def register(entry, *, replace: bool = False):
   return entry
 
 
+def checked(entry, values: Mapping[str, Any]) -> Mapping[str, Any]:
+  """`values`, if every key is one `entry` (a metric or an audit) declares: declared keys are
+  what the registry keeps from colliding."""
+  extra = set(values) - set(entry.keys)
+  if extra:
+    raise ValueError(f"{entry.kind} {entry.name!r} reported undeclared keys {sorted(extra)}; "
+                     "list them in its `keys`")
+  return values
+
+
 def unregister(name: str):
   """Removes the metric or audit `name` and returns it."""
   return _REGISTRY.pop(get(name).name)

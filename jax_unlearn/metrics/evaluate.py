@@ -101,13 +101,13 @@ def evaluate_models(apply_fn: Callable, models: Mapping[str, Any], data: EvalDat
     model = _context(run, name, contexts.get("retrained"))
     res: dict[str, Any] = dict.fromkeys(required)
     for metric in selected:
-      res.update(_checked(metric, metric.evaluate(states[metric.name], model)))
+      res.update(base.checked(metric, metric.evaluate(states[metric.name], model)))
     contexts[name], results[name] = model, res
     seconds[name] = time.perf_counter() - t0
 
   for metric in selected:
     for name, more in metric.finish(states[metric.name], contexts, results).items():
-      results[name].update(_checked(metric, more))
+      results[name].update(base.checked(metric, more))
   ordered = list(models)
   return Evaluation({n: results[n] for n in ordered},
                     {n: contexts[n].forget_pred for n in ordered},
@@ -124,12 +124,3 @@ def _context(run: Run, name: str, retrained: ModelContext | None) -> ModelContex
   if name == "retrained":
     model.retrained = model
   return model
-
-
-def _checked(metric: base.Metric, values: Mapping[str, Any]) -> Mapping[str, Any]:
-  """`values`, if every key is one the metric declares (keys of metrics never collide)."""
-  extra = set(values) - set(metric.keys)
-  if extra:
-    raise ValueError(f"metric {metric.name!r} reported undeclared keys {sorted(extra)}; list "
-                     "them in its `keys`")
-  return values
