@@ -40,7 +40,7 @@ def context(exp, rng: jax.Array, name: str) -> unlearn.Context:
   return unlearn.Context(apply_fn=exp.apply_fn, init_fn=exp.init_fn, loss=exp.per_example,
                          rng=rng, dp=exp.dp, checkpoint_dir=os.path.join(exp.checkpoints, name),
                          identity={**exp.identity, "method": name},
-                         progress=runtime.epoch_progress(name, exp.quiet), members=exp.members)
+                         progress=runtime.epoch_progress(name, exp.quiet))
 
 
 def sharded_from_scratch(ctx: unlearn.Context, data, s):

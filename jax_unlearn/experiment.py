@@ -36,8 +36,9 @@ def session(config: ml_collections.ConfigDict, workdir: str,
 class Experiment:
   """What the stages share: the config, the data and its forget masks, the model, the keys.
 
-  With several seeds every stage is an ensemble (`members` = K): `root` holds one key per seed,
-  variables carry a leading member axis, and member k is the model one run of seed k trains.
+  Every stage is an ensemble of one model per seed (`members` = K, one for a single seed):
+  `root` holds one key per seed, variables carry a leading member axis, and member k is the model
+  one run of seed k trains.
   """
   config: ml_collections.ConfigDict
   spec: config_io.RunSpec  # what the config resolves to (seeds, each stage's settings)
@@ -66,21 +67,17 @@ class Experiment:
     return list(self.spec.seeds)
 
   @property
-  def members(self) -> int | None:
-    """None for one model per stage, else the member count K."""
-    return None if len(self.seeds) == 1 else len(self.seeds)
+  def members(self) -> int:
+    """K, the models of each stage (one per seed)."""
+    return len(self.seeds)
 
   def key(self, purpose: int) -> jax.Array:
-    """The stage key of `purpose`, one per member for an ensemble."""
-    return train.ensemble.fold_in(self.root, purpose, self.members)
-
-  def order_seed(self):
-    """The data-order seed of a stage trained on the config's recipe (one per member)."""
-    return self.seeds[0] if self.members is None else self.seeds
+    """The stage keys of `purpose`, one per member ([K])."""
+    return train.ensemble.fold_in(self.root, purpose)
 
   def fresh(self, purpose: int) -> dict:
-    """Fresh variables (stacked over the members of an ensemble, each from its own key)."""
-    return train.ensemble.init_members(self.init_fn, self.key(purpose), self.members)
+    """Fresh variables, stacked over the members, each from its own key."""
+    return train.ensemble.init_members(self.init_fn, self.key(purpose))
 
 
 def load(config: ml_collections.ConfigDict, workdir: str, *,
@@ -138,8 +135,7 @@ def load(config: ml_collections.ConfigDict, workdir: str, *,
               "model": {"name": config.model.name, "kwargs": model_kwargs, "facts": facts,
                         "init": config.model.init}}
   seeds = spec.seeds
-  root = (jax.random.key(seeds[0]) if len(seeds) == 1
-          else jnp.stack([jax.random.key(s) for s in seeds]))
+  root = jnp.stack([jax.random.key(s) for s in seeds])
   if len(seeds) > 1:
     log.info("%d models per stage (seeds %s), trained at once on %d device(s)", len(seeds),
              list(seeds), dp.members(len(seeds)).devices)

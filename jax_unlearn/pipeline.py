@@ -57,13 +57,13 @@ def _validation(exp: experiment.Experiment):
 
 
 def _train_by_recipe(exp: experiment.Experiment, stage: str, variables, arrays, *,
-                     rng: jax.Array, seed) -> train.TrainOutcome:
+                     rng: jax.Array, seeds: list[int]) -> train.TrainOutcome:
   """A stage trained on `arrays` by the config's recipe (the original's), validated on the
   validation split and checkpointed under its name; timed, and logged as reused or not."""
   with exp.clock.timing(stage):
     outcome = train.train_model(
         exp.apply_fn, variables, train.supervised_loss(exp.per_example), arrays,
-        train.Recipe.from_settings(exp.spec.train), rng=rng, seed=seed,
+        train.Recipe.from_settings(exp.spec.train), rng=rng, seeds=seeds,
         dp=exp.dp,
         validate=_validation(exp), augment=exp.augment,
         stage=train.Stage(stage, os.path.join(exp.checkpoints, stage),
@@ -79,7 +79,7 @@ def train_original(exp: experiment.Experiment) -> train.TrainOutcome:
   """Stage 1: the original model on all training data, the paper's recipe."""
   return _train_by_recipe(exp, "original", exp.fresh(0),
                           {"x": exp.ds.train.x, "y": exp.ds.train.y}, rng=exp.key(1),
-                          seed=exp.order_seed())
+                          seeds=exp.seeds)
 
 
 def stage_purpose(label: str) -> int:
@@ -115,7 +115,7 @@ def run_methods(exp: experiment.Experiment, original: train.TrainOutcome
                           rng=exp.key(stage_purpose(name)), dp=exp.dp,
                           checkpoint_dir=os.path.join(exp.checkpoints, name),
                           identity={**exp.identity, "method": name},
-                          progress=runtime.epoch_progress(name, exp.quiet), members=exp.members)
+                          progress=runtime.epoch_progress(name, exp.quiet))
     with exp.clock.timing(name):
       result = unlearn.run_method(method, ctx, original.variables, method_data, settings)
     models[name] = result.variables
@@ -153,17 +153,14 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
       test_y=ds.test.y, forget_test=masks.test, val_x=ds.val.x, val_y=ds.val.y,
       forget_val=masks.val, train_augment=exp.augment)
   evaluations, aux = [], []
-  k_all = exp.members or 1
+  k_all = exp.members
   for k in range(k_all):
-    floor = {}
-    if exp.members is None:
-      picked, picked_aux = models, auxiliary
-    else:
-      pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
-      picked = {name: pick(v) for name, v in models.items()}
-      floor = {metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)
-               if null is None else pick(null)}
-      picked_aux = {name: pick(v) for name, v in auxiliary.items()}
+    pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
+    picked = {name: pick(v) for name, v in models.items()}
+    picked_aux = {name: pick(v) for name, v in auxiliary.items()}
+    floor = {} if k_all == 1 else {  # a noise floor needs another seed
+        metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)
+        if null is None else pick(null)}
     common = dict(task_loss=exp.per_example, error=task.error,
                   quantiles=tuple(task.quantiles) if task.quantiles else None, seed=exp.seeds[k],
                   dp=exp.dp)
@@ -187,8 +184,7 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
                             if v is not None and key in allowed} for name in picked_aux}
     evaluations.append(evaluation)
     aux.append(aux_results)
-    if exp.members is not None:
-      log.info("metrics of seed %d (%d/%d) done", exp.seeds[k], k + 1, k_all)
+    log.info("metrics of seed %d (%d/%d) done", exp.seeds[k], k + 1, k_all)
   exp.clock.seconds["metrics_per_model"] = dict(evaluations[0].seconds)
   return evaluations, aux
 
@@ -207,10 +203,10 @@ def train_shadows(exp: experiment.Experiment, keep: np.ndarray) -> dict:
   keys = jax.random.split(
       jax.random.fold_in(jax.random.key(seed), metrics.audit.SHADOW_PURPOSE), shadows)
   return _train_by_recipe(
-      exp, "shadows", train.ensemble.init_members(exp.init_fn, keys, shadows),
+      exp, "shadows", train.ensemble.init_members(exp.init_fn, keys),
       [{"x": ds.train.x[rows], "y": ds.train.y[rows]} for rows in keep],
-      rng=train.ensemble.fold_in(keys, 1, shadows),
-      seed=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
+      rng=train.ensemble.fold_in(keys, 1),
+      seeds=[SHADOW_ORDER_SEEDS + seed * shadows + s for s in range(shadows)]).variables
 
 
 def audit(exp: experiment.Experiment, models: dict, evaluations: list[metrics.Evaluation], null
@@ -247,8 +243,7 @@ def _audit(exp: experiment.Experiment, models: dict, evaluations: list[metrics.E
   audited = dict(models)
   audited[metrics.audit.NULL] = null
   audited = {n: audited[n] for n in ("original", "retrained", metrics.audit.NULL, *models)}
-  scored = {name: score(v if exp.members else train.ensemble.stack([v]))
-            for name, v in audited.items()}
+  scored = {name: score(v) for name, v in audited.items()}
   data = metrics.audit.AuditData(
       scores={n: v[0] for n, v in scored.items()}, losses={n: v[1] for n, v in scored.items()},
       forget=exp.masks.train, per_seed=[ev.results for ev in evaluations], settings=audit_settings)

@@ -49,13 +49,13 @@ def validation_scores(exp: experiment.Experiment, models: dict) -> dict:
   ds, masks, task = exp.ds, exp.masks, exp.ds.task
   check_cohorts(masks.val)
   predict_fn = train.make_predict_fn(exp.apply_fn, exp.dp)
-  members = exp.members or 1
+  members = exp.members
   quantiles = tuple(task.quantiles) if task.quantiles else None
   preds = {}
   for name, variables in models.items():
     per = []
     for k in range(members):
-      v = variables if exp.members is None else train.ensemble.member(variables, k)
+      v = train.ensemble.member(variables, k)
       p = train.predict(predict_fn, v, ds.val.x, batch_size=exp.config.metrics.predict_batch_size)
       per.append(np.asarray(p))
     preds[name] = per

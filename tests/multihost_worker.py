@@ -47,10 +47,10 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
   sharded = parallel.DataParallel.create(shards=4)
 
   def fit(inputs, dp, scan=True, **kw):
-    outcome = train.train_model(from_linen(model), variables, train.supervised_loss(losses.mse),
-                                {"x": inputs, "y": y},
+    outcome = train.train_model(from_linen(model), train.ensemble.one(variables),
+                                train.supervised_loss(losses.mse), {"x": inputs, "y": y},
                                 train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01, scan=scan),
-                                rng=jax.random.key(1), dp=dp, **kw)
+                                rng=jax.random.key(1)[None], seeds=[0], dp=dp, **kw)
     return [np.asarray(jax.device_get(v)) for v in jax.tree_util.tree_leaves(outcome.variables)]
 
   leaves = {}
@@ -60,13 +60,13 @@ def main(port: int, num_processes: int, process_id: int, out: str, resume_dir: s
     leaves.update({f"{name}_{i}": v for i, v in enumerate(fit(inputs, dp))})
   if what == "all":  # an ensemble: 4 members, one device each, over every process
     keys = jax.random.split(jax.random.key(2), 4)
-    stacked = train.ensemble.init_members(lambda k: init_linen(model, k, x[:2]), keys, 4)
+    stacked = train.ensemble.init_members(lambda k: init_linen(model, k, x[:2]), keys)
     recipe = train.Recipe(epochs=EPOCHS, batch_size=30, lr=0.01, plateau_factor=0.5,
                           plateau_patience=0)
     validate = train.make_validation_loss(from_linen(model), losses.mse, x[:20], y[:20],
                                           dp=sharded)
     outcome = train.train_model(from_linen(model), stacked, train.supervised_loss(losses.mse),
-                                {"x": x, "y": y}, recipe, rng=keys, seed=[0, 1, 2, 3],
+                                {"x": x, "y": y}, recipe, rng=keys, seeds=[0, 1, 2, 3],
                                 dp=sharded, validate=validate)
     leaves.update({f"ensemble_{i}": np.asarray(v)
                    for i, v in enumerate(jax.tree_util.tree_leaves(outcome.variables))})

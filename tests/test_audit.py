@@ -177,11 +177,11 @@ def test_lira_finds_a_model_that_memorised_noise():
   model = MLP(hidden=(128, 128))
   apply_fn = from_linen(model)
   keys = jax.random.split(jax.random.key(0), 8)
-  variables = train.ensemble.init_members(lambda k: init_linen(model, k, x[:1]), keys, 8)
+  variables = train.ensemble.init_members(lambda k: init_linen(model, k, x[:1]), keys)
   shadows = train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
                               [{"x": x[m], "y": y[m]} for m in keep],
                               train.Recipe(epochs=150, batch_size=32, lr=3e-3),
-                              rng=keys, seed=list(range(8))).variables
+                              rng=keys, seeds=list(range(8))).variables
   scores, per_row = audit.member_scores(train.make_predict_fn(apply_fn), shadows, x, y,
                                         score="residual", task_loss=losses.mse)
   assert per_row[keep].mean() < 0.05 * per_row[~keep].mean()  # memorised

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from jax_unlearn import losses, parallel
+from jax_unlearn import losses, parallel, train
 from jax_unlearn.errors import UserError
 from jax_unlearn.models import from_linen, init_linen
 from jax_unlearn.models.allcnn import ConvBlock
@@ -128,7 +128,7 @@ def test_quantile_predictions_use_the_mean_absolute_difference():
 def test_blindspot_variables_are_a_step_argument_not_a_constant():
   """The train step takes the blindspot model as its frozen argument: another blindspot model
   reuses the compiled step (no retrace) and gives another loss."""
-  from jax_unlearn import train
+
   student = {"params": {"pred": PRED, "acts": ACTS}}
   traced = []
 
@@ -150,7 +150,6 @@ def test_blindspot_variables_are_a_step_argument_not_a_constant():
 
 
 def test_the_method_passes_its_blindspot_model_as_the_frozen_argument(cnn, monkeypatch):
-  from jax_unlearn import train
   apply_fn, init_fn, original, data = cnn
   seen = []
   real = train.train_model
@@ -160,7 +159,7 @@ def test_the_method_passes_its_blindspot_model_as_the_frozen_argument(cnn, monke
     return real(apply_fn, variables, objective, *args, **kwargs)
 
   monkeypatch.setattr(train, "train_model", spy)
-  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3))
+  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3)[None])
   marked = jax.tree_util.tree_map(lambda a: a + 0.5, original)
   blindspot(ctx, original, data, CNN_CONFIG, blindspot_variables=marked)
   chex.assert_trees_all_equal(seen[-1], marked)
@@ -196,7 +195,7 @@ def cnn():
   model = TinyCNN()
   apply_fn = from_linen(model)
   init_fn = jax.jit(lambda key: init_linen(model, key, x[:1]))
-  original = init_fn(jax.random.key(0))  # what is unlearned does not matter here
+  original = train.ensemble.one(init_fn(jax.random.key(0)))  # what is unlearned does not matter
   data = UnlearnData(x, y, y[:, 0] > 0.2, x[:8], y[:8])
   return apply_fn, init_fn, original, data
 
@@ -206,7 +205,7 @@ CNN_CONFIG = {"epochs": 1, "blindspot_epochs": 1, "batch_size": 16}
 
 def test_cnn_blindspot_checkpoints_and_reuses_its_stages(cnn, tmp_path):
   apply_fn, init_fn, original, data = cnn
-  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3),
+  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3)[None],
                 checkpoint_dir=str(tmp_path / "blindspot"))
   first = run_method("blindspot", ctx, original, data, CNN_CONFIG)
   assert sorted(os.listdir(tmp_path / "blindspot")) == ["blindspot_model", "unlearn"]
@@ -223,10 +222,10 @@ def test_cnn_blindspot_checkpoints_and_reuses_its_stages(cnn, tmp_path):
 def test_blindspot_model_of_another_architecture_is_rejected(cnn):
   apply_fn, init_fn, original, data = cnn
   other = jax.tree_util.tree_map(lambda a: a[..., :1], original)  # one channel per layer
-  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3))
+  ctx = Context(apply_fn, init_fn, losses.mse, jax.random.key(3)[None])
   with pytest.raises(UserError, match="blindspot model has another architecture"):
     blindspot(ctx, original, data, CNN_CONFIG, blindspot_variables=other)
-  ctx = Context(apply_fn, lambda key: other, losses.mse, jax.random.key(3))
+  ctx = Context(apply_fn, lambda key: other, losses.mse, jax.random.key(3)[None])
   with pytest.raises(UserError, match="another architecture"):
     run_method("blindspot", ctx, original, data, CNN_CONFIG)
 

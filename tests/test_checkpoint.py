@@ -21,8 +21,9 @@ def _train(tmp_path, linear_data, epochs, plateau_patience=None, lr=0.01, identi
   recipe = train.Recipe(epochs=epochs, batch_size=32, lr=lr,
                         plateau_factor=None if plateau_patience is None else 0.1,
                         plateau_patience=plateau_patience or 10, scan=scan)
-  return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
-                           {"x": x, "y": y}, recipe, rng=jax.random.key(1),
+  return train.train_model(apply_fn, train.ensemble.one(variables),
+                           train.supervised_loss(losses.mse), {"x": x, "y": y}, recipe,
+                           rng=jax.random.key(1)[None], seeds=[0],
                            stage=train.Stage(directory=str(tmp_path / "ck"),
                                              identity=dict(identity), progress=progress), **kw)
 
@@ -89,9 +90,9 @@ def test_batch_larger_than_data_is_a_user_error(tmp_path, linear_data):
   x, y = linear_data
   apply_fn, variables = _model()
   with pytest.raises(UserError, match="larger than"):
-    train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
+    train.train_model(apply_fn, train.ensemble.one(variables), train.supervised_loss(losses.mse),
                       {"x": x[:10], "y": y[:10]}, train.Recipe(epochs=1, batch_size=32, lr=0.01),
-                      rng=jax.random.key(0))
+                      rng=jax.random.key(0)[None], seeds=[0])
 
 
 @pytest.mark.parametrize("scan, lands_at", [(False, (1, 2)), (True, (2, 0))])
@@ -148,8 +149,9 @@ def test_another_start_recomputes(tmp_path, linear_data):
   recipe = train.Recipe(epochs=1, batch_size=32, lr=0.01)
 
   def run(start):
-    return train.train_model(apply_fn, start, train.supervised_loss(losses.mse), {"x": x, "y": y},
-                             recipe, rng=jax.random.key(1),
+    return train.train_model(apply_fn, train.ensemble.one(start),
+                             train.supervised_loss(losses.mse), {"x": x, "y": y},
+                             recipe, rng=jax.random.key(1)[None], seeds=[0],
                              stage=train.Stage(directory=str(tmp_path / "ck")))
 
   run(variables)

@@ -196,7 +196,7 @@ def _train_model(arrays, seeds, tmp_path=None, epochs=2, validate=False, plateau
   val = (train.make_validation_loss(apply_fn, losses.mse, first["x"][:8], first["y"][:8])
          if validate else None)
   return train.train_model(apply_fn, ensemble.stack(variables), loss, arrays, recipe,
-                           rng=_rngs(len(seeds)), seed=seeds, dp=parallel.DataParallel.create(),
+                           rng=_rngs(len(seeds)), seeds=seeds, dp=parallel.DataParallel.create(),
                            validate=val,
                            stage=train.Stage(directory=str(tmp_path / "ckpt") if tmp_path
                                              else None), **kw)
@@ -212,9 +212,10 @@ def test_train_model_trains_members_as_single_runs():
     recipe = train.Recipe(epochs=2, batch_size=16, lr=0.01, plateau_factor=0.5,
                           plateau_patience=0)
     val = train.make_validation_loss(apply_fn, losses.mse, arrays["x"][:8], arrays["y"][:8])
-    single = train.train_model(apply_fn, variables[k], train.supervised_loss(losses.mse), arrays,
-                               recipe, rng=jax.random.key(k), seed=seed, validate=val)
-    _close(ensemble.member(out.variables, k), single.variables)
+    single = train.train_model(apply_fn, ensemble.one(variables[k]),
+                               train.supervised_loss(losses.mse), arrays, recipe,
+                               rng=jax.random.key(k)[None], seeds=[seed], validate=val)
+    _close(ensemble.member(out.variables, k), ensemble.member(single.variables, 0))
     for h_ens, h_one in zip(out.history, single.history):
       np.testing.assert_allclose(h_ens["val_loss"][k], h_one["val_loss"], rtol=1e-5)
       assert h_ens["lr"][k] == pytest.approx(h_one["lr"])
@@ -262,11 +263,11 @@ def test_members_with_fixed_blocks_equal_single_runs_on_four_devices():
   loss = train.supervised_loss(losses.mse)
   dp = parallel.DataParallel.create(4, 4)
   out = train.train_model(apply_fn, ensemble.stack(variables), loss, arrays, recipe, rng=_rngs(2),
-                          seed=[0, 1], dp=dp)
+                          seeds=[0, 1], dp=dp)
   for k in range(2):
-    single = train.train_model(apply_fn, variables[k], loss, arrays, recipe,
-                               rng=jax.random.key(k), seed=k, dp=dp)
-    _close(ensemble.member(out.variables, k), single.variables)
+    single = train.train_model(apply_fn, ensemble.one(variables[k]), loss, arrays, recipe,
+                               rng=jax.random.key(k)[None], seeds=[k], dp=dp)
+    _close(ensemble.member(out.variables, k), ensemble.member(single.variables, 0))
 
 
 @pytest.mark.parametrize("scan", [True, False])
@@ -279,13 +280,65 @@ def test_members_of_unequal_lengths_train_as_single_runs(scan):
   loss_fn = train.supervised_loss(losses.mse)
   recipe = train.Recipe(epochs=3, batch_size=16, lr=0.01, scan=scan)
   out = train.train_model(apply_fn, ensemble.stack(variables), loss_fn, per, recipe,
-                          rng=_rngs(len(SEEDS)), seed=SEEDS)
+                          rng=_rngs(len(SEEDS)), seeds=SEEDS)
   for k, seed in enumerate(SEEDS):
-    alone = train.train_model(apply_fn, variables[k], loss_fn, per[k],
+    alone = train.train_model(apply_fn, ensemble.one(variables[k]), loss_fn, per[k],
                               train.Recipe(epochs=3, batch_size=min(16, len(per[k]["x"])),
                                            lr=0.01, scan=scan),
-                              rng=jax.random.key(k), seed=seed)
+                              rng=jax.random.key(k)[None], seeds=[seed])
     assert alone.steps == 3 * -(-len(per[k]["x"]) // 16)
-    _close(ensemble.member(out.variables, k), alone.variables)
+    _close(ensemble.member(out.variables, k), ensemble.member(alone.variables, 0))
     np.testing.assert_allclose([h["train_loss"][k] for h in out.history],
                                [h["train_loss"] for h in alone.history], rtol=1e-5)
+
+
+def test_one_member_trains_bitwise_as_the_lone_model_program():
+  """K = 1 runs the lone model's data-parallel step and loader (here fixed blocks over 4
+  devices), so an ensemble of one keeps the numbers of a model trained alone."""
+  arrays = _data()
+  apply_fn, variables, tx = _setup(arrays, k=1)
+  loss = train.supervised_loss(losses.mse)
+  dp = parallel.DataParallel.create(4, 4)
+  out = train.train_model(apply_fn, ensemble.one(variables[0]), loss, arrays,
+                          train.Recipe(epochs=2, batch_size=16, lr=0.01), rng=_rngs(1),
+                          seeds=[3], dp=dp)
+  alone = train.fit(train.create_state(variables[0], tx, dp),
+                    train.make_train_step(apply_fn, loss, tx, dp),
+                    ArrayLoader(arrays, 16, seed=3, dp=dp), epochs=2, rng=jax.random.key(0), dp=dp)
+  chex.assert_trees_all_equal(jax.device_get(ensemble.member(out.variables, 0)),
+                              jax.device_get(alone.state.variables))
+
+
+def test_train_model_wants_one_seed_key_and_model_per_member():
+  arrays = _data()
+  apply_fn, variables, _ = _setup(arrays, k=2)
+  loss = train.supervised_loss(losses.mse)
+  recipe = train.Recipe(epochs=1, batch_size=16, lr=0.01)
+  both = ensemble.stack(variables)
+  with pytest.raises(UserError, match="seeds must be a sequence"):
+    train.train_model(apply_fn, both, loss, arrays, recipe, rng=_rngs(2), seeds=3)
+  with pytest.raises(UserError, match=r"3 seed\(s\) need variables and keys stacked over 3"):
+    train.train_model(apply_fn, both, loss, arrays, recipe, rng=_rngs(3), seeds=[0, 1, 2])
+  with pytest.raises(UserError, match=r"stacked over 1 member"):  # a lone model, not stacked
+    train.train_model(apply_fn, variables[0], loss, arrays, recipe, rng=_rngs(1), seeds=[0])
+
+
+def test_over_members_maps_over_members_and_runs_one_member_alone():
+  def fn(w, x):
+    return jnp.tanh(w @ x) * 1.7 + jnp.sum(w)
+
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 5)), jnp.float32)
+  x = jnp.linspace(-1.0, 1.0, 5)
+  want = [jax.jit(fn)(w[k], x) for k in range(3)]
+  for in_turn in (False, True):
+    got = ensemble.over_members(fn, 3, in_turn=in_turn, shared=(1,))(w, x)
+    for k in range(3):
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+  one = ensemble.over_members(fn, 1, shared=(1,))(w[:1], x)
+  assert one.shape == (1, 4)
+  np.testing.assert_array_equal(one[0], want[0])  # the lone program's own bits
+
+
+def test_a_record_keeps_one_members_value_plain():
+  assert ensemble.record_value([0.5]) == 0.5
+  assert ensemble.record_value([0.5, 0.25]) == [0.5, 0.25]

@@ -71,8 +71,8 @@ def test_lfssd_importance_is_the_mean_absolute_gradient_of_the_squared_output_no
   x = r.normal(size=(10, 3)).astype(np.float32)
   params = {"w": r.normal(size=(3, 2)).astype(np.float32),
             "b": r.normal(size=(2,)).astype(np.float32)}
-  ctx = Context(from_function(_linear), None, losses.mse, jax.random.key(0))
-  got, _ = importance.gradient_magnitude(ctx, {"params": params},
+  ctx = Context(from_function(_linear), None, losses.mse, jax.random.key(0)[None])
+  got, _ = importance.gradient_magnitude(ctx, train.ensemble.one({"params": params}),
                                          {"x": x, "y": np.zeros((10, 2), np.float32)},
                                          importance.squared_output_norm, batch_size=4)
   want_w, want_b = [], []
@@ -80,8 +80,8 @@ def test_lfssd_importance_is_the_mean_absolute_gradient_of_the_squared_output_no
     f = x[rows] @ params["w"] + params["b"]
     want_w.append(np.abs(2 * x[rows].T @ f / len(f)))
     want_b.append(np.abs(2 * f.mean(0)))
-  np.testing.assert_allclose(got["w"], np.mean(want_w, 0), rtol=1e-5)
-  np.testing.assert_allclose(got["b"], np.mean(want_b, 0), rtol=1e-5)
+  np.testing.assert_allclose(got["w"][0], np.mean(want_w, 0), rtol=1e-5)
+  np.testing.assert_allclose(got["b"][0], np.mean(want_b, 0), rtol=1e-5)
 
 
 def test_fisher_noise_scale():
@@ -162,7 +162,7 @@ def test_msg_reinit_mask_per_layer():
 def test_msg_reinitialises_the_fraction_of_each_weight_array(problem, runs):
   _, original, _ = problem
   by_layer = runs["msg"][0].record["reinitialised_by_layer"]
-  for path, leaf in importance.layer_leaves(original["params"]):
+  for path, leaf in importance.layer_leaves(train.ensemble.member(original, 0)["params"]):
     want = round(0.3 * leaf.size) / leaf.size if leaf.ndim >= 2 else 0.0
     assert by_layer[path] == pytest.approx(want), path
 
@@ -231,12 +231,12 @@ def test_msg_forgets_more_the_more_it_reinitialises(runs):
                                            (salun.salun, {"epochs": 1})])
 def test_ensemble_members_equal_single_runs(problem, method, config):
   data, original, _ = problem
-  stacked = method(toy.context((0, 1), members=2), train.ensemble.stack([original, original]), data,
-                   config)
+  both = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), original)
+  stacked = method(toy.context((0, 1)), both, data, config)
   for k in (0, 1):
     single = method(toy.context(k), original, data, config)
-    chex.assert_trees_all_close(train.ensemble.member(stacked.variables, k), single.variables,
-                                rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(train.ensemble.member(stacked.variables, k),
+                                train.ensemble.member(single.variables, 0), rtol=1e-4, atol=1e-6)
   fraction = "dampened_fraction" if method is ssd.ssd else "masked_fraction"
   assert len(stacked.record[fraction]) == 2
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import toy
-from jax_unlearn import losses, train
+from jax_unlearn import train
 from jax_unlearn.errors import UserError
-from jax_unlearn.unlearn import Context, run_method
+from jax_unlearn.unlearn import run_method
 from jax_unlearn.unlearn import neighbours
 from jax_unlearn.unlearn.neighbours import neighbour_labels
 
@@ -38,7 +38,7 @@ def test_features_are_standardised_so_no_feature_dominates():
 def test_neighbour_relabelling_moves_the_forget_error_toward_the_retrained_model():
   data, original, test = toy.problem()
   orig_retain, orig_forget = toy.errors(original, test)
-  ctx = Context(toy.APPLY, toy.init, losses.mse, jax.random.key(7))
+  ctx = toy.context(7)
   result = run_method("neighbours", ctx, original, data, {"batch_size": 32, "epochs": 3})
   retain, forget = toy.errors(result.variables, test)
   # The retrained model bridges the peak at about 0.5 (forget MSE > 0.1); the neighbours of the
@@ -49,8 +49,9 @@ def test_neighbour_relabelling_moves_the_forget_error_toward_the_retrained_model
 
 
 def test_a_weight_below_one_blends_the_original_prediction_into_the_targets():
-  data, original, _ = toy.problem()
-  ctx = Context(toy.APPLY, toy.init, losses.mse, jax.random.key(7))
+  data, stacked, _ = toy.problem()
+  original = train.ensemble.member(stacked, 0)
+  ctx = toy.context(7)
   labels = neighbour_labels(data.x, data.y, data.forget, 5)
   blended = neighbours.blend_with_prediction(ctx, train.make_predict_fn(toy.APPLY), original,
                                              data, labels, 0.25)
@@ -59,7 +60,7 @@ def test_a_weight_below_one_blends_the_original_prediction_into_the_targets():
                              + 0.75 * np.asarray(pred)[data.forget], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(blended[~data.forget], data.y[~data.forget])
   with pytest.raises(UserError, match="neighbour_weight"):
-    run_method("neighbours", ctx, original, data, {"neighbour_weight": 0.0})
+    run_method("neighbours", ctx, stacked, data, {"neighbour_weight": 0.0})
 
 
 def test_each_ensemble_member_blends_its_own_originals_predictions():
@@ -67,12 +68,12 @@ def test_each_ensemble_member_blends_its_own_originals_predictions():
   import jax.numpy as jnp
   data, original, _ = toy.problem()
   other = jax.tree_util.tree_map(lambda a: a * 0.9, original)
-  keys = [jax.random.key(7), jax.random.key(8)]
+  keys = [7, 8]
   settings = {"epochs": 1, "batch_size": 32, "neighbour_weight": 0.5}
-  ctx = Context(toy.APPLY, toy.init, losses.mse, jnp.stack(keys), members=2)
-  out = run_method("neighbours", ctx, train.ensemble.stack([original, other]), data, settings)
+  both = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), original, other)
+  out = run_method("neighbours", toy.context(keys), both, data, settings)
   for k, (key, start) in enumerate(zip(keys, [original, other])):
-    single = run_method("neighbours", Context(toy.APPLY, toy.init, losses.mse, key), start, data,
-                        settings)
+    single = run_method("neighbours", toy.context(key), start, data, settings)
     chex.assert_trees_all_close(jax.device_get(train.ensemble.member(out.variables, k)),
-                                jax.device_get(single.variables), rtol=1e-4, atol=1e-5)
+                                jax.device_get(train.ensemble.member(single.variables, 0)),
+                                rtol=1e-4, atol=1e-5)

@@ -234,7 +234,8 @@ def test_other_face_models_take_the_faces(name, tmp_path):
   step = train.make_train_step(e.apply_fn, train.supervised_loss(losses.l1), tx, e.dp)
   batch = e.dp.put_batch({"x": np.asarray(e.ds.train.x[:8]), "y": e.ds.train.y[:8],
                           "mask": np.ones(8, np.float32)})
-  _, out = step(train.create_state(e.fresh(0), tx, e.dp), batch, jax.random.key(0))
+  _, out = step(train.create_state(train.ensemble.member(e.fresh(0), 0), tx, e.dp), batch,
+                jax.random.key(0))
   assert np.isfinite(float(out["loss"]))
 
 

@@ -58,9 +58,10 @@ def test_a_nan_mid_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, l
     return xb * np.nan if len(calls) > 3 else xb
 
   def fit(directory, augment=None):
-    return train.train_model(apply_fn, variables, train.supervised_loss(losses.mse),
-                             {"x": x, "y": y}, train.Recipe(epochs=3, batch_size=32, lr=0.01),
-                             rng=jax.random.key(1), augment=augment,
+    return train.train_model(apply_fn, train.ensemble.one(variables),
+                             train.supervised_loss(losses.mse), {"x": x, "y": y},
+                             train.Recipe(epochs=3, batch_size=32, lr=0.01),
+                             rng=jax.random.key(1)[None], seeds=[0], augment=augment,
                              stage=train.Stage("original", str(directory)))
 
   with pytest.raises(train.NonFiniteLossError, match=r"original: loss became nan at epoch 2, "

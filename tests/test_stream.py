@@ -116,10 +116,10 @@ def test_streamed_training_resumes_mid_epoch_exactly(tmp_path):
   variables = init_linen(module, jax.random.key(0), np.zeros((2, 3, 1, 1), np.float32))
 
   def run(where, progress=None):
-    return train.train_model(from_linen(module), variables, train.supervised_loss(losses.mse),
-                             {"x": _lazy(images), "y": y},
+    return train.train_model(from_linen(module), train.ensemble.one(variables),
+                             train.supervised_loss(losses.mse), {"x": _lazy(images), "y": y},
                              train.Recipe(epochs=3, batch_size=32, lr=0.01),
-                             rng=jax.random.key(1),
+                             rng=jax.random.key(1)[None], seeds=[0],
                              stage=train.Stage(directory=str(tmp_path / where),
                                                progress=progress))
 

@@ -265,10 +265,13 @@ def test_param_hook_fixes_masked_weights_and_adds_its_penalty(linear_data):
         lambda p, m: m * p + (1 - m) * jax.lax.stop_gradient(p), params, frozen)
     return forward, 0.5 * step.astype(jnp.float32)
 
-  objective = train.Objective(train.supervised_loss(losses.mse), frozen=mask, param_hook=hook)
-  out = train.train_model(apply_fn, variables, objective, {"x": x, "y": y},
-                          train.Recipe(epochs=1, batch_size=96, lr=0.1), rng=jax.random.key(1))
-  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a - b)), out.variables["params"],
+  objective = train.Objective(train.supervised_loss(losses.mse),
+                              frozen=train.ensemble.one(mask), param_hook=hook)
+  out = train.train_model(apply_fn, train.ensemble.one(variables), objective, {"x": x, "y": y},
+                          train.Recipe(epochs=1, batch_size=96, lr=0.1),
+                          rng=jax.random.key(1)[None], seeds=[0])
+  trained = train.ensemble.member(out.variables, 0)
+  moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a - b)), trained["params"],
                                  variables["params"])
   for d, m in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(mask)):
     m = np.asarray(m)

@@ -35,7 +35,7 @@ def errors(problem):
   data, original, test = problem
   out = {"original": _errors(original, test)}
   for name in METHODS:
-    ctx = Context(APPLY, _init, losses.mse, jax.random.key(7))
+    ctx = Context(APPLY, _init, losses.mse, jax.random.key(7)[None])
     out[name] = _errors(run_method(name, ctx, original, data, FULL[name]).variables, test)
   return out
 
@@ -72,7 +72,7 @@ def test_seeded_and_the_same_on_four_devices(problem, name):
   data, original, _ = problem
 
   def params(key, dp=None):
-    ctx = Context(APPLY, _init, losses.mse, jax.random.key(key), dp=dp)
+    ctx = Context(APPLY, _init, losses.mse, jax.random.key(key)[None], dp=dp)
     return jax.device_get(run_method(name, ctx, original, data, SHORT[name]).variables["params"])
 
   first = params(11)
@@ -98,8 +98,8 @@ def _plain_init(key):
 def test_a_plain_function_model(problem, name):
   data, _, test = problem
   apply_fn = from_function(_plain_mlp)
-  original = _plain_init(jax.random.key(0))
-  ctx = Context(apply_fn, _plain_init, losses.mse, jax.random.key(1))
+  original = train.ensemble.one(_plain_init(jax.random.key(0)))
+  ctx = Context(apply_fn, _plain_init, losses.mse, jax.random.key(1)[None])
   result = run_method(name, ctx, original, data, SHORT[name])
   chex.assert_trees_all_equal_shapes(result.variables, original)
   assert result.record["steps"] > 0 and result.record["seconds"] > 0
@@ -122,11 +122,12 @@ def test_blindspot_on_a_quantile_forecaster(problem):
     variables["params"]["b2"] = jnp.zeros(6)
     return variables
 
-  original = init(jax.random.key(0))
-  ctx = Context(from_function(quantile_mlp), init, losses.get_loss("quantile"), jax.random.key(1))
+  original = train.ensemble.one(init(jax.random.key(0)))
+  ctx = Context(from_function(quantile_mlp), init, losses.get_loss("quantile"),
+                jax.random.key(1)[None])
   result = run_method("blindspot", ctx, original, data, SHORT["blindspot"])
-  pred = train.predict(train.make_predict_fn(from_function(quantile_mlp)), result.variables,
-                       data.x[:5])
+  pred = train.predict(train.make_predict_fn(from_function(quantile_mlp)),
+                       train.ensemble.member(result.variables, 0), data.x[:5])
   assert pred.shape == (5, 2, 3) and np.all(np.isfinite(pred))
 
 
@@ -140,6 +141,12 @@ def test_gaussian_labels_per_output_dimension():
   assert np.all(np.abs(out[forget].mean(0) - y.mean(0)) < 0.1 * y.std(0))
   np.testing.assert_allclose(out[forget].std(0), y.std(0), rtol=0.06)
   np.testing.assert_array_equal(out, gaussian_labels(y, forget, jax.random.key(0)))
+
+
+def test_a_context_wants_one_key_per_member():
+  with pytest.raises(UserError, match=r"one key per member \(\[K\] keys\)"):
+    Context(APPLY, _init, losses.mse, jax.random.key(0))
+  assert Context(APPLY, _init, losses.mse, jax.random.split(jax.random.key(0), 3)).members == 3
 
 
 def test_registry():
@@ -187,7 +194,7 @@ def test_data_views():
 ])
 def test_bad_settings_are_user_errors(problem, config, message):
   data, original, _ = problem
-  ctx = Context(APPLY, _init, losses.mse, jax.random.key(0))
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(0)[None])
   with pytest.raises(UserError, match=message):
     run_method("blindspot", ctx, original, data, config)
 
@@ -200,10 +207,11 @@ def test_bad_settings_are_user_errors(problem, config, message):
 ])
 def test_keep_best_returns_the_best_validation_epoch(problem, name, config):
   data, original, _ = problem
-  ctx = Context(APPLY, _init, losses.mse, jax.random.key(4))
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(4)[None])
   result = run_method(name, ctx, original, data, {"batch_size": 64, **config})
   validate = train.make_validation_loss(APPLY, losses.mse, data.val_x, data.val_y)
-  assert validate(result.variables) == pytest.approx(result.record["best_val_loss"], rel=1e-6)
+  assert validate(train.ensemble.member(result.variables, 0)) == pytest.approx(
+      result.record["best_val_loss"], rel=1e-6)
   if name == "blindspot":  # the blindspot model is the best of its epochs too, and reported
     assert "blindspot_model" in result.auxiliary
   final = run_method(name, ctx, original, data, {"batch_size": 64, **config, "keep_best": False})
@@ -214,20 +222,20 @@ def test_keep_best_returns_the_best_validation_epoch(problem, name, config):
 def test_ensemble_member_equals_the_single_run_of_its_key(problem, name):
   """Every method on K = 2 members at once: member k is the method's run with key k alone."""
   data, original, _ = problem
-  keys = [jax.random.key(7), jax.random.key(8)]
+  keys = [7, 8]
   settings = {"epochs": 1, "batch_size": 32, "blindspot_epochs": 1} if name == "blindspot" else (
       {"epochs": 1, "batch_size": 32})
-  ctx = Context(APPLY, _init, losses.mse, jnp.stack(keys), members=2)
-  stacked = train.ensemble.stack([original, original])
-  out = run_method(name, ctx, stacked, data, settings)
+  stacked = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), original)
+  out = run_method(name, toy.context(keys), stacked, data, settings)
   assert train.ensemble.size(out.variables) == 2
+  alone = lambda tree: jax.device_get(train.ensemble.member(tree, 0))  # noqa: E731
   for k, key in enumerate(keys):
-    single = run_method(name, Context(APPLY, _init, losses.mse, key), original, data, settings)
+    single = run_method(name, toy.context(key), original, data, settings)
     chex.assert_trees_all_close(jax.device_get(train.ensemble.member(out.variables, k)),
-                                jax.device_get(single.variables), rtol=1e-4, atol=1e-5)
+                                alone(single.variables), rtol=1e-4, atol=1e-5)
     for aux, value in out.auxiliary.items():
       chex.assert_trees_all_close(jax.device_get(train.ensemble.member(value, k)),
-                                  jax.device_get(single.auxiliary[aux]), rtol=1e-4, atol=1e-5)
+                                  alone(single.auxiliary[aux]), rtol=1e-4, atol=1e-5)
   a, b = (train.ensemble.member(out.variables, k) for k in range(2))
   assert not np.allclose(np.asarray(a["params"]["Dense_0"]["kernel"]),
                          np.asarray(b["params"]["Dense_0"]["kernel"]))
@@ -244,7 +252,7 @@ def test_every_registered_method_runs_with_its_defaults(problem, name):
   overrides = {"epochs": 1, "batch_size": 32} if "epochs" in method.own_defaults else {}
   if name == "retrained":
     overrides = {"epochs": 1, "batch_size": 32}
-  ctx = Context(APPLY, _init, losses.mse, jax.random.key(3))
+  ctx = Context(APPLY, _init, losses.mse, jax.random.key(3)[None])
   result = run_method(name, ctx, original, data, overrides)
   params = result.variables["params"]
   if sisa.sharded_key(result.variables):  # a sharded model: shards of the architecture

@@ -23,10 +23,10 @@ def init(key):
   return init_linen(MODEL, key, jnp.zeros((1, 1)))
 
 
-def context(key=7, members=None):
-  """A method's Context on the toy model: one key, or (with `members`) one key per member."""
-  keys = jnp.stack([jax.random.key(k) for k in key]) if members else jax.random.key(key)
-  return Context(APPLY, init, losses.mse, keys, members=members)
+def context(key=7, **kw):
+  """A method's Context on the toy model, one member per key (an int: one model)."""
+  keys = jnp.stack([jax.random.key(k) for k in np.atleast_1d(key)])
+  return Context(APPLY, init, losses.mse, keys, **kw)
 
 
 def _cosine(r, n):
@@ -36,20 +36,23 @@ def _cosine(r, n):
 
 @functools.lru_cache(maxsize=1)
 def problem():
-  """(UnlearnData, the original's variables, (test x, test y)); built once per process."""
+  """(UnlearnData, the original's variables (an ensemble of one), (test x, test y)); built once
+  per process."""
   r = np.random.default_rng(0)
   (x, y), (vx, vy), (tx, ty) = _cosine(r, 256), _cosine(r, 64), _cosine(r, 256)
-  original = train.train_model(APPLY, init(jax.random.key(0)), train.supervised_loss(losses.mse),
-                               {"x": x, "y": y}, train.Recipe(epochs=60, batch_size=32, lr=0.01),
-                               rng=jax.random.key(1)).variables
+  original = train.train_model(APPLY, train.ensemble.one(init(jax.random.key(0))),
+                               train.supervised_loss(losses.mse), {"x": x, "y": y},
+                               train.Recipe(epochs=60, batch_size=32, lr=0.01),
+                               rng=jax.random.key(1)[None], seeds=[0]).variables
   keep = vy[:, 0] <= 0.5
   data = UnlearnData(x, y, y[:, 0] > 0.5, vx[keep], vy[keep])
   return data, original, (tx, ty)
 
 
-def errors(variables, test, apply_fn=APPLY):
-  """(retain, forget) test MSE."""
+def errors(variables, test, apply_fn=APPLY, k=0):
+  """(retain, forget) test MSE of member k of stacked variables."""
   tx, ty = test
-  sq = ((train.predict(train.make_predict_fn(apply_fn), variables, tx) - ty) ** 2)[:, 0]
+  member = train.ensemble.member(variables, k)
+  sq = ((train.predict(train.make_predict_fn(apply_fn), member, tx) - ty) ** 2)[:, 0]
   forget = ty[:, 0] > 0.5
   return float(sq[~forget].mean()), float(sq[forget].mean())

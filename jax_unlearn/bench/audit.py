@@ -42,14 +42,15 @@ def bench_audit_row(n: int, *, seed: int = 0, epochs: int = EPOCHS) -> dict:
   arrays = [{"x": x[m], "y": y[m]} for m in keep]
 
   t0 = time.perf_counter()
-  stacked = train.train_model(apply_fn, train.ensemble.init_members(init, keys, n), loss, arrays,
-                              recipe, rng=keys, seed=list(range(n))).variables
+  stacked = train.train_model(apply_fn, train.ensemble.init_members(init, keys), loss, arrays,
+                              recipe, rng=keys, seeds=list(range(n))).variables
   jax.block_until_ready(stacked)
   vmapped = time.perf_counter() - t0
   t0 = time.perf_counter()
   for k in range(n):
-    jax.block_until_ready(train.train_model(apply_fn, init(keys[k]), loss, arrays[k], recipe,
-                                            rng=keys[k], seed=k).variables)
+    jax.block_until_ready(train.train_model(
+        apply_fn, train.ensemble.one(init(keys[k])), loss, arrays[k], recipe,
+        rng=keys[k:k + 1], seeds=[k]).variables)
   sequential = time.perf_counter() - t0
 
   scores, _ = audit.member_scores(train.make_predict_fn(apply_fn), stacked, x, y,

@@ -52,7 +52,7 @@ def _variant(name: str, spec: ModelSpec, rows: int, batch: int, k: int, scan: bo
     rng = keys[0]
   else:
     place = parallel.Members.create(k)
-    variables = ensemble.init_members(lambda key: init_linen(module, key, x0), keys, k)
+    variables = ensemble.init_members(lambda key: init_linen(module, key, x0), keys)
     state = ensemble.create_ensemble_state(variables, tx, place)
     step = ensemble.make_ensemble_step(from_linen(module), loss_fn, tx, members=place)
     batches = ensemble.ensemble_batches(arrays, batch, list(range(seed, seed + k)))

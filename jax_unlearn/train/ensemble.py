@@ -27,19 +27,61 @@ def stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def fold_in(key: jax.Array, data: int, members: int | None) -> jax.Array:
-  """`jax.random.fold_in(key, data)`; of each of the K member keys when `members` is set."""
-  if members is None:
-    return jax.random.fold_in(key, data)
-  return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+def fold_in(keys: jax.Array, data: int) -> jax.Array:
+  """`jax.random.fold_in(key, data)` of each of the K member keys ([K] keys)."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
 
 
-def init_members(init_fn: Callable[[jax.Array], Any], key: jax.Array,
-                 members: int | None) -> Any:
-  """`init_fn(key)`; for K member keys, their K inits stacked (`stack`)."""
-  if members is None:
-    return init_fn(key)
-  return stack([init_fn(k) for k in key])
+def init_members(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
+  """`init_fn(key)` of each of the K member keys, stacked (`stack`)."""
+  return stack([init_fn(k) for k in keys])
+
+
+def one(tree: Any) -> Any:
+  """A lone model's pytree as an ensemble of one (a leading member axis of 1)."""
+  return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], tree)
+
+
+def runs_vmapped(members: int) -> bool:
+  """Whether a stage of `members` members runs its loss vmapped (`train.train_model`): several
+  do; one runs the lone model's program."""
+  return members > 1
+
+
+def record_value(values: Sequence[Any]) -> Any:
+  """The members' values of a statistic as a record keeps them: a list, or the value itself for
+  one member (what a run of one seed reports)."""
+  values = list(values)
+  return values[0] if len(values) == 1 else values
+
+
+def over_members(fn: Callable, k: int, *, in_turn: bool = False,
+                 shared: Sequence[int] = ()) -> Callable:
+  """`fn` of one model's arrays, jitted, applied to each of K stacked members: all at once
+  (vmap) or one after the other (`in_turn`: `lax.map`, for programs that vmap badly). Arguments
+  at the positions `shared` are the same for every member.
+
+  One member runs `fn`'s own program on it (outside the program, the member axis is taken off
+  and put back), so an ensemble of one computes the same bits as the model alone.
+  """
+  jitted = jax.jit(fn)
+  if k == 1:
+    def call(*args):
+      args = [a if i in shared else member(a, 0) for i, a in enumerate(args)]
+      return one(jitted(*args))
+    return call
+
+  def mapped(*args):
+    if not in_turn:
+      return jax.vmap(fn, in_axes=[None if i in shared else 0 for i in range(len(args))])(*args)
+
+    def each(own):
+      it = iter(own)
+      return fn(*[a if i in shared else next(it) for i, a in enumerate(args)])
+
+    return jax.lax.map(each, tuple(a for i, a in enumerate(args) if i not in shared))
+
+  return jax.jit(mapped)
 
 
 def member(tree: Any, k: int) -> Any:

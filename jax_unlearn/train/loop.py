@@ -361,6 +361,17 @@ def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
   return [f"{prefix or 'value'}: {old} -> {new}"]
 
 
+def _check_members(name: str, k: int, variables: Mapping, rng: jax.Array) -> None:
+  """K seeds need K stacked members and K keys."""
+  leaves = jax.tree_util.tree_leaves(variables)
+  got = {len(a) if np.ndim(a) else None for a in leaves} | {len(rng) if np.ndim(rng) else None}
+  if got != {k}:
+    raise UserError(f"{name}: {k} seed(s) need variables and keys stacked over {k} member(s) "
+                    f"(a leading axis of {k}); got leading sizes {sorted(got, key=str)}.",
+                    "stack the members' variables and keys (train.ensemble.stack, "
+                    "train.ensemble.one for a lone model).")
+
+
 def _steps(state: TrainState) -> int:
   """Steps taken (every member of an ensemble takes the same)."""
   return int(np.max(jax.device_get(parallel.gather(state.step))))
@@ -399,28 +410,30 @@ class Objective:
 
 def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | LossFn,
                 arrays: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
-                recipe: Recipe, *, rng: jax.Array, seed: int | Sequence[int] = 0,
+                recipe: Recipe, *, rng: jax.Array, seeds: Sequence[int],
                 dp: parallel.DataParallel | None = None,
                 validate: Callable[[dict], float] | None = None, augment=None,
                 stage: Stage = Stage()) -> "TrainOutcome":
-  """Trains `variables` on `arrays` by `recipe` to minimise `objective` (an `Objective`, or a bare
-  loss function: one of no settings, frozen values or hook), checkpointing every epoch.
+  """Trains K models at once, member k from `variables` member k on `arrays` with data-order
+  seed `seeds[k]` and key `rng[k]`, by `recipe`, to minimise `objective` (an `Objective`, or a
+  bare loss function: one of no settings, frozen values or hook), checkpointing every epoch.
+
+  `variables` (and `objective.frozen`, if any) are stacked pytrees with a leading member axis K
+  (`ensemble.stack`; `ensemble.one` makes a lone model an ensemble of one), `rng` holds K keys,
+  `arrays` are shared by every member or one mapping per member, and `validate` scores one
+  model (it is applied to each member). Returns stacked variables.
+
+  One member trains as a lone model: its batches split over the devices of `dp` (fixed blocks
+  with `dp.shards`). Several train vmapped, whole members on this process's devices of `dp`
+  (`dp.members`), member k as a lone model of seed k and key k would, up to float rounding.
 
   With `stage.directory`, a run of the same fingerprint (see the module docstring and `Stage`)
-  that reached
-  `recipe.epochs` is reused as is, an unfinished one resumes where it stopped (state, data
-  position, plateau schedule, best validation), so a killed job loses at most one epoch; a
-  checkpoint of another fingerprint, or one trained for more epochs, is discarded. More epochs
-  than a finished run had continue it. Ctrl-C saves a checkpoint at the current step and
-  raises KeyboardInterrupt. Returns the best-validation variables when `validate` is given,
-  else the final ones.
-
-  An ensemble of K models trains when `seed` is a sequence of K data-order seeds: `variables`
-  (and `frozen`, if any) are then stacked pytrees with a leading axis K (`ensemble.stack`), `rng`
-  holds K keys, `arrays` are shared or one mapping per member, and `validate` still scores one
-  model (it is applied to each member). The members train vmapped on this process's devices of
-  `dp` (`dp.members`), member k as the single model of seed k, key k would (up to rounding);
-  the checkpoint holds the whole ensemble. Returns stacked variables.
+  that reached `recipe.epochs` is reused as is, an unfinished one resumes where it stopped
+  (state, data position, plateau schedule, best validation), so a killed job loses at most one
+  epoch; a checkpoint of another fingerprint, or one trained for more epochs, is discarded.
+  More epochs than a finished run had continue it. Ctrl-C saves a checkpoint at the current
+  step and raises KeyboardInterrupt. Returns the best-validation variables when `validate` is
+  given, else the final ones.
   """
   from jax_unlearn.checkpoint import Checkpointer
   from jax_unlearn.data.loader import ArrayLoader
@@ -431,7 +444,15 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
   if not isinstance(objective, Objective):
     objective = Objective(objective)
   loss_fn, frozen, param_hook = objective.loss_fn, objective.frozen, objective.param_hook
-  seeds = None if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+  if isinstance(seeds, (int, np.integer)) or not len(seeds):
+    raise UserError(f"{name}: seeds must be a sequence of one data-order seed per member, got "
+                    f"{seeds!r}.", "pass e.g. seeds=[0] for one model.")
+  seeds = [int(s) for s in seeds]
+  k = len(seeds)
+  _check_members(name, k, variables, rng)
+  if k == 1:  # one member: the lone model's data-parallel program, on the member's arrays
+    variables, frozen, rng = ensemble.member((dict(variables), frozen, rng), 0)
+    arrays = arrays if isinstance(arrays, Mapping) else arrays[0]
   # Members with their own rows pad a short member's batches to the others' shape.
   n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
   if recipe.batch_size > n and isinstance(arrays, Mapping):
@@ -439,9 +460,9 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
   determined = {
-      "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()
-                 if k not in ("epochs", "scan")},
-      "seed": seeds if seeds is not None else int(seed), "rng": _key_values(rng),
+      "recipe": {key: v for key, v in dataclasses.asdict(recipe).items()
+                 if key not in ("epochs", "scan")},
+      "seed": seeds[0] if k == 1 else seeds, "rng": _key_values(rng),
       "shards": dp.shards,
       "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
       "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
@@ -451,14 +472,14 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
   result_fingerprint = fingerprint({**determined, "epochs": recipe.epochs})
   tx = recipe.optimizer_fn()
   plateau = recipe.plateau()
-  if seeds is None:
+  if k == 1:
     place = dp
     state = create_state(variables, tx, dp)
     step_fn = make_train_step(apply_fn, loss_fn, tx, dp, param_hook=param_hook)
     frozen = dp.replicate(frozen)
-    loader = ArrayLoader(arrays, recipe.batch_size, seed=seed, dp=dp, augment=augment)
+    loader = ArrayLoader(arrays, recipe.batch_size, seed=seeds[0], dp=dp, augment=augment)
+    stacked = lambda tree: ensemble.one(parallel.gather(tree))  # noqa: E731
   else:
-    k = len(seeds)
     place = dp.members(k)
     state = ensemble.create_ensemble_state(variables, tx, place)
     loader = ensemble.ensemble_batches(arrays, recipe.batch_size, seeds, augment=augment,
@@ -469,6 +490,7 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
     frozen, rng = place.put(frozen), place.put(rng)
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
+    stacked = parallel.gather
   ckpt = Checkpointer(stage.directory, max_to_keep=1) if stage.directory else None
   meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
           "seconds": 0.0}
@@ -485,7 +507,7 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
       tree, meta = ckpt.restore({"state": state, "best": state.variables})
       if meta["epoch"] >= recipe.epochs:
         ckpt.close()
-        return TrainOutcome(parallel.gather(tree["best"]), meta["steps"], meta["seconds"],
+        return TrainOutcome(stacked(tree["best"]), meta["steps"], meta["seconds"],
                             meta["history"],
                             meta["epoch"], reused=True, fingerprint=result_fingerprint)
       state = tree["state"]
@@ -531,6 +553,6 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
     if ckpt is not None:
       ckpt.close()
   final = result.best_variables if result.best_variables is not None else result.state.variables
-  return TrainOutcome(parallel.gather(final), meta["steps"] + result.steps,
+  return TrainOutcome(stacked(final), meta["steps"] + result.steps,
                       meta["seconds"] + result.seconds,
                       history, meta["epoch"], fingerprint=result_fingerprint)

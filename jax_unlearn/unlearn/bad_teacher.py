@@ -96,7 +96,7 @@ def bad_teacher(ctx: base.Context, original_variables: Mapping, data: base.Unlea
   incompetent = None if labels else base.fresh_variables(
       ctx, original_variables, PURPOSE_BAD_TEACHER_INIT, "incompetent teacher")
   arrays = ctx.each(member_arrays, PURPOSE_BAD_TEACHER_DATA)
-  rows = len((arrays if ctx.members is None else arrays[0])["x"])
+  rows = len(arrays[0]["x"])
   outcome = base.fit(
       ctx, original_variables,
       train.Objective(make_bad_teacher_loss(ctx.apply_fn, ctx.loss),

@@ -121,7 +121,7 @@ class Context:
     apply_fn: the model contract `apply_fn(variables, x, *, train, rngs=None) -> (pred, acts)`.
     init_fn: rng -> fresh variables of the original's architecture (retraining, blindspot).
     loss: the task's per-example loss (pred, y) -> [B].
-    rng: the method's key; every random choice is folded from it.
+    rng: the method's keys, [K]; every random choice is folded from them.
     dp: where and how to run in parallel (None: one device).
     checkpoint_dir: this method's directory; each stage checkpoints in a subdirectory, so a
       rerun reuses finished stages (of the same fingerprint) and resumes unfinished ones.
@@ -129,9 +129,11 @@ class Context:
       and data configuration); each stage adds the method's settings (`train.train_model`).
     progress: progress-bar factory passed to `train.train_model`.
     predict_batch_size: rows per prediction call (validation losses).
-    members: None for one model; K for an ensemble of K models (`rng` then holds K keys, one per
-      member, the variables a method receives and returns are stacked with a leading axis K,
-      and every stage trains the K members at once, member k as a single run of key k).
+
+  A method runs on K models at once: `rng` holds K keys, one per member; the variables it
+  receives and returns are stacked with a leading member axis K (`train.ensemble.one` makes a
+  lone model an ensemble of one), and every stage trains the K members at once, member k as a
+  lone run of key k.
   """
   apply_fn: Callable
   init_fn: Callable[[jax.Array], dict]
@@ -142,23 +144,29 @@ class Context:
   identity: Mapping[str, Any] | None = None
   progress: Callable | None = None
   predict_batch_size: int = 512
-  members: int | None = None
+
+  def __post_init__(self):
+    if np.ndim(self.rng) != 1:
+      raise UserError(f"a method's Context needs one key per member ([K] keys), got keys of "
+                      f"shape {np.shape(self.rng)}.",
+                      "stack them, e.g. jax.random.key(0)[None] for one model.")
+
+  @property
+  def members(self) -> int:
+    """K, the models the method runs on at once."""
+    return len(self.rng)
 
   def key(self, purpose: int) -> jax.Array:
-    """The key of one purpose; [K] keys for an ensemble."""
-    return train.ensemble.fold_in(self.rng, purpose, self.members)
+    """The [K] keys of one purpose."""
+    return train.ensemble.fold_in(self.rng, purpose)
 
-  def seed(self, purpose: int) -> int | list[int]:
-    """A host integer seed (data order) drawn from the run's key; K seeds for an ensemble."""
-    draw = lambda key: int(jax.random.randint(key, (), 0, 2**31 - 1))  # noqa: E731
-    keys = self.key(purpose)
-    return draw(keys) if self.members is None else [draw(k) for k in keys]
+  def seed(self, purpose: int) -> list[int]:
+    """K host integer seeds (data order) drawn from the members' keys."""
+    return [int(jax.random.randint(key, (), 0, 2**31 - 1)) for key in self.key(purpose)]
 
-  def each(self, fn: Callable[[jax.Array], Any], purpose: int) -> Any:
-    """`fn(key)` of the purpose's key; for an ensemble the list of `fn(key_k)` over members
-    (e.g. each member's own relabelled arrays)."""
-    keys = self.key(purpose)
-    return fn(keys) if self.members is None else [fn(k) for k in keys]
+  def each(self, fn: Callable[[jax.Array], Any], purpose: int) -> list:
+    """`fn(key_k)` of each member's key of the purpose (e.g. its own relabelled arrays)."""
+    return [fn(key) for key in self.key(purpose)]
 
   def stage_dir(self, stage: str) -> str | None:
     return os.path.join(self.checkpoint_dir, stage) if self.checkpoint_dir else None
@@ -205,10 +213,10 @@ def capped_recipe(s: Mapping, rows: int, **changes) -> train.Recipe:
 
 
 def fresh_variables(ctx: Context, original_variables: Mapping, purpose: int, what: str) -> dict:
-  """init_fn(fresh key), checked to have the original's parameter structure (stacked over the
-  members of an ensemble, each from its own key)."""
+  """init_fn(fresh key) of every member's key, stacked, checked to have the original's parameter
+  structure."""
   variables = dict(train.ensemble.init_members(lambda key: dict(ctx.init_fn(key)),
-                                               ctx.key(purpose), ctx.members))
+                                               ctx.key(purpose)))
   check_same_architecture(original_variables, variables, what)
   return variables
 
@@ -240,7 +248,7 @@ def fit(ctx: Context, variables: Mapping, objective: train.Objective | Callable,
   train_key, order_key = purposes
   return train.train_model(
       ctx.apply_fn, variables, objective, arrays, recipe, rng=ctx.key(train_key),
-      seed=ctx.seed(order_key), dp=ctx.dp, validate=validate, augment=augment,
+      seeds=ctx.seed(order_key), dp=ctx.dp, validate=validate, augment=augment,
       stage=train.Stage(name, ctx.stage_dir(stage), identity, ctx.progress))
 
 
@@ -249,7 +257,7 @@ def record(outcome: train.TrainOutcome, **extra) -> dict:
   rec = {"steps": int(outcome.steps), "seconds": float(outcome.seconds),
          "reused": bool(outcome.reused)}
   vals = [h["val_loss"] for h in outcome.history if "val_loss" in h]
-  if vals:  # one per member for an ensemble
+  if vals:  # one per member of several
     best = np.min(np.asarray(vals, np.float64), axis=0)
     rec["best_val_loss"] = float(best) if best.ndim == 0 else best.tolist()
   rec.update(extra)

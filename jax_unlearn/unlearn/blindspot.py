@@ -247,8 +247,8 @@ def blindspot(ctx: base.Context, original_variables: Mapping, data: base.Unlearn
     record's steps and seconds include the blindspot model's.
   """
   s = base.settings("blindspot", config, DEFAULTS)
-  # Members of an ensemble run the loss vmapped, where lax.cond runs both branches: no gather.
-  rows = (None if ctx.members is not None else
+  # A vmapped loss runs both branches of lax.cond: no gather then.
+  rows = (None if train.ensemble.runs_vmapped(ctx.members) else
           forget_rows_for(float(np.mean(data.forget)), int(s["batch_size"]), ctx.dp))
   loss_fn = make_blindspot_loss(ctx.apply_fn, ctx.loss, beta=float(s["beta"]),
                                 attention=s["attention"], layers=s["layers"], forget_rows=rows)

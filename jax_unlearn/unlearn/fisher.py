@@ -66,7 +66,7 @@ def fisher(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDat
       ctx, original_variables, data.arrays(retain_only=True),
       importance.task_objective(ctx.loss), batch_size=s["batch_size"], squared=True)
   std = noise_std(retain_fisher, alpha, cap)
-  params = jax.jit(importance.per_member(ctx, perturb))(
+  params = importance.per_member(ctx, perturb)(
       original_variables["params"], std, ctx.key(PURPOSE_FISHER_NOISE))
   variables = {**original_variables, "params": params}
   jax.block_until_ready(variables)

@@ -4,8 +4,8 @@ weight-editing methods share.
 The methods that edit weights instead of (or before) training read them: SSD and LFSSD compare
 importances on the forget and the full data, Fisher forgetting scales noise by the retain
 Fisher, SalUn and masked small gradients select weights by gradient magnitude. One jitted
-function serves every batch (fixed, padded shapes); for an ensemble it maps over the members in
-turn, so each member's statistic is its own, and `per_member` maps a weight edit over them.
+function serves every batch (fixed, padded shapes); it maps over the members in turn, so each
+member's statistic is its own, and `per_member` maps a weight edit over them.
 """
 import time
 from typing import Callable, Mapping
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_unlearn import losses
+from jax_unlearn import losses, train
 from jax_unlearn.data.loader import ArrayLoader
 from jax_unlearn.train.step import make_variables
 from jax_unlearn.unlearn import base
@@ -53,11 +53,9 @@ def _mean_over_batches(ctx: base.Context, variables: Mapping, arrays: Mapping[st
     g = jax.grad(mean_objective)(params)
     return g if transform is None else jax.tree_util.tree_map(transform, g)
 
-  if ctx.members is None:
-    fn = jax.jit(one)
-  else:  # members in turn: a vmapped convolution gradient becomes a grouped one, which XLA's
-    # CPU backend runs slowly and rejects for some shapes (batches of one row)
-    fn = jax.jit(lambda p, st, b: jax.lax.map(lambda ps: one(ps[0], ps[1], b), (p, st)))
+  # Members in turn: a vmapped convolution gradient becomes a grouped one, which XLA's CPU
+  # backend runs slowly and rejects for some shapes (batches of one row).
+  fn = train.ensemble.over_members(one, ctx.members, in_turn=True, shared=(2,))
   loader = ArrayLoader(dict(arrays), min(batch_size, len(arrays["x"])), seed=0, shuffle=False)
   total, batches = None, 0
   for batch in loader(0):
@@ -78,7 +76,7 @@ def gradient_statistic(ctx: base.Context, variables: Mapping, arrays: Mapping[st
 
   Rows are taken in order (no shuffle); the last batch is padded and its padding masked, and
   each batch counts once, as the published SSD code averages. Returns (a pytree shaped like
-  `variables["params"]`, stacked over members for an ensemble; seconds taken).
+  `variables["params"]`, stacked over the members; seconds taken).
   """
   return _mean_over_batches(ctx, variables, arrays, objective, batch_size, scale,
                             jnp.square if squared else None)
@@ -92,8 +90,8 @@ def gradient_magnitude(ctx: base.Context, variables: Mapping, arrays: Mapping[st
 
 
 def per_member(ctx: base.Context, fn: Callable) -> Callable:
-  """`fn` of one model's pytrees, mapped over the members of an ensemble (vmap)."""
-  return fn if ctx.members is None else jax.vmap(fn)
+  """`fn` of one model's pytrees, jitted and mapped over the members (`ensemble.over_members`)."""
+  return train.ensemble.over_members(fn, ctx.members)
 
 
 def top_mask(scores: jax.Array, count: int) -> jax.Array:
@@ -121,13 +119,13 @@ def gradient_scale_hook(params, weights, step):
   return scale_gradients(params, weights), None
 
 
-def member_mean(tree, members: int | None) -> float | list[float]:
-  """The mean of every entry of `tree` (of a mask: its selected share); one per member."""
+def member_mean(tree, members: int) -> float | list[float]:
+  """The mean of every entry of each member's `tree` (of a mask: its selected share), as a
+  record keeps it (`ensemble.record_value`)."""
   leaves = [jnp.asarray(leaf, jnp.float32) for leaf in jax.tree_util.tree_leaves(tree)]
-  if members is None:
-    return float(sum(jnp.sum(a) for a in leaves) / sum(a.size for a in leaves))
-  sums = sum(jnp.sum(a.reshape(members, -1), axis=1) for a in leaves)
-  return (sums / sum(a[0].size for a in leaves)).tolist()
+  size = sum(a[0].size for a in leaves)
+  return train.ensemble.record_value(
+      [float(sum(jnp.sum(a[k]) for a in leaves) / size) for k in range(members)])
 
 
 def layer_leaves(tree) -> list[tuple[str, jax.Array]]:

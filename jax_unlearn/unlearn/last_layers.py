@@ -77,8 +77,7 @@ def _train_last_layers(name: str, ctx: base.Context, original_variables: Mapping
                        data: base.UnlearnData, config: Mapping | None,
                        fresh: bool) -> base.MethodResult:
   s = base.settings(name, config, DEFAULTS)
-  one = (original_variables if ctx.members is None
-         else train.ensemble.member(original_variables, 0))
+  one = train.ensemble.member(original_variables, 0)
   params = one["params"]
   rest = {k: v for k, v in one.items() if k != "params"}
   trained = last_layers(layer_order(ctx.apply_fn, params, data.x, rest), params, int(s["k"]))
@@ -88,9 +87,7 @@ def _train_last_layers(name: str, ctx: base.Context, original_variables: Mapping
     variables = {collection: {n: (new[collection][n] if n in trained else tree[n])
                               for n in tree}
                  for collection, tree in original_variables.items()}
-  mask = trainable_mask(params, trained)
-  if ctx.members is not None:
-    mask = train.ensemble.stack([mask] * ctx.members)
+  mask = train.ensemble.stack([trainable_mask(params, trained)] * ctx.members)
   outcome = base.fit(
       ctx, variables,
       train.Objective(train.supervised_loss(ctx.loss), {"k": int(s["k"]), "layers": trained},

@@ -43,12 +43,10 @@ SEARCH_SPACE = {"lr": [3e-5, 1e-4, 3e-4], "epochs": [1, 3, 5], "alpha": [0.5, 0.
 def reference_loss(ctx: base.Context, original_variables: Mapping,
                    data: base.UnlearnData) -> np.ndarray:
   """The original's mean task loss on the retain-cohort validation rows (the retain training rows
-  when there are none): the scale forget losses are bounded on. [K] for an ensemble."""
+  when there are none): the scale forget losses are bounded on, [K]."""
   x, y = (data.val_x, data.val_y) if len(data.val_x) else (data.retain_x, data.retain_y)
   validate = train.make_validation_loss(ctx.apply_fn, ctx.loss, x, y,
                                         batch_size=ctx.predict_batch_size, dp=ctx.dp)
-  if ctx.members is None:
-    return np.float32(validate(original_variables))
   return train.ensemble.per_member(validate, ctx.members)(original_variables).astype(np.float32)
 
 
@@ -83,4 +81,5 @@ def neggrad(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDa
       train.Objective(make_neggrad_loss(ctx.loss, float(s["alpha"])),
                       {k: s[k] for k in ("alpha", "forget_bound")}, frozen=jnp.asarray(bound)),
       data.arrays(), train.Recipe.from_settings(s), name="neggrad", augment=data.augment)
-  return base.MethodResult(outcome.variables, base.record(outcome, forget_bound=bound.tolist()))
+  return base.MethodResult(outcome.variables, base.record(
+      outcome, forget_bound=train.ensemble.record_value(bound.tolist())))

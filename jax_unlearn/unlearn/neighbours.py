@@ -93,8 +93,7 @@ def neighbours(ctx: base.Context, original_variables: Mapping, data: base.Unlear
     def blend(variables):
       return data.arrays(y=blend_with_prediction(ctx, predict_fn, variables, data, labels, weight))
 
-    arrays = (blend(original_variables) if ctx.members is None else
-              [blend(train.ensemble.member(original_variables, k)) for k in range(ctx.members)])
+    arrays = [blend(train.ensemble.member(original_variables, k)) for k in range(ctx.members)]
   search = time.perf_counter() - t
   outcome = base.fit(
       ctx, original_variables,

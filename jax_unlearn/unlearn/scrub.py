@@ -123,7 +123,8 @@ def scrub(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
                    purposes=(2 * epoch, 2 * epoch + 1), augment=data.augment)
     variables = out.variables
     outcomes.append(out)
-  rec = base.record(out, max_steps=int(max_steps), forget_bound=bound.tolist())
+  rec = base.record(out, max_steps=int(max_steps),
+                    forget_bound=train.ensemble.record_value(bound.tolist()))
   rec["steps"] = sum(int(o.steps) for o in outcomes)
   rec["seconds"] = sum(float(o.seconds) for o in outcomes)
   rec["reused"] = all(o.reused for o in outcomes)

@@ -90,8 +90,7 @@ def sisa(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
   touched = sorted(set(shard[data.forget].tolist()))
   first_forget = {t: int(slice_[data.forget & (shard == t)].min()) for t in touched}
   unlearned, cost = plan.fit_slices(~data.forget, "unlearn", after_slice, first_forget)
-  one = (original_variables if ctx.members is None
-         else train.ensemble.member(original_variables, 0))
+  one = train.ensemble.member(original_variables, 0)
   base.check_same_architecture(one, train.ensemble.member(unlearned[-1], 0), "sisa shard model")
   record = {**cost, "reused": original["reused"] and cost["reused"],
             "original_seconds": original["seconds"], "shards": s["shards"], "slices": s["slices"],
@@ -130,18 +129,16 @@ class Plan:
       raise UserError("sisa with shard_by=group needs the training rows' group ids.",
                       "use a dataset with groups, or shard_by=random.")
     self.ctx, self.data, self.s, self.shard, self.slice = ctx, data, s, shard, slice_
-    self.seeds = 1 if ctx.members is None else ctx.members
+    self.seeds = ctx.members
     self.count = self.seeds * s["shards"]
 
-    def per_shard(keys):  # [K] keys (or one) -> [K * S]: member k * S + s
-      keys = jnp.reshape(keys, (self.seeds,))
+    def per_shard(keys):  # [K] keys -> [K * S]: member k * S + s
       return jnp.stack([jax.random.fold_in(keys[k], t) for k in range(self.seeds)
                         for t in range(s["shards"])])
 
     self.init_keys = per_shard(ctx.key(base.PURPOSE_INIT))
     self.train_keys = per_shard(ctx.key(base.PURPOSE_TRAIN))
-    order = ctx.seed(base.PURPOSE_ORDER)
-    self.order_seeds = [order] if ctx.members is None else list(order)
+    self.order_seeds = ctx.seed(base.PURPOSE_ORDER)
     # A shard with fewer rows than a batch trains on all of them at each step.
     self.batch_size = int(s["batch_size"])
 
@@ -190,8 +187,7 @@ class Plan:
     return np.flatnonzero((self.shard == m % self.s["shards"]) & (self.slice <= r) & keep)
 
   def _fresh(self):
-    return train.ensemble.init_members(lambda key: dict(self.ctx.init_fn(key)), self.init_keys,
-                                       self.count)
+    return train.ensemble.init_members(lambda key: dict(self.ctx.init_fn(key)), self.init_keys)
 
   def _fit(self, stage: str, r: int, chosen: list[int], variables,
            rows: Mapping[int, np.ndarray]) -> train.TrainOutcome:
@@ -206,18 +202,17 @@ class Plan:
                 "members": [[m // self.s["shards"], m % self.s["shards"]] for m in chosen]}
     return train.train_model(
         self.ctx.apply_fn, variables, train.supervised_loss(self.ctx.loss), arrays,
-        train.Recipe.from_settings(self.s, batch_size=self.batch_size), rng=rng, seed=seeds,
+        train.Recipe.from_settings(self.s, batch_size=self.batch_size), rng=rng, seeds=seeds,
         dp=self.ctx.dp, augment=self.data.augment,
         validate=base.validation_loss(self.ctx, self.data, self.s["keep_best"]),
         stage=train.Stage(name, self.ctx.stage_dir(name), identity, self.ctx.progress))
 
   def served(self, stacked) -> dict:
-    """[K * S] members as K sharded models (one without seeds), for `serving`."""
+    """[K * S] members as K sharded models, for `serving`."""
     key, shards = KEYS[self.s["aggregate"]], self.s["shards"]
 
     def regroup(a):
-      a = jnp.reshape(a, (self.seeds, shards) + a.shape[1:])
-      return a[0] if self.ctx.members is None else a
+      return jnp.reshape(a, (self.seeds, shards) + a.shape[1:])
 
     return {c: {key: jax.tree_util.tree_map(regroup, tree)} for c, tree in stacked.items()}
 
