@@ -158,9 +158,9 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
     pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
     picked = {name: pick(v) for name, v in models.items()}
     picked_aux = {name: pick(v) for name, v in auxiliary.items()}
-    floor = {} if k_all == 1 else {  # a noise floor needs another seed
-        metrics.spread.FLOOR: train.ensemble.member(models["retrained"], (k + 1) % k_all)
-        if null is None else pick(null)}
+    other = (train.ensemble.member(models["retrained"], metrics.spread.floor_partner(k, k_all))
+             if null is None else pick(null))
+    floor = {} if k_all == 1 else {metrics.spread.FLOOR: other}  # it needs another seed
     common = dict(task_loss=exp.per_example, error=task.error,
                   quantiles=tuple(task.quantiles) if task.quantiles else None, seed=exp.seeds[k],
                   dp=exp.dp)

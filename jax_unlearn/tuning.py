@@ -62,7 +62,7 @@ def validation_scores(exp: experiment.Experiment, models: dict) -> dict:
   point = lambda p: np.asarray(losses.point_prediction(p, quantiles))  # noqa: E731
   if members > 1:  # the noise floor: another seed's retrained model against this seed's
     retrained = preds["retrained"]
-    preds[spread.FLOOR] = [retrained[(k + 1) % members] for k in range(members)]
+    preds[spread.FLOOR] = [retrained[spread.floor_partner(k, members)] for k in range(members)]
   out = {}
   for name, per in preds.items():
     out[name] = {

@@ -18,6 +18,12 @@ from jax_unlearn.errors import UserError
 from jax_unlearn.metrics import base
 
 FLOOR = "retrained (other seed)"
+
+
+def floor_partner(k: int, members: int) -> int:
+  """The member whose retrained model is member k's noise floor (`FLOOR`): the next seed's."""
+  return (k + 1) % members
+
 # The level at which `compare` names a better model (two-sided Wilcoxon signed-rank test).
 ALPHA = 0.05
 # Keys that already measure a distance to the retrained model: compared as they are.
