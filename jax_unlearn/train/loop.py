@@ -478,7 +478,7 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
     step_fn = make_train_step(apply_fn, loss_fn, tx, dp, param_hook=param_hook)
     frozen = dp.replicate(frozen)
     loader = ArrayLoader(arrays, recipe.batch_size, seed=seeds[0], dp=dp, augment=augment)
-    stacked = lambda tree: ensemble.one(parallel.gather(tree))  # noqa: E731
+    with_axis = lambda tree: ensemble.one(parallel.gather(tree))  # noqa: E731
   else:
     place = dp.members(k)
     state = ensemble.create_ensemble_state(variables, tx, place)
@@ -490,7 +490,7 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
     frozen, rng = place.put(frozen), place.put(rng)
     validate = None if validate is None else ensemble.per_member(validate, k)
     plateau = None if plateau is None else [recipe.plateau() for _ in range(k)]
-    stacked = parallel.gather
+    with_axis = parallel.gather
   ckpt = Checkpointer(stage.directory, max_to_keep=1) if stage.directory else None
   meta = {"epoch": 0, "batch": 0, "best_val": math.inf, "history": [], "steps": 0,
           "seconds": 0.0}
@@ -507,7 +507,7 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
       tree, meta = ckpt.restore({"state": state, "best": state.variables})
       if meta["epoch"] >= recipe.epochs:
         ckpt.close()
-        return TrainOutcome(stacked(tree["best"]), meta["steps"], meta["seconds"],
+        return TrainOutcome(with_axis(tree["best"]), meta["steps"], meta["seconds"],
                             meta["history"],
                             meta["epoch"], reused=True, fingerprint=result_fingerprint)
       state = tree["state"]
@@ -553,6 +553,6 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
     if ckpt is not None:
       ckpt.close()
   final = result.best_variables if result.best_variables is not None else result.state.variables
-  return TrainOutcome(stacked(final), meta["steps"] + result.steps,
+  return TrainOutcome(with_axis(final), meta["steps"] + result.steps,
                       meta["seconds"] + result.seconds,
                       history, meta["epoch"], fingerprint=result_fingerprint)

@@ -28,6 +28,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jax_unlearn import train
 from jax_unlearn.unlearn import base, importance
 
 PURPOSE_FISHER_NOISE = 40
@@ -66,7 +67,7 @@ def fisher(ctx: base.Context, original_variables: Mapping, data: base.UnlearnDat
       ctx, original_variables, data.arrays(retain_only=True),
       importance.task_objective(ctx.loss), batch_size=s["batch_size"], squared=True)
   std = noise_std(retain_fisher, alpha, cap)
-  params = importance.per_member(ctx, perturb)(
+  params = train.ensemble.over_members(perturb, ctx.members)(
       original_variables["params"], std, ctx.key(PURPOSE_FISHER_NOISE))
   variables = {**original_variables, "params": params}
   jax.block_until_ready(variables)

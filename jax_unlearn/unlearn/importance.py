@@ -5,7 +5,8 @@ The methods that edit weights instead of (or before) training read them: SSD and
 importances on the forget and the full data, Fisher forgetting scales noise by the retain
 Fisher, SalUn and masked small gradients select weights by gradient magnitude. One jitted
 function serves every batch (fixed, padded shapes); it maps over the members in turn, so each
-member's statistic is its own, and `per_member` maps a weight edit over them.
+member's statistic is its own (`train.ensemble.over_members`, which also maps a weight edit
+over them).
 """
 import time
 from typing import Callable, Mapping
@@ -87,11 +88,6 @@ def gradient_magnitude(ctx: base.Context, variables: Mapping, arrays: Mapping[st
   """As `gradient_statistic`, of the absolute value of each batch's gradient: the sensitivity of
   memory aware synapses (Aljundi et al. 2018) that LFSSD uses in place of the Fisher."""
   return _mean_over_batches(ctx, variables, arrays, objective, batch_size, 1.0, jnp.abs)
-
-
-def per_member(ctx: base.Context, fn: Callable) -> Callable:
-  """`fn` of one model's pytrees, jitted and mapped over the members (`ensemble.over_members`)."""
-  return train.ensemble.over_members(fn, ctx.members)
 
 
 def top_mask(scores: jax.Array, count: int) -> jax.Array:

@@ -92,8 +92,8 @@ def msg(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData,
       batch_size=s["batch_size"], squared=False)
   gradient = jax.tree_util.tree_map(jnp.subtract, retain, forget)
   fresh = base.fresh_variables(ctx, original_variables, PURPOSE_MSG_INIT, "re-initialised model")
-  params, weights, mask = importance.per_member(
-      ctx, lambda p, f, g: _start(p, f, g, fraction, damping))(
+  params, weights, mask = train.ensemble.over_members(
+      lambda p, f, g: _start(p, f, g, fraction, damping), ctx.members)(
           original_variables["params"], fresh["params"], gradient)
   outcome = base.fit(
       ctx, {**original_variables, "params": params},

@@ -59,8 +59,8 @@ def salun(ctx: base.Context, original_variables: Mapping, data: base.UnlearnData
   gradient, mask_seconds = importance.gradient_statistic(
       ctx, original_variables, data.arrays(forget_only=True),
       importance.task_objective(ctx.loss), batch_size=s["batch_size"], squared=False)
-  mask = importance.per_member(ctx, lambda g: saliency_mask(
-      jax.tree_util.tree_map(jnp.abs, g), share))(gradient)
+  mask = train.ensemble.over_members(lambda g: saliency_mask(
+      jax.tree_util.tree_map(jnp.abs, g), share), ctx.members)(gradient)
   arrays = ctx.each(lambda key: data.arrays(y=gaussian.gaussian_labels(data.y, data.forget, key)),
                     base.PURPOSE_LABELS)
   outcome = base.fit(
