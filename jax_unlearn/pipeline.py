@@ -158,9 +158,10 @@ def evaluate(exp: experiment.Experiment, models: dict, auxiliary: dict, null=Non
     pick = lambda tree: train.ensemble.member(tree, k)  # noqa: E731
     picked = {name: pick(v) for name, v in models.items()}
     picked_aux = {name: pick(v) for name, v in auxiliary.items()}
-    other = (train.ensemble.member(models["retrained"], metrics.spread.floor_partner(k, k_all))
-             if null is None else pick(null))
-    floor = {} if k_all == 1 else {metrics.spread.FLOOR: other}  # it needs another seed
+    floor = {}
+    if k_all > 1:  # a noise floor needs another seed
+      floor[metrics.spread.FLOOR] = (pick(null) if null is not None else train.ensemble.member(
+          models["retrained"], metrics.spread.floor_partner(k, k_all)))
     common = dict(task_loss=exp.per_example, error=task.error,
                   quantiles=tuple(task.quantiles) if task.quantiles else None, seed=exp.seeds[k],
                   dp=exp.dp)

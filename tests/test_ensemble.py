@@ -342,3 +342,21 @@ def test_over_members_maps_over_members_and_runs_one_member_alone():
 def test_a_record_keeps_one_members_value_plain():
   assert ensemble.record_value([0.5]) == 0.5
   assert ensemble.record_value([0.5, 0.25]) == [0.5, 0.25]
+
+
+def test_one_member_with_fewer_rows_than_a_batch_trains_on_all_of_them():
+  """As a short member of an ensemble does: rows of its own, fewer than a batch, are one batch."""
+  short = {k: v[:10] for k, v in _data().items()}
+  apply_fn, variables, _ = _setup(short, k=1)
+  loss = train.supervised_loss(losses.mse)
+  start = ensemble.one(variables[0])
+  own = train.train_model(apply_fn, start, loss, [short],
+                          train.Recipe(epochs=2, batch_size=16, lr=0.01), rng=_rngs(1), seeds=[0])
+  whole = train.train_model(apply_fn, start, loss, short,
+                            train.Recipe(epochs=2, batch_size=10, lr=0.01), rng=_rngs(1),
+                            seeds=[0])
+  assert own.steps == whole.steps == 2
+  chex.assert_trees_all_equal(jax.device_get(own.variables), jax.device_get(whole.variables))
+  with pytest.raises(UserError, match="batch size 16 is larger than the 10 samples"):
+    train.train_model(apply_fn, start, loss, short, train.Recipe(epochs=1, batch_size=16, lr=0.01),
+                      rng=_rngs(1), seeds=[0])

@@ -39,7 +39,7 @@ def init_members(init_fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
 
 def one(tree: Any) -> Any:
   """A lone model's pytree as an ensemble of one (a leading member axis of 1)."""
-  return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], tree)
+  return stack([tree])
 
 
 def runs_vmapped(members: int) -> bool:
@@ -64,8 +64,9 @@ def over_members(fn: Callable, k: int, *, in_turn: bool = False,
   One member runs `fn`'s own program on it (outside the program, the member axis is taken off
   and put back), so an ensemble of one computes the same bits as the model alone.
   """
-  jitted = jax.jit(fn)
   if k == 1:
+    jitted = jax.jit(fn)
+
     def call(*args):
       args = [a if i in shared else member(a, 0) for i, a in enumerate(args)]
       return one(jitted(*args))

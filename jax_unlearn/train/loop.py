@@ -450,19 +450,22 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
   seeds = [int(s) for s in seeds]
   k = len(seeds)
   _check_members(name, k, variables, rng)
-  if k == 1:  # one member: the lone model's data-parallel program, on the member's arrays
+  # Members given rows of their own may hold fewer than a batch: they train on all of them at
+  # each step (an ensemble pads them to their fellows' batch shape).
+  own_rows = not isinstance(arrays, Mapping)
+  vmapped = ensemble.runs_vmapped(k)
+  if not vmapped:  # one member: the lone model's data-parallel program, on the member's arrays
     variables, frozen, rng = ensemble.member((dict(variables), frozen, rng), 0)
-    arrays = arrays if isinstance(arrays, Mapping) else arrays[0]
-  # Members with their own rows pad a short member's batches to the others' shape.
+    arrays = arrays[0] if own_rows else arrays
   n = len((arrays if isinstance(arrays, Mapping) else arrays[0])["x"])
-  if recipe.batch_size > n and isinstance(arrays, Mapping):
+  if recipe.batch_size > n and not own_rows:
     raise UserError(f"{name}: batch size {recipe.batch_size} is larger than the {n} samples it "
                     "trains on.", f"set a batch size <= {n}.")
   # What determines the result, but the number of epochs (a longer run continues a shorter one).
   determined = {
       "recipe": {key: v for key, v in dataclasses.asdict(recipe).items()
                  if key not in ("epochs", "scan")},
-      "seed": seeds[0] if k == 1 else seeds, "rng": _key_values(rng),
+      "seed": seeds if vmapped else seeds[0], "rng": _key_values(rng),
       "shards": dp.shards,
       "arrays": _digest(dict(arrays) if isinstance(arrays, Mapping) else list(arrays)),
       "start_variables": _digest(dict(variables)), "frozen": _digest(frozen),
@@ -472,12 +475,13 @@ def train_model(apply_fn: Callable, variables: Mapping, objective: Objective | L
   result_fingerprint = fingerprint({**determined, "epochs": recipe.epochs})
   tx = recipe.optimizer_fn()
   plateau = recipe.plateau()
-  if k == 1:
+  if not vmapped:
     place = dp
     state = create_state(variables, tx, dp)
     step_fn = make_train_step(apply_fn, loss_fn, tx, dp, param_hook=param_hook)
     frozen = dp.replicate(frozen)
-    loader = ArrayLoader(arrays, recipe.batch_size, seed=seeds[0], dp=dp, augment=augment)
+    loader = ArrayLoader(arrays, min(recipe.batch_size, n), seed=seeds[0], dp=dp,
+                         augment=augment)
     with_axis = lambda tree: ensemble.one(parallel.gather(tree))  # noqa: E731
   else:
     place = dp.members(k)
